@@ -1,0 +1,1 @@
+//! Benchmarks of netcon: criterion micro-benchmarks of hot functions live in `benches/`.

@@ -1,0 +1,1 @@
+//! netcon-dp: placeholder until the data plane lands.

@@ -1,0 +1,2 @@
+//! netcon-dp entry point.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Shared code of netcon-ctl and the integration tests.

@@ -1,0 +1,2 @@
+//! netcon-ctl entry point.
+fn main() {}
