@@ -1,1 +1,3 @@
-//! Shared code of netcon-ctl and the integration tests.
+//! netcon-ctl's commands and the test topology shared with the integration tests.
+
+pub mod topology;
