@@ -1,0 +1,407 @@
+//! Helpers shared by the integration tests: a namespace with its `netcon-dp`, processes that are
+//! killed with their whole process group, bounded runs and waits, and file hashing.
+
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use netcon_tools::topology::{Dataplane, DataplaneOptions, Netns};
+use sha2::{Digest, Sha256};
+
+/// The Debian interpreter, named by path because a `python3` found through `PATH` may be a
+/// shell shim (pyenv) that starts more processes under the preload.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// The kernel peer's address inside the namespace.
+pub const PEER_IP: &str = "10.77.0.1";
+
+/// netcon's own address, served by the stack in `netcon-dp`.
+pub const NETCON_IP: &str = "10.77.0.2";
+
+/// How long a process gets to exit after SIGTERM before its group is killed.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// How much of a process's output a failure message shows, per stream.
+const SHOWN_OUTPUT_BYTES: usize = 4000;
+
+/// A namespace and the `netcon-dp` whose TAP sits in it. Fields drop in order, so the data
+/// plane stops before the namespace is deleted.
+pub struct Topology {
+    pub dataplane: Dataplane,
+    pub netns: Netns,
+}
+
+impl Topology {
+    /// Creates a namespace named after `prefix` and starts `netcon-dp` for it with the default
+    /// options; panics with the reason when either fails.
+    pub fn start(prefix: &str) -> Topology {
+        Topology::start_with(prefix, |_| {})
+    }
+
+    /// Like [`Topology::start`], after `adjust` has changed the options.
+    pub fn start_with(prefix: &str, adjust: impl FnOnce(&mut DataplaneOptions)) -> Topology {
+        let netns = Netns::create(prefix)
+            .unwrap_or_else(|err| panic!("cannot create a namespace for {prefix}: {err}"));
+        let mut options = DataplaneOptions::for_netns(&netns);
+        adjust(&mut options);
+        let dataplane = Dataplane::start(&options)
+            .unwrap_or_else(|err| panic!("cannot start netcon-dp in {}: {err}", netns.name()));
+        Topology { dataplane, netns }
+    }
+
+    /// Returns the control socket path programs run through netcon connect to.
+    pub fn socket(&self) -> &Path {
+        self.dataplane.socket_path()
+    }
+}
+
+/// A child process in a process group of its own, with its stdout and stderr collected by
+/// threads. Dropping it stops the whole group (SIGTERM, then SIGKILL), so wrappers such as
+/// `netcon-ctl run` cannot leave the program they started behind.
+pub struct Process {
+    child: Child,
+    /// The exit status once the child has been reaped.
+    status: Option<ExitStatus>,
+    label: String,
+    stdout: Collector,
+    stderr: Collector,
+}
+
+impl Process {
+    /// Spawns `command` with stdin closed; `label` names it in failure messages. Panics when
+    /// the program cannot be started.
+    pub fn spawn(mut command: Command, label: &str) -> Process {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {label} ({command:?}): {err}"));
+        let stdout = Collector::start(child.stdout.take().expect("stdout is piped"));
+        let stderr = Collector::start(child.stderr.take().expect("stderr is piped"));
+        Process {
+            child,
+            status: None,
+            label: label.to_owned(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Returns the process id, which is also its process group id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Returns the name given at spawn.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Returns the exit status when the process has exited, without blocking. The first call
+    /// after the exit kills what is left of the process group and reaps the child.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() && has_exited(&self.child) {
+            self.reap();
+        }
+        self.status
+    }
+
+    /// Returns what the process wrote on stdout and stderr so far.
+    pub fn output_so_far(&self) -> (String, String) {
+        (self.stdout.text(), self.stderr.text())
+    }
+
+    /// Waits up to `timeout` for the process to exit, stops its group if it has not, and
+    /// returns the status and all output.
+    pub fn finish(mut self, timeout: Duration) -> Finished {
+        let deadline = Instant::now() + timeout;
+        while self.try_wait().is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let timed_out = self.status.is_none();
+        self.stop();
+
+        self.stdout.wait_closed();
+        self.stderr.wait_closed();
+        Finished {
+            label: self.label.clone(),
+            status: self.status,
+            timed_out,
+            stdout: self.stdout.text(),
+            stderr: self.stderr.text(),
+        }
+    }
+
+    /// Sends SIGTERM to the process group, waits up to 3 s for the leader to exit, then kills
+    /// the group and reaps the leader.
+    fn stop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        if !has_exited(&self.child) {
+            signal_group(&self.child, libc::SIGTERM);
+            let deadline = Instant::now() + TERM_GRACE;
+            while !has_exited(&self.child) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.reap();
+    }
+
+    /// Kills the rest of the group while the leader (exited or not) still holds the group id,
+    /// then reaps the leader.
+    fn reap(&mut self) {
+        signal_group(&self.child, libc::SIGKILL);
+        match self.child.wait() {
+            Ok(status) => self.status = Some(status),
+            Err(err) => eprintln!(
+                "warning: cannot reap {} (pid {}): {err}",
+                self.label,
+                self.pid()
+            ),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What a finished [`Process`] returned.
+pub struct Finished {
+    pub label: String,
+    /// The exit status; `None` only when the process could not be reaped.
+    pub status: Option<ExitStatus>,
+    /// True when the process had to be stopped because it ran past its time.
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// Returns true when the process exited by itself with status 0.
+    pub fn succeeded(&self) -> bool {
+        !self.timed_out && self.status.is_some_and(|s| s.success())
+    }
+
+    /// Panics with the whole report unless the process exited by itself with status 0.
+    pub fn assert_success(&self) {
+        assert!(self.succeeded(), "{} failed\n{self}", self.label);
+    }
+
+    /// Returns the exit code, or `None` when the process timed out or died from a signal.
+    pub fn code(&self) -> Option<i32> {
+        if self.timed_out {
+            return None;
+        }
+        self.status.and_then(|s| s.code())
+    }
+}
+
+impl fmt::Display for Finished {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.timed_out, self.status) {
+            (true, _) => writeln!(f, "status: timed out and stopped")?,
+            (false, Some(status)) => writeln!(f, "status: {status}")?,
+            (false, None) => writeln!(f, "status: unknown (not reaped)")?,
+        }
+        writeln!(f, "stdout:\n{}", tail(&self.stdout))?;
+        write!(f, "stderr:\n{}", tail(&self.stderr))
+    }
+}
+
+/// Runs `command` to the end, stopping it after `timeout`.
+pub fn run_bounded(command: Command, label: &str, timeout: Duration) -> Finished {
+    Process::spawn(command, label).finish(timeout)
+}
+
+/// Runs the command `make_command` builds until `not_ready` rejects the result or `timeout`
+/// passes, and returns the last result. This waits for a listener that must not be probed by
+/// a separate connection (a one-shot `iperf3 -s -1` would take the probe as its client).
+pub fn run_until_ready(
+    mut make_command: impl FnMut() -> Command,
+    label: &str,
+    run_timeout: Duration,
+    timeout: Duration,
+    not_ready: impl Fn(&Finished) -> bool,
+) -> Finished {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let finished = run_bounded(make_command(), label, run_timeout);
+        if !not_ready(&finished) || Instant::now() >= deadline {
+            return finished;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits up to 10 s until a TCP socket listens on `port` inside `netns` (checked with `ss`,
+/// which opens no connection). Panics when `server` exits first or the wait times out.
+pub fn wait_for_listener(netns: &Netns, port: u16, server: &mut Process) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut ss = netns.command("ss");
+        ss.args(["-Hltn", &format!("sport = :{port}")]);
+        let listing = run_bounded(ss, "ss in the namespace", Duration::from_secs(5));
+        listing.assert_success();
+        if !listing.stdout.trim().is_empty() {
+            return;
+        }
+
+        if let Some(status) = server.try_wait() {
+            let (stdout, stderr) = server.output_so_far();
+            panic!(
+                "{} exited ({status}) before listening on port {port}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                server.label()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} is not listening on port {port} in {} after 10 s",
+            server.label(),
+            netns.name()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes `len` bytes from `/dev/urandom` to `path`.
+pub fn write_random_file(path: &Path, len: u64) {
+    let mut source = File::open("/dev/urandom")
+        .expect("cannot open /dev/urandom")
+        .take(len);
+    let mut file =
+        File::create(path).unwrap_or_else(|err| panic!("cannot create {}: {err}", path.display()));
+    let copied = io::copy(&mut source, &mut file)
+        .unwrap_or_else(|err| panic!("cannot write {}: {err}", path.display()));
+    assert_eq!(copied, len, "short read from /dev/urandom");
+    file.flush().expect("flush of the random file failed");
+}
+
+/// Returns the SHA-256 of the file at `path` as lowercase hex.
+pub fn sha256_file(path: &Path) -> String {
+    let mut file =
+        File::open(path).unwrap_or_else(|err| panic!("cannot open {}: {err}", path.display()));
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Returns the targets of the open fds of process `pid`, one per line, for failure messages.
+pub fn describe_fds(pid: u32) -> String {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return format!("(cannot read /proc/{pid}/fd)");
+    };
+    let mut lines: Vec<String> = entries
+        .flatten()
+        .map(|entry| {
+            let target = std::fs::read_link(entry.path())
+                .map_or_else(|err| format!("({err})"), |t| t.display().to_string());
+            format!("{} -> {target}", entry.file_name().to_string_lossy())
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+/// Returns true when a network interface named `name` exists in the caller's namespace.
+pub fn interface_exists(name: &str) -> bool {
+    Path::new(&format!("/sys/class/net/{name}")).exists()
+}
+
+/// Returns true when `child` has exited, without reaping it, so its pid (and the group id it
+/// names) stays reserved.
+fn has_exited(child: &Child) -> bool {
+    // SAFETY: siginfo_t is plain data, for which all zero bytes are a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    // SAFETY: `info` is a valid, writable siginfo_t. WNOWAIT leaves the child waitable, so
+    // std's later wait still reaps it.
+    let result = unsafe { libc::waitid(libc::P_PID, child.id(), &mut info, flags) };
+    // SAFETY: waitid filled `info` (or left it zeroed when no child changed state), and
+    // si_pid is then valid to read.
+    result == 0 && unsafe { info.si_pid() } != 0
+}
+
+/// Sends `signal` to the process group that `child` leads.
+fn signal_group(child: &Child, signal: libc::c_int) {
+    let group = -(child.id() as libc::pid_t);
+    // SAFETY: kill has no memory preconditions. The caller has not reaped the leader, so the
+    // group id cannot have been reused. ESRCH (nothing left in the group) is harmless.
+    unsafe { libc::kill(group, signal) };
+}
+
+/// One output stream of a [`Process`], read into a shared buffer by a thread until EOF.
+struct Collector {
+    buffer: Arc<Mutex<Vec<u8>>>,
+    closed: Receiver<()>,
+}
+
+impl Collector {
+    fn start(mut stream: impl Read + Send + 'static) -> Collector {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let (sender, closed) = mpsc::channel();
+        let shared = Arc::clone(&buffer);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(read @ 1..) = stream.read(&mut chunk) {
+                shared
+                    .lock()
+                    .expect("output buffer lock")
+                    .extend_from_slice(&chunk[..read]);
+            }
+            let _ = sender.send(());
+        });
+        Collector { buffer, closed }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock().expect("output buffer lock")).into_owned()
+    }
+
+    /// Waits up to 2 s for EOF. A process outside the killed group can keep the pipe open, and
+    /// the test must not hang on it.
+    fn wait_closed(&self) {
+        let _ = self.closed.recv_timeout(Duration::from_secs(2));
+    }
+}
+
+/// Returns the last 4000 bytes of `text` (at a char boundary), marked when cut.
+fn tail(text: &str) -> String {
+    if text.len() <= SHOWN_OUTPUT_BYTES {
+        return text.to_owned();
+    }
+    let mut start = text.len() - SHOWN_OUTPUT_BYTES;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[... {start} bytes cut ...]\n{}", &text[start..])
+}

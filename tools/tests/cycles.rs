@@ -1,0 +1,132 @@
+//! Many short connections through netcon: connect, echo, close, repeated, with every echo
+//! checked and netcon-dp's fd count back at its starting value afterwards.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{PEER_IP, PYTHON, Process, Topology, describe_fds, run_bounded, wait_for_listener};
+use netcon_tools::topology::{netcon_command, require_root};
+
+const ECHO_PORT: u16 = 7000;
+
+/// How long netcon-dp may take to close the fds of finished connections.
+const FD_SETTLE: Duration = Duration::from_secs(5);
+
+/// A Python client that connects to HOST:PORT CYCLES times. Each time, it sends a payload naming
+/// the cycle, reads the echo back, compares it and closes. It exits 1 at the first failure,
+/// naming the cycle.
+const ECHO_CLIENT: &str = r#"
+import socket, sys
+
+host, port, cycles = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for cycle in range(cycles):
+    payload = (f"cycle {cycle} of {cycles};" * 64).encode()
+    try:
+        with socket.create_connection((host, port), timeout=10) as conn:
+            conn.sendall(payload)
+            echo = b""
+            while len(echo) < len(payload):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                echo += chunk
+    except OSError as err:
+        sys.exit(f"cycle {cycle}: {err!r}")
+    if echo != payload:
+        sys.exit(f"cycle {cycle}: sent {len(payload)} bytes, echo has {len(echo)}: {echo[:80]!r}")
+print(f"{cycles} cycles passed")
+"#;
+
+/// Starts a forking socat echo server on 10.77.0.1 inside the topology's namespace.
+fn start_echo_server(topology: &Topology) -> Process {
+    let mut command = topology.netns.command("socat");
+    command.args([
+        &format!("TCP4-LISTEN:{ECHO_PORT},bind={PEER_IP},fork,reuseaddr"),
+        "EXEC:cat",
+    ]);
+    let mut server = Process::spawn(command, "socat echo server in the namespace");
+    wait_for_listener(&topology.netns, ECHO_PORT, &mut server);
+    server
+}
+
+/// Runs the echo client through netcon for `cycles` cycles and asserts that it passed.
+fn run_echo_client(topology: &Topology, cycles: u32, timeout: Duration) {
+    let mut client = netcon_command(topology.socket(), PYTHON);
+    client.args([
+        "-c",
+        ECHO_CLIENT,
+        PEER_IP,
+        &ECHO_PORT.to_string(),
+        &cycles.to_string(),
+    ]);
+    let run = run_bounded(client, "echo client through netcon", timeout);
+    run.assert_success();
+    assert!(
+        run.stdout.contains(&format!("{cycles} cycles passed")),
+        "echo client did not finish its cycles\n{run}"
+    );
+}
+
+/// Asserts that netcon-dp still runs, waits up to 5 s for its fd count to return to
+/// `baseline`, then asserts it did.
+fn assert_fds_back_to(topology: &mut Topology, baseline: usize) {
+    let exited = topology
+        .dataplane
+        .try_wait()
+        .expect("cannot poll netcon-dp");
+    if let Some(status) = exited {
+        panic!(
+            "netcon-dp exited ({status}); stderr:\n{}",
+            topology.dataplane.stderr_text()
+        );
+    }
+
+    let deadline = Instant::now() + FD_SETTLE;
+    let mut count = topology.dataplane.fd_count();
+    while count != baseline && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+        count = topology.dataplane.fd_count();
+    }
+    assert_eq!(
+        count,
+        baseline,
+        "netcon-dp holds {count} fds {FD_SETTLE:?} after the connections closed, {baseline} \
+         before them; open fds now:\n{}",
+        describe_fds(topology.dataplane.pid())
+    );
+}
+
+#[test]
+fn echo_cycles_in_one_process() {
+    if !require_root("echo_cycles_in_one_process") {
+        return;
+    }
+    let mut topology = Topology::start("nccycles");
+    let _server = start_echo_server(&topology);
+    let baseline = topology.dataplane.fd_count();
+    assert!(baseline > 0, "cannot count netcon-dp's fds");
+
+    run_echo_client(&topology, 200, Duration::from_secs(120));
+
+    assert_fds_back_to(&mut topology, baseline);
+}
+
+#[test]
+fn echo_cycles_one_process_each() {
+    if !require_root("echo_cycles_one_process_each") {
+        return;
+    }
+    let mut topology = Topology::start("nccycles");
+    let _server = start_echo_server(&topology);
+    let baseline = topology.dataplane.fd_count();
+    assert!(baseline > 0, "cannot count netcon-dp's fds");
+
+    // Each process opens and closes its own control connection as well as the TCP one.
+    for _ in 0..50 {
+        run_echo_client(&topology, 1, Duration::from_secs(20));
+    }
+
+    assert_fds_back_to(&mut topology, baseline);
+}
