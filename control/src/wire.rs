@@ -172,7 +172,15 @@ impl Request {
         let addr = r.addr()?;
         let opt_len = r.opt_len()?;
         let opt = r.opt();
-        Ok(Request { op, flags, arg0, arg1, addr, opt_len, opt })
+        Ok(Request {
+            op,
+            flags,
+            arg0,
+            arg1,
+            addr,
+            opt_len,
+            opt,
+        })
     }
 }
 
@@ -206,7 +214,10 @@ impl Reply {
 
     /// A failed reply carrying `errno`.
     pub fn error(errno: i32) -> Reply {
-        Reply { errno, ..Reply::ok(-1) }
+        Reply {
+            errno,
+            ..Reply::ok(-1)
+        }
     }
 
     /// A successful reply carrying an option value (truncated to [`OPT_MAX`]).
@@ -248,7 +259,45 @@ impl Reply {
         let remote = r.addr()?;
         let opt_len = r.opt_len()?;
         let opt = r.opt();
-        Ok(Reply { errno, value, local, remote, opt_len, opt })
+        Ok(Reply {
+            errno,
+            value,
+            local,
+            remote,
+            opt_len,
+            opt,
+        })
+    }
+}
+
+/// Encoded size of an [`AcceptMessage`].
+pub const ACCEPT_LEN: usize = 2 + 2 * WIRE_ADDR_LEN;
+
+/// What the service sends on a listener's seqpacket socket for each accepted connection,
+/// with the connection's stream fd attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptMessage {
+    pub local: WireAddr,
+    pub remote: WireAddr,
+}
+
+impl AcceptMessage {
+    /// Encodes the message into its fixed layout.
+    pub fn encode(&self) -> [u8; ACCEPT_LEN] {
+        let mut out = [0u8; ACCEPT_LEN];
+        let mut w = Writer::new(&mut out);
+        w.u16(MAGIC);
+        w.addr(&self.local);
+        w.addr(&self.remote);
+        out
+    }
+
+    /// Decodes a message, rejecting anything that is not exactly a well-formed one.
+    pub fn decode(bytes: &[u8]) -> Result<AcceptMessage, DecodeError> {
+        let mut r = Reader::new(bytes, ACCEPT_LEN)?;
+        let local = r.addr()?;
+        let remote = r.addr()?;
+        Ok(AcceptMessage { local, remote })
     }
 }
 
@@ -295,7 +344,10 @@ impl<'a> Reader<'a> {
     /// Checks the length and the magic, and positions the reader after the magic.
     fn new(bytes: &'a [u8], expected: usize) -> Result<Self, DecodeError> {
         if bytes.len() != expected {
-            return Err(DecodeError::Length { expected, actual: bytes.len() });
+            return Err(DecodeError::Length {
+                expected,
+                actual: bytes.len(),
+            });
         }
         let mut reader = Reader { bytes, at: 0 };
         let magic = reader.u16();
@@ -306,7 +358,9 @@ impl<'a> Reader<'a> {
     }
 
     fn take<const N: usize>(&mut self) -> [u8; N] {
-        let out: [u8; N] = self.bytes[self.at..self.at + N].try_into().expect("length checked");
+        let out: [u8; N] = self.bytes[self.at..self.at + N]
+            .try_into()
+            .expect("length checked");
         self.at += N;
         out
     }
@@ -368,21 +422,43 @@ mod tests {
         reply.remote = WireAddr(Some("10.77.0.1:80".parse().unwrap()));
         assert_eq!(Reply::decode(&reply.encode()), Ok(reply));
         let failed = Reply::error(libc::ECONNREFUSED);
-        assert_eq!(Reply::decode(&failed.encode()).unwrap().errno, libc::ECONNREFUSED);
+        assert_eq!(
+            Reply::decode(&failed.encode()).unwrap().errno,
+            libc::ECONNREFUSED
+        );
+    }
+
+    #[test]
+    fn accept_message_round_trip() {
+        let message = AcceptMessage {
+            local: WireAddr(Some("10.77.0.2:80".parse().unwrap())),
+            remote: WireAddr(Some("10.77.0.1:51000".parse().unwrap())),
+        };
+        assert_eq!(AcceptMessage::decode(&message.encode()), Ok(message));
+        assert!(AcceptMessage::decode(&message.encode()[..ACCEPT_LEN - 1]).is_err());
     }
 
     #[test]
     fn request_rejects_wrong_length() {
         let bytes = sample_request().encode();
         let err = Request::decode(&bytes[..REQUEST_LEN - 1]).unwrap_err();
-        assert_eq!(err, DecodeError::Length { expected: REQUEST_LEN, actual: REQUEST_LEN - 1 });
+        assert_eq!(
+            err,
+            DecodeError::Length {
+                expected: REQUEST_LEN,
+                actual: REQUEST_LEN - 1
+            }
+        );
     }
 
     #[test]
     fn request_rejects_bad_magic_op_and_option() {
         let mut bytes = sample_request().encode();
         bytes[0] ^= 0xff;
-        assert!(matches!(Request::decode(&bytes), Err(DecodeError::Magic(_))));
+        assert!(matches!(
+            Request::decode(&bytes),
+            Err(DecodeError::Magic(_))
+        ));
 
         let mut bytes = sample_request().encode();
         bytes[2] = 0xee;

@@ -1,1 +1,20 @@
-//! netcon-dp: placeholder until the data plane lands.
+//! netcon-dp, the data plane: a user-space TCP/IP stack (smoltcp) on a TAP device, serving the
+//! sockets of preloaded programs.
+//!
+//! A tour:
+//! - [`config`] turns the command line into a validated [`config::Config`].
+//! - [`sys`] holds every raw OS call: TAP queues, socketpairs, epoll, eventfd.
+//! - [`netns`] moves the TAP into a network namespace and configures the kernel side.
+//! - [`service`] is the control thread: it answers the preload's RPCs on the control socket.
+//! - [`worker`] owns the packet path: io_uring, a smoltcp `Interface`, and the connections.
+//! - [`registry`] is the socket table both share; [`options`] stores socket options.
+//! - [`run`] wires them together.
+
+pub mod config;
+pub mod netns;
+pub mod options;
+pub mod registry;
+pub mod run;
+pub mod service;
+pub mod sys;
+pub mod worker;

@@ -1,0 +1,233 @@
+//! The command line of `netcon-dp` and its validation.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+
+use crate::sys::tap::MAX_NAME_LEN;
+
+/// Smallest MTU accepted: IPv4 hosts must handle 576-byte datagrams.
+pub const MIN_MTU: u32 = 576;
+/// Largest MTU accepted: the most a TAP frame can carry, as slirp4netns and pasta also use.
+pub const MAX_MTU: u32 = 65520;
+
+/// Link layer of the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MediumArg {
+    /// A TAP device carrying Ethernet frames (ARP on the link).
+    Ethernet,
+    /// A TUN device carrying bare IP packets.
+    Ip,
+}
+
+/// netcon-dp: the netcon data plane. Runs a user-space TCP/IP stack on a TAP device and serves
+/// the sockets of programs started with `netcon-ctl run`.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "netcon-dp", version)]
+pub struct Args {
+    /// TAP (or TUN) interface to create, or to attach to when it exists.
+    #[arg(long, default_value = "netcon0", value_name = "NAME")]
+    pub tap: String,
+
+    /// Link layer of the interface.
+    #[arg(long, value_enum, default_value_t = MediumArg::Ethernet)]
+    pub medium: MediumArg,
+
+    /// The stack's IPv4 address and prefix length.
+    #[arg(long, default_value = "10.77.0.2/24", value_name = "CIDR", value_parser = parse_cidr)]
+    pub address: Ipv4Cidr,
+
+    /// Default gateway for destinations outside the address's subnet.
+    #[arg(long, value_name = "ADDR")]
+    pub gateway: Option<Ipv4Addr>,
+
+    /// MTU of the link in bytes (576 to 65520).
+    #[arg(long, default_value_t = 1500, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(MIN_MTU as i64..=MAX_MTU as i64))]
+    pub mtu: u32,
+
+    /// Path of the control socket that preloaded programs and netcon-ctl connect to
+    /// [default: $XDG_RUNTIME_DIR/netcon/control.sock, or /run/netcon/control.sock for root].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Move the TAP into this existing network namespace after creating it.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+
+    /// With --netns: address and prefix for the kernel side of the TAP inside the namespace.
+    #[arg(long, value_name = "CIDR", requires = "netns", value_parser = parse_cidr)]
+    pub peer_address: Option<Ipv4Cidr>,
+
+    /// Number of worker threads. Only 1 is supported so far.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub workers: usize,
+
+    /// Cores to pin workers to, comma-separated (worker i gets the i-th); default: worker i
+    /// on core i.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub cpus: Vec<usize>,
+
+    /// Size of each TCP connection's receive buffer and of its send buffer, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(4096..=(64 << 20)))]
+    pub tcp_buffer: u32,
+
+    /// User id allowed to use the control socket (repeatable) [default: netcon-dp's own uid
+    /// and root].
+    #[arg(long = "allow-uid", value_name = "UID")]
+    pub allow_uids: Vec<u32>,
+}
+
+/// Why the arguments cannot be used together.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    TapName(String),
+    Workers(usize),
+    Address(Ipv4Cidr),
+    PeerAddress { peer: Ipv4Cidr, stack: Ipv4Cidr },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::TapName(name) => {
+                write!(
+                    f,
+                    "invalid --tap {name:?}: use 1 to {MAX_NAME_LEN} bytes without '/' or spaces"
+                )
+            }
+            ConfigError::Workers(n) => write!(
+                f,
+                "invalid --workers {n}: only 1 worker is supported so far (flow steering between workers is not built yet)"
+            ),
+            ConfigError::Address(cidr) => {
+                write!(
+                    f,
+                    "invalid --address {cidr}: use a unicast host address with a prefix of 1 to 30 bits"
+                )
+            }
+            ConfigError::PeerAddress { peer, stack } => {
+                write!(
+                    f,
+                    "invalid --peer-address {peer}: it must differ from --address {stack} and be in its subnet"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Args {
+    /// Checks what clap cannot: names, counts and how the addresses relate.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tap.is_empty() || self.tap.len() > MAX_NAME_LEN || self.tap.contains(['/', ' ']) {
+            return Err(ConfigError::TapName(self.tap.clone()));
+        }
+        if self.workers != 1 {
+            return Err(ConfigError::Workers(self.workers));
+        }
+        let ip = Ipv4Addr::from(self.address.address());
+        let prefix = self.address.prefix_len();
+        let network = self.address.network();
+        let broadcast = self.address.broadcast();
+        let is_edge = Some(self.address.address()) == broadcast
+            || self.address.address() == network.address();
+        if !(1..=30).contains(&prefix)
+            || ip.is_unspecified()
+            || ip.is_multicast()
+            || ip.is_broadcast()
+            || is_edge
+        {
+            return Err(ConfigError::Address(self.address));
+        }
+        if let Some(peer) = self.peer_address {
+            if peer.address() == self.address.address()
+                || !self.address.contains_addr(&peer.address())
+            {
+                return Err(ConfigError::PeerAddress {
+                    peer,
+                    stack: self.address,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses `A.B.C.D/N`.
+fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
+    let (ip, prefix) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not of the form A.B.C.D/PREFIX"))?;
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= 32)
+        .ok_or_else(|| format!("{prefix:?} is not a prefix length from 0 to 32"))?;
+    Ok(Ipv4Cidr::new(Ipv4Address::from(ip), prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("netcon-dp").chain(extra.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let parsed = args(&[]).unwrap();
+        assert_eq!(parsed.mtu, 1500);
+        assert_eq!(parsed.validate(), Ok(()));
+    }
+
+    #[test]
+    fn malformed_address_rejected() {
+        for bad in ["10.77.0.2", "10.77.0.300/24", "10.77.0.2/33", "nonsense"] {
+            assert!(args(&["--address", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn network_and_broadcast_rejected() {
+        for bad in [
+            "10.77.0.0/24",
+            "10.77.0.255/24",
+            "10.77.0.2/32",
+            "0.0.0.0/8",
+        ] {
+            let parsed = args(&["--address", bad]).unwrap();
+            assert!(parsed.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mtu_bounds() {
+        assert!(args(&["--mtu", "575"]).is_err());
+        assert!(args(&["--mtu", "65521"]).is_err());
+        assert_eq!(args(&["--mtu", "65520"]).unwrap().mtu, 65520);
+    }
+
+    #[test]
+    fn peer_address_needs_netns_and_subnet() {
+        assert!(args(&["--peer-address", "10.77.0.1/24"]).is_err());
+        let parsed = args(&["--netns", "x", "--peer-address", "10.78.0.1/24"]).unwrap();
+        assert!(parsed.validate().is_err());
+        let parsed = args(&["--netns", "x", "--peer-address", "10.77.0.1/24"]).unwrap();
+        assert_eq!(parsed.validate(), Ok(()));
+    }
+
+    #[test]
+    fn tap_name_too_long() {
+        let parsed = args(&["--tap", "sixteen-chars-xx"]).unwrap();
+        assert!(matches!(parsed.validate(), Err(ConfigError::TapName(_))));
+    }
+}

@@ -1,0 +1,156 @@
+//! Socket options as the program set them: stored per socket so `getsockopt` reads back what
+//! `setsockopt` wrote, with Linux's defaults for the rest. The subset the stack honours
+//! (TCP_NODELAY, SO_KEEPALIVE) is applied by the worker that owns the connection.
+
+use std::collections::BTreeMap;
+
+/// Linux's default SO_SNDBUF for TCP (`net.ipv4.tcp_wmem` middle value).
+const DEFAULT_SNDBUF: i32 = 16384;
+/// Linux's default SO_RCVBUF for TCP (`net.ipv4.tcp_rmem` middle value).
+const DEFAULT_RCVBUF: i32 = 131072;
+
+/// The options of one socket.
+#[derive(Clone, Debug, Default)]
+pub struct SocketOptions {
+    values: BTreeMap<(i32, i32), Vec<u8>>,
+    /// How many `setsockopt` calls asked for something the stack does not carry out.
+    pub unhonoured: u32,
+}
+
+/// How `setsockopt` went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetOutcome {
+    /// Stored, and the stack acts on it.
+    Applied,
+    /// Stored and readable, but the stack does not act on it.
+    StoredOnly,
+}
+
+impl SocketOptions {
+    /// Stores `value` for (`level`, `name`). Errors with EINVAL for a value shorter than an int
+    /// where the option takes an int, as Linux does.
+    pub fn set(&mut self, level: i32, name: i32, value: &[u8]) -> Result<SetOutcome, i32> {
+        if takes_int(level, name) && value.len() < 4 {
+            return Err(libc::EINVAL);
+        }
+        let stored = match (level, name) {
+            // Linux doubles the requested size to leave room for bookkeeping.
+            (libc::SOL_SOCKET, libc::SO_SNDBUF | libc::SO_RCVBUF) => {
+                let asked = i32::from_ne_bytes(value[..4].try_into().expect("4 bytes"));
+                asked.saturating_mul(2).to_ne_bytes().to_vec()
+            }
+            _ => value.to_vec(),
+        };
+        self.values.insert((level, name), stored);
+        let outcome = match (level, name) {
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY) | (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
+                SetOutcome::Applied
+            }
+            _ => SetOutcome::StoredOnly,
+        };
+        if outcome == SetOutcome::StoredOnly {
+            self.unhonoured += 1;
+        }
+        Ok(outcome)
+    }
+
+    /// The value last stored, or Linux's default for options that have one.
+    pub fn get(&self, level: i32, name: i32) -> Option<Vec<u8>> {
+        if let Some(value) = self.values.get(&(level, name)) {
+            return Some(value.clone());
+        }
+        let default = match (level, name) {
+            (libc::SOL_SOCKET, libc::SO_SNDBUF) => DEFAULT_SNDBUF,
+            (libc::SOL_SOCKET, libc::SO_RCVBUF) => DEFAULT_RCVBUF,
+            _ if takes_int(level, name) => 0,
+            _ => return None,
+        };
+        Some(default.to_ne_bytes().to_vec())
+    }
+
+    /// Whether an int option is set to a non-zero value.
+    pub fn flag(&self, level: i32, name: i32) -> bool {
+        self.values
+            .get(&(level, name))
+            .and_then(|v| v.get(..4))
+            .is_some_and(|v| i32::from_ne_bytes(v.try_into().expect("4 bytes")) != 0)
+    }
+}
+
+/// Options whose value is a C int.
+fn takes_int(level: i32, name: i32) -> bool {
+    matches!(
+        (level, name),
+        (
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR
+                | libc::SO_REUSEPORT
+                | libc::SO_KEEPALIVE
+                | libc::SO_SNDBUF
+                | libc::SO_RCVBUF
+                | libc::SO_BROADCAST
+                | libc::SO_OOBINLINE
+                | libc::SO_PRIORITY
+                | libc::SO_RCVLOWAT
+        ) | (
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY
+                | libc::TCP_KEEPIDLE
+                | libc::TCP_KEEPINTVL
+                | libc::TCP_KEEPCNT
+                | libc::TCP_USER_TIMEOUT
+                | libc::TCP_QUICKACK
+                | libc::TCP_CORK
+                | libc::TCP_MAXSEG
+                | libc::TCP_DEFER_ACCEPT
+                | libc::TCP_FASTOPEN
+        ) | (libc::IPPROTO_IP, libc::IP_TOS | libc::IP_TTL)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int(v: i32) -> Vec<u8> {
+        v.to_ne_bytes().to_vec()
+    }
+
+    #[test]
+    fn nodelay_reads_back() {
+        let mut options = SocketOptions::default();
+        assert_eq!(
+            options.get(libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            Some(int(0))
+        );
+        let outcome = options.set(libc::IPPROTO_TCP, libc::TCP_NODELAY, &int(1));
+        assert_eq!(outcome, Ok(SetOutcome::Applied));
+        assert_eq!(
+            options.get(libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            Some(int(1))
+        );
+        assert!(options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY));
+    }
+
+    #[test]
+    fn rcvbuf_doubles_like_linux() {
+        let mut options = SocketOptions::default();
+        options
+            .set(libc::SOL_SOCKET, libc::SO_RCVBUF, &int(65536))
+            .unwrap();
+        assert_eq!(
+            options.get(libc::SOL_SOCKET, libc::SO_RCVBUF),
+            Some(int(131072))
+        );
+        assert_eq!(options.unhonoured, 1);
+    }
+
+    #[test]
+    fn short_int_value_is_invalid() {
+        let mut options = SocketOptions::default();
+        assert_eq!(
+            options.set(libc::SOL_SOCKET, libc::SO_REUSEADDR, &[1]),
+            Err(libc::EINVAL)
+        );
+    }
+}

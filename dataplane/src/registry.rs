@@ -1,0 +1,190 @@
+//! The table of every socket the service has handed out, keyed by the inode of the program's
+//! end. The control thread reads it to answer socket calls; workers update it when a
+//! connection is established, accepted or closed. It is locked only on those events, never per
+//! packet.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddrV4;
+use std::sync::{Mutex, MutexGuard};
+
+use crate::options::SocketOptions;
+
+/// Inode number of the program's end of a socket; the identity of a netcon socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Inode(pub u64);
+
+/// Lifecycle of a netcon socket as the program sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketState {
+    /// Created, not bound.
+    Fresh,
+    /// Bound to a local address, neither connecting nor listening.
+    Bound,
+    Listening,
+    Connecting,
+    Connected,
+    /// The connection attempt failed or the connection ended; the program still holds the fd.
+    Closed,
+}
+
+/// What the service keeps about one socket.
+#[derive(Clone, Debug)]
+pub struct SocketEntry {
+    pub state: SocketState,
+    pub local: Option<SocketAddrV4>,
+    pub remote: Option<SocketAddrV4>,
+    pub options: SocketOptions,
+    /// The errno `getsockopt(SO_ERROR)` returns next (then 0), as the kernel does.
+    pub pending_error: i32,
+    /// The local port was claimed for this socket (bound, listening or connecting), so closing
+    /// it gives the port back. Accepted connections share their listener's port.
+    pub owns_port: bool,
+}
+
+impl SocketEntry {
+    /// An entry for a socket that was just created.
+    pub fn fresh() -> SocketEntry {
+        SocketEntry {
+            state: SocketState::Fresh,
+            local: None,
+            remote: None,
+            options: SocketOptions::default(),
+            pending_error: 0,
+            owns_port: false,
+        }
+    }
+}
+
+/// Range Linux uses for ephemeral ports by default (`net.ipv4.ip_local_port_range`).
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+/// Closed entries kept so a program can still read SO_ERROR after a failed connect; the
+/// oldest are forgotten first.
+const CLOSED_ENTRIES_KEPT: usize = 4096;
+
+/// The tables behind the lock.
+#[derive(Default)]
+pub struct Table {
+    pub sockets: HashMap<Inode, SocketEntry>,
+    /// Local ports taken by bound, listening or connected sockets.
+    ports: BTreeSet<u16>,
+    next_ephemeral: u16,
+    closed_order: VecDeque<Inode>,
+}
+
+impl Table {
+    /// Takes `port` for a socket; false when it is already taken.
+    pub fn claim_port(&mut self, port: u16) -> bool {
+        self.ports.insert(port)
+    }
+
+    /// Gives a port back.
+    pub fn release_port(&mut self, port: u16) {
+        self.ports.remove(&port);
+    }
+
+    /// Takes a free ephemeral port, or returns `None` when all are taken (EADDRNOTAVAIL).
+    pub fn claim_ephemeral_port(&mut self) -> Option<u16> {
+        let span = EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start() + 1;
+        for _ in 0..span {
+            if !EPHEMERAL_PORTS.contains(&self.next_ephemeral) {
+                self.next_ephemeral = *EPHEMERAL_PORTS.start();
+            }
+            let port = self.next_ephemeral;
+            self.next_ephemeral = self.next_ephemeral.wrapping_add(1);
+            if self.ports.insert(port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Marks a socket closed with `errno` for SO_ERROR, releasing its port. The entry stays
+    /// for a while so the program can still ask about it.
+    pub fn mark_closed(&mut self, inode: Inode, errno: i32) {
+        let Some(entry) = self.sockets.get_mut(&inode) else {
+            return;
+        };
+        if entry.owns_port
+            && let Some(local) = entry.local
+        {
+            self.ports.remove(&local.port());
+        }
+        entry.owns_port = false;
+        entry.state = SocketState::Closed;
+        if errno != 0 {
+            entry.pending_error = errno;
+        }
+        self.closed_order.push_back(inode);
+        while self.closed_order.len() > CLOSED_ENTRIES_KEPT {
+            let oldest = self.closed_order.pop_front().expect("non-empty");
+            if self
+                .sockets
+                .get(&oldest)
+                .is_some_and(|e| e.state == SocketState::Closed)
+            {
+                self.sockets.remove(&oldest);
+            }
+        }
+    }
+
+    /// Forgets a socket whose program end is gone, releasing its port.
+    pub fn remove(&mut self, inode: Inode) {
+        if let Some(entry) = self.sockets.remove(&inode)
+            && entry.owns_port
+            && let Some(local) = entry.local
+        {
+            self.ports.remove(&local.port());
+        }
+    }
+}
+
+/// The shared socket table.
+#[derive(Default)]
+pub struct Registry {
+    table: Mutex<Table>,
+}
+
+impl Registry {
+    /// Locks the table. Held only for short lookups and updates.
+    pub fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ephemeral_ports_are_unique() {
+        let mut table = Table::default();
+        let a = table.claim_ephemeral_port().unwrap();
+        let b = table.claim_ephemeral_port().unwrap();
+        assert_ne!(a, b);
+        assert!(EPHEMERAL_PORTS.contains(&a));
+        assert!(!table.claim_port(a));
+    }
+
+    #[test]
+    fn closing_releases_port_once() {
+        let mut table = Table::default();
+        let inode = Inode(7);
+        let mut entry = SocketEntry::fresh();
+        entry.state = SocketState::Connected;
+        entry.local = Some("10.77.0.2:40000".parse().unwrap());
+        entry.owns_port = true;
+        assert!(table.claim_port(40000));
+        table.sockets.insert(inode, entry);
+        table.mark_closed(inode, libc::ECONNRESET);
+        assert!(table.claim_port(40000));
+        assert_eq!(table.sockets[&inode].pending_error, libc::ECONNRESET);
+        table.remove(inode);
+        assert!(
+            !table.claim_port(40000),
+            "a closed entry must not release the port again"
+        );
+    }
+}

@@ -1,0 +1,330 @@
+//! What the control thread does for each request kind.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use netcon_control::wire::FLAG_NONBLOCK;
+use netcon_control::{Op, Reply, Request, SocketKind, WireAddr};
+
+use super::Service;
+use crate::options::SetOutcome;
+use crate::registry::{Inode, SocketEntry, SocketState};
+use crate::sys::socket::{inode, send, set_nonblocking, socketpair};
+use crate::worker::{Command, ConnectJob, ListenJob, OptionJob, ReplyTo, prepare_pair};
+
+/// The outcome of one request.
+pub enum Handled {
+    /// Reply now, with an fd attached when given.
+    Reply(Reply, Option<OwnedFd>),
+    /// A worker replies later (blocking connect).
+    Later,
+}
+
+fn error(errno: i32) -> Handled {
+    Handled::Reply(Reply::error(errno), None)
+}
+
+fn ok(reply: Reply) -> Handled {
+    Handled::Reply(reply, None)
+}
+
+/// Largest filler written to keep a connecting socket unwritable; the program end's default
+/// send buffer fills long before this.
+const MAX_FILLER: usize = 16 * 1024 * 1024;
+
+impl Service {
+    pub(super) fn handle(&mut self, request: Request, fd: Option<OwnedFd>, to: ReplyTo) -> Handled {
+        if request.op == Op::Socket {
+            return self.create_socket(&request);
+        }
+        let Some(fd) = fd else {
+            return error(libc::EBADF);
+        };
+        let Ok(number) = inode(fd.as_fd()) else {
+            return error(libc::EBADF);
+        };
+        let inode = Inode(number);
+        if request.op == Op::Identify {
+            return ok(Reply::ok(self.identify(inode) as i64));
+        }
+        if !self.registry.lock().sockets.contains_key(&inode) {
+            // Not a socket this service made: the shim passes the call to libc.
+            return error(libc::ENOTSOCK);
+        }
+        match request.op {
+            Op::Bind => self.bind(inode, &request),
+            Op::Listen => self.listen(inode, &request),
+            Op::Connect => self.connect(inode, &request, &fd, to),
+            Op::GetSockName => self.local_name(inode),
+            Op::GetPeerName => self.peer_name(inode),
+            Op::GetSockOpt => self.get_option(inode, &request),
+            Op::SetSockOpt => self.set_option(inode, &request),
+            Op::Socket | Op::Identify => unreachable!("handled above"),
+        }
+    }
+
+    fn create_socket(&mut self, request: &Request) -> Handled {
+        if request.arg0 != libc::AF_INET as u64 {
+            return error(libc::EAFNOSUPPORT);
+        }
+        if request.arg1 != libc::SOCK_STREAM as u64 {
+            return error(libc::EPROTONOSUPPORT);
+        }
+        let made = (|| {
+            let (app, service) = socketpair(libc::SOCK_STREAM)?;
+            prepare_pair(app.as_fd(), service.as_fd())?;
+            set_nonblocking(service.as_fd(), true)?;
+            let number = inode(app.as_fd())?;
+            std::io::Result::Ok((app, service, Inode(number)))
+        })();
+        let (app, service, inode) = match made {
+            Ok(parts) => parts,
+            Err(e) => return error(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+        };
+        self.registry
+            .lock()
+            .sockets
+            .insert(inode, SocketEntry::fresh());
+        if let Err(e) = self.watch_pending(inode, service) {
+            self.registry.lock().remove(inode);
+            return error(e.raw_os_error().unwrap_or(libc::ENOMEM));
+        }
+        Handled::Reply(Reply::ok(0), Some(app))
+    }
+
+    fn identify(&self, inode: Inode) -> SocketKind {
+        match self.registry.lock().sockets.get(&inode).map(|e| e.state) {
+            Some(SocketState::Listening) => SocketKind::Listener,
+            Some(_) => SocketKind::Stream,
+            None => SocketKind::Foreign,
+        }
+    }
+
+    fn bind(&mut self, inode: Inode, request: &Request) -> Handled {
+        let addr = match ipv4_addr(request.addr) {
+            Ok(addr) => addr,
+            Err(errno) => return error(errno),
+        };
+        if !addr.ip().is_unspecified() && *addr.ip() != self.local_ip {
+            return error(libc::EADDRNOTAVAIL);
+        }
+        let mut table = self.registry.lock();
+        if table.sockets[&inode].state != SocketState::Fresh {
+            return error(libc::EINVAL);
+        }
+        let port = if addr.port() == 0 {
+            match table.claim_ephemeral_port() {
+                Some(port) => port,
+                None => return error(libc::EADDRINUSE),
+            }
+        } else if table.claim_port(addr.port()) {
+            addr.port()
+        } else {
+            return error(libc::EADDRINUSE);
+        };
+        let entry = table.sockets.get_mut(&inode).expect("checked above");
+        entry.state = SocketState::Bound;
+        entry.local = Some(SocketAddrV4::new(*addr.ip(), port));
+        entry.owns_port = true;
+        ok(Reply::ok(0))
+    }
+
+    fn listen(&mut self, inode: Inode, request: &Request) -> Handled {
+        let mut table = self.registry.lock();
+        let entry = &table.sockets[&inode];
+        let local = match entry.state {
+            SocketState::Listening => return ok(Reply::ok(0)),
+            SocketState::Bound => entry.local.expect("bound sockets have an address"),
+            SocketState::Fresh => match table.claim_ephemeral_port() {
+                Some(port) => SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port),
+                None => return error(libc::EADDRINUSE),
+            },
+            _ => return error(libc::EINVAL),
+        };
+        let made = (|| {
+            let (app, service) = socketpair(libc::SOCK_SEQPACKET)?;
+            set_nonblocking(service.as_fd(), true)?;
+            let number = crate::sys::socket::inode(app.as_fd())?;
+            std::io::Result::Ok((app, service, Inode(number)))
+        })();
+        let (app, service, listener_inode) = match made {
+            Ok(parts) => parts,
+            Err(e) => return error(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+        };
+        let mut entry = table.sockets.remove(&inode).expect("checked above");
+        entry.state = SocketState::Listening;
+        entry.local = Some(local);
+        entry.owns_port = true;
+        let nodelay = entry.options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY);
+        table.sockets.insert(listener_inode, entry);
+        drop(table);
+        let _ = self.take_pending(inode);
+
+        let backlog = request.arg0.clamp(1, 4096) as usize;
+        for worker in &self.workers {
+            let fd = match service.try_clone() {
+                Ok(fd) => fd,
+                Err(e) => return error(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+            };
+            worker.send(Command::Listen(ListenJob {
+                inode: listener_inode,
+                fd,
+                local,
+                backlog,
+                nodelay,
+            }));
+        }
+        Handled::Reply(Reply::ok(1), Some(app))
+    }
+
+    fn connect(&mut self, inode: Inode, request: &Request, app: &OwnedFd, to: ReplyTo) -> Handled {
+        let remote = match ipv4_addr(request.addr) {
+            Ok(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
+                return error(libc::ECONNREFUSED);
+            }
+            Ok(addr) => addr,
+            Err(errno) => return error(errno),
+        };
+        let mut table = self.registry.lock();
+        let entry = &table.sockets[&inode];
+        let local_port = match entry.state {
+            SocketState::Fresh => match table.claim_ephemeral_port() {
+                Some(port) => port,
+                None => return error(libc::EADDRNOTAVAIL),
+            },
+            SocketState::Bound => entry.local.expect("bound sockets have an address").port(),
+            SocketState::Connecting => return error(libc::EALREADY),
+            SocketState::Connected => return error(libc::EISCONN),
+            SocketState::Listening => return error(libc::EINVAL),
+            SocketState::Closed => return error(libc::ECONNABORTED),
+        };
+        let local = SocketAddrV4::new(self.local_ip, local_port);
+        let entry = table.sockets.get_mut(&inode).expect("checked above");
+        entry.state = SocketState::Connecting;
+        entry.local = Some(local);
+        entry.remote = Some(remote);
+        entry.owns_port = true;
+        let nodelay = entry.options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY);
+        let keepalive = entry.options.flag(libc::SOL_SOCKET, libc::SO_KEEPALIVE);
+        drop(table);
+
+        let Some(fd) = self.take_pending(inode) else {
+            return error(libc::EBADF);
+        };
+        let nonblocking = request.flags & FLAG_NONBLOCK != 0;
+        let filler = if nonblocking { fill(app) } else { 0 };
+        let reply = (!nonblocking).then_some(to);
+        let job = ConnectJob {
+            inode,
+            fd,
+            local,
+            remote,
+            filler,
+            nodelay,
+            keepalive,
+            reply,
+        };
+        self.pick_worker().send(Command::Connect(job));
+        if nonblocking {
+            error(libc::EINPROGRESS)
+        } else {
+            Handled::Later
+        }
+    }
+
+    fn local_name(&self, inode: Inode) -> Handled {
+        let table = self.registry.lock();
+        let local = table.sockets[&inode]
+            .local
+            .unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+        let mut reply = Reply::ok(0);
+        reply.local = WireAddr(Some(local.into()));
+        ok(reply)
+    }
+
+    fn peer_name(&self, inode: Inode) -> Handled {
+        let table = self.registry.lock();
+        let entry = &table.sockets[&inode];
+        match (entry.state, entry.remote) {
+            (SocketState::Connected, Some(remote)) => {
+                let mut reply = Reply::ok(0);
+                reply.remote = WireAddr(Some(remote.into()));
+                ok(reply)
+            }
+            _ => error(libc::ENOTCONN),
+        }
+    }
+
+    fn get_option(&self, inode: Inode, request: &Request) -> Handled {
+        let (level, name) = (request.arg0 as i32, request.arg1 as i32);
+        let mut table = self.registry.lock();
+        let entry = table.sockets.get_mut(&inode).expect("checked by caller");
+        let int = |v: i32| ok(Reply::with_opt(&v.to_ne_bytes()));
+        match (level, name) {
+            (libc::SOL_SOCKET, libc::SO_TYPE) => int(libc::SOCK_STREAM),
+            (libc::SOL_SOCKET, libc::SO_DOMAIN) => int(libc::AF_INET),
+            (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(libc::IPPROTO_TCP),
+            (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
+                int(i32::from(entry.state == SocketState::Listening))
+            }
+            (libc::SOL_SOCKET, libc::SO_ERROR) => int(std::mem::take(&mut entry.pending_error)),
+            _ => match entry.options.get(level, name) {
+                Some(value) => ok(Reply::with_opt(&value)),
+                None => error(libc::ENOPROTOOPT),
+            },
+        }
+    }
+
+    fn set_option(&mut self, inode: Inode, request: &Request) -> Handled {
+        let (level, name) = (request.arg0 as i32, request.arg1 as i32);
+        let mut table = self.registry.lock();
+        let entry = table.sockets.get_mut(&inode).expect("checked by caller");
+        let outcome = match entry.options.set(level, name, request.opt_bytes()) {
+            Ok(outcome) => outcome,
+            Err(errno) => return error(errno),
+        };
+        let live = matches!(
+            entry.state,
+            SocketState::Connecting | SocketState::Connected
+        );
+        let job = OptionJob {
+            inode,
+            nodelay: entry.options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            keepalive: entry.options.flag(libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+        };
+        drop(table);
+        if outcome == SetOutcome::Applied && live {
+            for worker in &self.workers {
+                worker.send(Command::SetOptions(job));
+            }
+        }
+        ok(Reply::ok(0))
+    }
+}
+
+/// Writes filler through the program's end until it is full, so it stops polling writable
+/// until the worker reads the filler back after the handshake. Returns the bytes written.
+fn fill(app: &OwnedFd) -> usize {
+    let chunk = [0u8; 4096];
+    let mut written = 0;
+    while written < MAX_FILLER {
+        match send(
+            app.as_raw_fd(),
+            &chunk,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    written
+}
+
+/// The IPv4 address of a request, or the errno for anything else.
+fn ipv4_addr(addr: WireAddr) -> Result<SocketAddrV4, i32> {
+    match addr.0 {
+        Some(SocketAddr::V4(v4)) => Ok(v4),
+        Some(SocketAddr::V6(_)) => Err(libc::EAFNOSUPPORT),
+        None => Err(libc::EINVAL),
+    }
+}

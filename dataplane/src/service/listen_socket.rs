@@ -1,0 +1,162 @@
+//! The control socket itself: a pathname SOCK_SEQPACKET socket (a pathname, because abstract
+//! sockets belong to one network namespace and programs may run in another).
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::sys::cvt;
+
+/// Why the control socket could not be set up.
+#[derive(Debug)]
+pub enum ControlSocketError {
+    /// Another process is serving on the path.
+    InUse(PathBuf),
+    /// The path does not fit in `sockaddr_un`.
+    PathTooLong(PathBuf),
+    /// A syscall failed on the path.
+    Io(PathBuf, io::Error),
+}
+
+impl std::fmt::Display for ControlSocketError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlSocketError::InUse(path) => write!(
+                f,
+                "control socket {} is in use by a running netcon-dp; stop it or pass another --socket",
+                path.display()
+            ),
+            ControlSocketError::PathTooLong(path) => {
+                write!(
+                    f,
+                    "control socket path {} is longer than 107 bytes",
+                    path.display()
+                )
+            }
+            ControlSocketError::Io(path, e) => write!(f, "control socket {}: {e}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for ControlSocketError {}
+
+/// The bound, listening control socket; removes its path when dropped.
+pub struct ControlSocket {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Binds `path` with mode 0660 (owner and group may connect; each client's uid is checked
+    /// again on accept). A stale socket file left by a process that died is replaced; a live
+    /// one is an error.
+    pub fn bind(path: &Path) -> Result<ControlSocket, ControlSocketError> {
+        let io_err = |e| ControlSocketError::Io(path.to_path_buf(), e);
+        let addr = sockaddr(path.as_os_str())
+            .ok_or_else(|| ControlSocketError::PathTooLong(path.to_path_buf()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(io_err)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io_err)?;
+            }
+        }
+        if path.exists() {
+            if connect_probe(&addr) {
+                return Err(ControlSocketError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(io_err)?;
+        }
+
+        let fd = seqpacket_socket().map_err(io_err)?;
+        let len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: addr is a valid sockaddr_un of the length given.
+        cvt(unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        })
+        .map_err(io_err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_err)?;
+        // SAFETY: listen takes plain integers.
+        cvt(unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) }).map_err(io_err)?;
+        Ok(ControlSocket {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts one client (non-blocking, close-on-exec).
+    pub fn accept(&self) -> io::Result<OwnedFd> {
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: null address pointers are allowed when the peer address is not wanted.
+        let raw = cvt(unsafe {
+            libc::accept4(
+                self.fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                flags,
+            )
+        })?;
+        // SAFETY: accept4 returned a fresh fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn seqpacket_socket() -> io::Result<OwnedFd> {
+    let kind = libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket takes plain integers and returns a fresh fd.
+    let raw = cvt(unsafe { libc::socket(libc::AF_UNIX, kind, 0) })?;
+    // SAFETY: the fd is fresh and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Whether something accepts connections at `addr` (a live netcon-dp).
+fn connect_probe(addr: &libc::sockaddr_un) -> bool {
+    let Ok(fd) = seqpacket_socket() else {
+        return false;
+    };
+    let len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: addr is a valid sockaddr_un of the length given.
+    let ret = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)
+}
+
+fn sockaddr(path: &OsStr) -> Option<libc::sockaddr_un> {
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_bytes();
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return None;
+    }
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    Some(addr)
+}

@@ -1,0 +1,277 @@
+//! The control thread: serves the RPCs of every preloaded process on the control socket,
+//! creates socketpairs, and hands connections and listeners to the workers. One thread, one
+//! epoll loop; it never waits for a worker, because a blocking `connect` gets its reply from
+//! the worker through a completion queue.
+
+mod handlers;
+mod listen_socket;
+
+pub use listen_socket::{ControlSocket, ControlSocketError};
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam::channel::Receiver;
+use netcon_control::wire::REQUEST_LEN;
+use netcon_control::{Reply, Request, fdpass};
+use slab::Slab;
+
+use crate::registry::{Inode, Registry};
+use crate::sys::socket::{epoll_add, epoll_delete, epoll_wait, eventfd_drain, peer_credentials};
+use crate::worker::{Completion, WorkerHandle};
+use handlers::Handled;
+
+const TOKEN_LISTENER: u64 = 0;
+const TOKEN_COMPLETIONS: u64 = 1;
+/// Tokens from here up name clients (`CLIENT_BASE + key`).
+const CLIENT_BASE: u64 = 1 << 20;
+/// Tokens from here up name unconnected sockets (`PENDING_BASE + inode`).
+const PENDING_BASE: u64 = 1 << 62;
+
+/// Events handled per loop turn.
+const EVENT_BATCH: usize = 128;
+
+/// A connected preloaded process (one per thread of it) or `netcon-ctl`.
+struct Client {
+    fd: OwnedFd,
+    pid: i32,
+    /// Increments per request, so a late reply never reaches a new client in the same slot.
+    serial: u64,
+}
+
+/// A socket the program holds but has not connected or made listen yet: the service keeps its
+/// end and watches it, so closing the program's end frees it.
+pub struct PendingSocket {
+    pub fd: OwnedFd,
+}
+
+/// Everything the control thread owns.
+pub struct Service {
+    control: ControlSocket,
+    epoll: OwnedFd,
+    clients: Slab<Client>,
+    pending: HashMap<Inode, PendingSocket>,
+    registry: Arc<Registry>,
+    workers: Vec<WorkerHandle>,
+    completions: Receiver<Completion>,
+    completion_wake: Arc<OwnedFd>,
+    allowed_uids: Vec<u32>,
+    local_ip: std::net::Ipv4Addr,
+    next_worker: usize,
+}
+
+impl Service {
+    /// Wires the control thread to its socket, the workers and their completion queue.
+    pub fn new(
+        control: ControlSocket,
+        registry: Arc<Registry>,
+        workers: Vec<WorkerHandle>,
+        completions: (Receiver<Completion>, Arc<OwnedFd>),
+        allowed_uids: Vec<u32>,
+        local_ip: std::net::Ipv4Addr,
+    ) -> io::Result<Service> {
+        let epoll = crate::sys::socket::epoll_create()?;
+        epoll_add(
+            epoll.as_raw_fd(),
+            control.fd().as_raw_fd(),
+            libc::EPOLLIN as u32,
+            TOKEN_LISTENER,
+        )?;
+        epoll_add(
+            epoll.as_raw_fd(),
+            completions.1.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            TOKEN_COMPLETIONS,
+        )?;
+        Ok(Service {
+            control,
+            epoll,
+            clients: Slab::new(),
+            pending: HashMap::new(),
+            registry,
+            workers,
+            completions: completions.0,
+            completion_wake: completions.1,
+            allowed_uids,
+            local_ip,
+            next_worker: 0,
+        })
+    }
+
+    /// Serves until `stop` is set, then stops the workers.
+    pub fn run(mut self, stop: &AtomicBool) -> io::Result<()> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENT_BATCH];
+        while !stop.load(Ordering::Acquire) {
+            let count = epoll_wait(self.epoll.as_raw_fd(), &mut events, 200)?;
+            for event in &events[..count] {
+                let (flags, token) = (event.events, event.u64);
+                match token {
+                    TOKEN_LISTENER => self.accept_clients(),
+                    TOKEN_COMPLETIONS => self.deliver_completions(),
+                    t if t >= PENDING_BASE => self.drop_pending(Inode(t - PENDING_BASE)),
+                    t => self.serve_client((t - CLIENT_BASE) as usize, flags),
+                }
+            }
+        }
+        for worker in self.workers.drain(..) {
+            worker.stop();
+        }
+        Ok(())
+    }
+
+    fn accept_clients(&mut self) {
+        loop {
+            let fd = match self.control.accept() {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::warn!("control socket: accept failed: {e}");
+                    return;
+                }
+            };
+            let cred = match peer_credentials(fd.as_fd()) {
+                Ok(cred) => cred,
+                Err(e) => {
+                    log::warn!("control socket: cannot read peer credentials: {e}");
+                    continue;
+                }
+            };
+            if !self.allowed_uids.contains(&cred.uid) {
+                log::warn!(
+                    "control socket: rejected pid {} uid {}: not in --allow-uid",
+                    cred.pid,
+                    cred.uid
+                );
+                continue;
+            }
+            let raw = fd.as_raw_fd();
+            let key = self.clients.insert(Client {
+                fd,
+                pid: cred.pid,
+                serial: 0,
+            });
+            let events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+            if let Err(e) = epoll_add(
+                self.epoll.as_raw_fd(),
+                raw,
+                events,
+                CLIENT_BASE + key as u64,
+            ) {
+                log::warn!("control socket: cannot watch client pid {}: {e}", cred.pid);
+                self.clients.remove(key);
+            }
+        }
+    }
+
+    fn serve_client(&mut self, key: usize, flags: u32) {
+        let Some(client) = self.clients.get(key) else {
+            return;
+        };
+        let mut buf = [0u8; REQUEST_LEN + 1];
+        let received = fdpass::recv(client.fd.as_raw_fd(), &mut buf);
+        let (len, fd) = match received {
+            Ok((0, _)) => return self.drop_client(key),
+            Ok(message) => message,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if flags & (libc::EPOLLHUP | libc::EPOLLRDHUP) as u32 != 0 {
+                    self.drop_client(key);
+                }
+                return;
+            }
+            Err(_) => return self.drop_client(key),
+        };
+        let request = match Request::decode(&buf[..len]) {
+            Ok(request) => request,
+            Err(e) => {
+                log::warn!(
+                    "control socket: malformed request from pid {}: {e}; dropping it",
+                    client.pid
+                );
+                let _ = fdpass::send(
+                    client.fd.as_raw_fd(),
+                    &Reply::error(libc::EPROTO).encode(),
+                    None,
+                );
+                return self.drop_client(key);
+            }
+        };
+        let client = &mut self.clients[key];
+        client.serial += 1;
+        let to = crate::worker::ReplyTo {
+            client: key,
+            serial: client.serial,
+        };
+        match self.handle(request, fd, to) {
+            Handled::Reply(reply, fd) => self.send_reply(key, &reply, fd),
+            Handled::Later => {}
+        }
+    }
+
+    fn send_reply(&mut self, key: usize, reply: &Reply, fd: Option<OwnedFd>) {
+        let Some(client) = self.clients.get(key) else {
+            return;
+        };
+        let raw = fd.as_ref().map(|fd| fd.as_raw_fd());
+        if let Err(e) = fdpass::send(client.fd.as_raw_fd(), &reply.encode(), raw) {
+            log::debug!("control socket: reply to pid {} failed: {e}", client.pid);
+            self.drop_client(key);
+        }
+    }
+
+    fn deliver_completions(&mut self) {
+        eventfd_drain(self.completion_wake.as_raw_fd());
+        while let Ok(completion) = self.completions.try_recv() {
+            let current = self.clients.get(completion.to.client).map(|c| c.serial);
+            if current == Some(completion.to.serial) {
+                self.send_reply(completion.to.client, &completion.reply, None);
+            }
+        }
+    }
+
+    fn drop_client(&mut self, key: usize) {
+        if let Some(client) = self.clients.try_remove(key) {
+            let _ = epoll_delete(self.epoll.as_raw_fd(), client.fd.as_raw_fd());
+        }
+    }
+
+    /// The program closed a socket it never connected: forget it.
+    fn drop_pending(&mut self, inode: Inode) {
+        if let Some(pending) = self.pending.remove(&inode) {
+            let _ = epoll_delete(self.epoll.as_raw_fd(), pending.fd.as_raw_fd());
+        }
+        self.registry.lock().remove(inode);
+    }
+
+    /// Starts watching a socket's service end until it connects or listens.
+    fn watch_pending(&mut self, inode: Inode, fd: OwnedFd) -> io::Result<()> {
+        let events = (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32;
+        epoll_add(
+            self.epoll.as_raw_fd(),
+            fd.as_raw_fd(),
+            events,
+            PENDING_BASE + inode.0,
+        )?;
+        self.pending.insert(inode, PendingSocket { fd });
+        Ok(())
+    }
+
+    /// Stops watching a pending socket and returns its service end.
+    fn take_pending(&mut self, inode: Inode) -> Option<OwnedFd> {
+        let pending = self.pending.remove(&inode)?;
+        let _ = epoll_delete(self.epoll.as_raw_fd(), pending.fd.as_raw_fd());
+        Some(pending.fd)
+    }
+
+    /// The worker that gets the next connection.
+    // TODO: connections go round-robin, not by 4-tuple hash — frames of a connection whose
+    // worker is not the one that read them are not yet handed over, so more than one worker
+    // needs flow steering first.
+    fn pick_worker(&mut self) -> &WorkerHandle {
+        let index = self.next_worker % self.workers.len();
+        self.next_worker += 1;
+        &self.workers[index]
+    }
+}

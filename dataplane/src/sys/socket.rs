@@ -1,0 +1,175 @@
+//! Socket, epoll and eventfd helpers over raw fds.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use super::{cvt, cvt_size};
+
+/// Creates a close-on-exec Unix socketpair of `kind` (SOCK_STREAM or SOCK_SEQPACKET).
+pub fn socketpair(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: fds has room for the two fds socketpair writes.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            kind | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: socketpair returned two fresh fds that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sets or clears O_NONBLOCK.
+pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL take and return plain integers.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) })?;
+    Ok(())
+}
+
+/// Returns whether O_NONBLOCK is set.
+pub fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: F_GETFL takes no argument and returns the flags.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    Ok(flags & libc::O_NONBLOCK != 0)
+}
+
+/// Sets an integer socket option.
+pub fn set_int_option(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the option value is a c_int on the stack whose size is passed along.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
+/// Returns the inode number of the file behind `fd`, which identifies a socket across
+/// processes (every fd of one socket, in any process, shows the same inode).
+pub fn inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid, writable stat struct.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.st_ino)
+}
+
+/// Returns the uid and pid of the process on the other end of a Unix socket (SO_PEERCRED).
+pub fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<libc::ucred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid for writes of the sizes given.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(cred)
+}
+
+/// `send` with flags; returns the bytes sent.
+pub fn send(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: data is a valid readable slice of the length given.
+    cvt_size(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) })
+}
+
+/// `recv` with flags; returns the bytes received (0 at end of stream).
+pub fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: buf is a valid writable slice of the length given.
+    cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
+}
+
+/// `shutdown(fd, how)`.
+pub fn shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
+    // SAFETY: shutdown takes plain integers.
+    cvt(unsafe { libc::shutdown(fd, how) })?;
+    Ok(())
+}
+
+/// Creates a non-blocking, close-on-exec eventfd.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes plain integers and returns a fresh fd.
+    let raw = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+    // SAFETY: the fd is fresh and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Adds 1 to an eventfd's counter, waking whoever polls it.
+pub fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a valid u64. A full counter (EAGAIN) already means "wake up",
+    // so the result is deliberately ignored.
+    let _ = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+/// Resets an eventfd's counter.
+pub fn eventfd_drain(fd: RawFd) {
+    let mut value: u64 = 0;
+    // SAFETY: reads 8 bytes into a valid u64; EAGAIN (counter already 0) is fine to ignore.
+    let _ = unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) };
+}
+
+/// Creates a close-on-exec epoll instance.
+pub fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes a flag and returns a fresh fd.
+    let raw = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: the fd is fresh and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Registers `fd` on `epoll` for `events`, tagged with `token`.
+pub fn epoll_add(epoll: RawFd, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: token };
+    // SAFETY: event is a valid epoll_event for the duration of the call.
+    cvt(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) })?;
+    Ok(())
+}
+
+/// Removes `fd` from `epoll`.
+pub fn epoll_delete(epoll: RawFd, fd: RawFd) -> io::Result<()> {
+    // SAFETY: EPOLL_CTL_DEL ignores the event pointer on kernels since 2.6.9.
+    cvt(unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+/// Waits up to `timeout_ms` (-1: forever, 0: not at all) and fills `events`; returns how many.
+pub fn epoll_wait(
+    epoll: RawFd,
+    events: &mut [libc::epoll_event],
+    timeout_ms: i32,
+) -> io::Result<usize> {
+    // SAFETY: events is a valid writable array of the length given.
+    let n =
+        unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, timeout_ms) };
+    match cvt(n) {
+        Ok(n) => Ok(n as usize),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,70 @@
+//! Opening a TAP (or TUN) queue through `/dev/net/tun` with `TUNSETIFF`.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use super::cvt;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+
+/// Linux's IFNAMSIZ less the terminating NUL.
+pub const MAX_NAME_LEN: usize = 15;
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Whether frames carry an Ethernet header (TAP) or start at the IP header (TUN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Medium {
+    Ethernet,
+    Ip,
+}
+
+/// Opens one queue of the TAP/TUN interface `name`, creating the interface when it does not
+/// exist (that needs CAP_NET_ADMIN) or attaching to it when it does (that needs ownership or
+/// CAP_NET_ADMIN). The fd is non-blocking and close-on-exec.
+pub fn open_queue(name: &str, medium: Medium, multi_queue: bool) -> io::Result<OwnedFd> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains(['/', ' ']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {name:?} must be 1 to {MAX_NAME_LEN} bytes without '/' or ' '"),
+        ));
+    }
+    let path = CString::new("/dev/net/tun").expect("no NUL");
+    // SAFETY: path is a valid NUL-terminated string; open has no other preconditions.
+    let raw = cvt(unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    })?;
+    // SAFETY: open returned a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: IFF_NO_PI,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    req.flags |= match medium {
+        Medium::Ethernet => IFF_TAP,
+        Medium::Ip => IFF_TUN,
+    };
+    if multi_queue {
+        req.flags |= IFF_MULTI_QUEUE;
+    }
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which IfReq matches in size (40
+    // bytes) and in the layout of the two fields the kernel uses.
+    cvt(unsafe { libc::ioctl(raw, TUNSETIFF, &mut req as *mut IfReq) })?;
+    Ok(fd)
+}

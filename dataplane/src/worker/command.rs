@@ -1,0 +1,64 @@
+//! Messages between the control thread and the workers: jobs handed to a worker, and the
+//! replies a worker sends back when a blocking `connect` finishes.
+
+use std::net::SocketAddrV4;
+use std::os::fd::OwnedFd;
+
+use netcon_control::Reply;
+
+use crate::registry::Inode;
+
+/// Which control client waits for a reply, and which request of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub client: usize,
+    pub serial: u64,
+}
+
+/// Connect a socket: the worker opens the TCP connection and, once it is established or has
+/// failed, updates the registry and (for a blocking connect) replies.
+pub struct ConnectJob {
+    pub inode: Inode,
+    /// The service end of the socketpair.
+    pub fd: OwnedFd,
+    pub local: SocketAddrV4,
+    pub remote: SocketAddrV4,
+    /// Bytes written through the program's end to keep it unwritable until the handshake
+    /// ends; the worker reads them back once it succeeds.
+    pub filler: usize,
+    pub nodelay: bool,
+    pub keepalive: bool,
+    /// Set for a blocking connect.
+    pub reply: Option<ReplyTo>,
+}
+
+/// Listen on a port: connections accepted there are sent as messages on `fd`.
+pub struct ListenJob {
+    pub inode: Inode,
+    /// The service end of the listener's SOCK_SEQPACKET pair.
+    pub fd: OwnedFd,
+    pub local: SocketAddrV4,
+    pub backlog: usize,
+    pub nodelay: bool,
+}
+
+/// An option change on a connection a worker already owns.
+#[derive(Clone, Copy)]
+pub struct OptionJob {
+    pub inode: Inode,
+    pub nodelay: bool,
+    pub keepalive: bool,
+}
+
+/// Work for one worker.
+pub enum Command {
+    Connect(ConnectJob),
+    Listen(ListenJob),
+    SetOptions(OptionJob),
+}
+
+/// A reply a worker produced for a waiting client.
+pub struct Completion {
+    pub to: ReplyTo,
+    pub reply: Reply,
+}

@@ -1,0 +1,488 @@
+//! One TCP connection and the pump that moves its bytes between the smoltcp socket and the
+//! service end of its socketpair.
+//!
+//! The program's end was handed over with one sentinel byte already written into it, and the
+//! service end reads with MSG_PEEK at SO_PEEK_OFF 1. After forwarding n bytes the pump consumes
+//! n, so one already-forwarded byte always stays queued. Closing the service end with that
+//! byte unread makes Linux report ECONNRESET to the program, which is how a TCP reset reaches
+//! it; before a clean close the pump drains the queue so the program sees EOF after the data.
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use netcon_control::{Reply, WireAddr};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::Duration;
+use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
+
+use super::{ConnectJob, OptionJob, ReplyTo, Worker};
+use crate::registry::{Inode, SocketState};
+use crate::sys::socket::{epoll_add, recv, send, set_int_option, shutdown};
+
+/// Largest chunk peeked from a socketpair at once, and the size of the discard buffer.
+pub const SCRATCH_LEN: usize = 256 * 1024;
+
+/// How long a handshake may take before connect fails with ETIMEDOUT (Linux gives up after
+/// about 127 s with its default of 6 SYN retries; a shorter bound keeps failures prompt).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a connection whose program has closed may take to finish its FIN exchange.
+const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Interval of keepalive probes when SO_KEEPALIVE is set (Linux's `tcp_keepalive_intvl`).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(75);
+
+/// SO_PEEK_OFF: Linux's option number, which the libc crate does not export.
+const SO_PEEK_OFF: libc::c_int = 42;
+
+/// Where the connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Handshake running; `filler` bytes wait in the socketpair to be read back.
+    Connecting {
+        filler: usize,
+    },
+    Open,
+}
+
+/// A connection owned by this worker.
+pub struct Conn {
+    pub handle: SocketHandle,
+    pub fd: OwnedFd,
+    pub inode: Inode,
+    phase: Phase,
+    reply: Option<ReplyTo>,
+    /// The socketpair had data or EOF at the last event and has not hit EAGAIN since.
+    readable: bool,
+    /// The socketpair had room at the last event and has not hit EAGAIN since.
+    writable: bool,
+    /// The program closed or shut down its sending side; a FIN was queued.
+    app_eof: bool,
+    /// The program's end is gone entirely (EPOLLHUP, EPIPE or ECONNRESET).
+    app_gone: bool,
+    /// The peer's FIN was passed on as `shutdown(SHUT_WR)`.
+    peer_eof_sent: bool,
+    last_state: State,
+    started: std::time::Instant,
+}
+
+impl Conn {
+    /// Records what epoll reported for the socketpair.
+    pub fn note_events(&mut self, flags: u32) {
+        let hangup = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        if flags & (libc::EPOLLIN | libc::EPOLLRDHUP) as u32 != 0 || flags & hangup != 0 {
+            self.readable = true;
+        }
+        if flags & libc::EPOLLOUT as u32 != 0 || flags & hangup != 0 {
+            self.writable = true;
+        }
+        if flags & libc::EPOLLHUP as u32 != 0 {
+            self.app_gone = true;
+        }
+    }
+}
+
+/// What one step of a pump found.
+enum Step {
+    Moved,
+    Idle,
+    /// The connection is finished; `errno` is 0 for a clean end.
+    Finished {
+        errno: i32,
+        reset_app: bool,
+    },
+}
+
+impl Worker {
+    /// Opens a TCP connection for a `connect` call.
+    pub(super) fn start_connect(&mut self, job: ConnectJob) {
+        let mut socket = self.stack.tcp_socket();
+        socket.set_nagle_enabled(!job.nodelay);
+        socket.set_timeout(Some(CONNECT_TIMEOUT));
+        if job.keepalive {
+            socket.set_keep_alive(Some(KEEPALIVE_INTERVAL));
+        }
+        let remote = endpoint(job.remote);
+        let local = endpoint(job.local);
+        let result = socket.connect(self.iface.context(), remote, local);
+        if let Err(e) = result {
+            log::trace!("connect to {} failed at once: {e}", job.remote);
+            self.fail_connect(job.inode, job.reply, libc::ENETUNREACH);
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        let conn = Conn {
+            handle,
+            fd: job.fd,
+            inode: job.inode,
+            phase: Phase::Connecting { filler: job.filler },
+            reply: job.reply,
+            readable: false,
+            writable: false,
+            app_eof: false,
+            app_gone: false,
+            peer_eof_sent: false,
+            last_state: State::SynSent,
+            started: std::time::Instant::now(),
+        };
+        self.insert_conn(conn);
+    }
+
+    /// Takes a connection into the pump, watching its socketpair with edge-triggered epoll.
+    pub(super) fn insert_conn(&mut self, conn: Conn) -> usize {
+        let fd = conn.fd.as_raw_fd();
+        let inode = conn.inode;
+        let key = self.conns.insert(conn);
+        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        if let Err(e) = epoll_add(self.epoll.as_raw_fd(), fd, events, key as u64) {
+            log::warn!("worker {}: cannot watch socket {}: {e}", self.id.0, inode.0);
+        }
+        self.by_inode.insert(inode, key);
+        key
+    }
+
+    fn fail_connect(&mut self, inode: Inode, reply: Option<ReplyTo>, errno: i32) {
+        self.registry.lock().mark_closed(inode, errno);
+        if let Some(to) = reply {
+            self.completions.send(super::Completion {
+                to,
+                reply: Reply::error(errno),
+            });
+        }
+    }
+
+    /// Applies option changes made after the connection started.
+    pub(super) fn apply_options(&mut self, job: OptionJob) {
+        let Some(&key) = self.by_inode.get(&job.inode) else {
+            return;
+        };
+        let socket = self.sockets.get_mut::<tcp::Socket>(self.conns[key].handle);
+        socket.set_nagle_enabled(!job.nodelay);
+        socket.set_keep_alive(job.keepalive.then_some(KEEPALIVE_INTERVAL));
+    }
+
+    /// Pumps every connection once; returns whether any bytes or states moved.
+    pub(super) fn pump_all(&mut self) -> bool {
+        let mut moved = self.pump_listeners();
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            match self.pump(key) {
+                Step::Moved => moved = true,
+                Step::Idle => {}
+                Step::Finished { errno, reset_app } => {
+                    self.finish_conn(key, errno, reset_app);
+                    moved = true;
+                }
+            }
+        }
+        moved
+    }
+
+    fn pump(&mut self, key: usize) -> Step {
+        let conn = &mut self.conns[key];
+        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        let state = socket.state();
+        let previous = std::mem::replace(&mut conn.last_state, state);
+
+        if let Phase::Connecting { filler } = conn.phase {
+            return match state {
+                State::SynSent | State::SynReceived => Step::Idle,
+                State::Closed | State::TimeWait => {
+                    // smoltcp does not say why a handshake ended: one that ran out its timer
+                    // timed out, an earlier end was a reset from the peer.
+                    let timed_out = conn.started.elapsed() >= CONNECT_TIMEOUT.into();
+                    let errno = if timed_out {
+                        libc::ETIMEDOUT
+                    } else {
+                        libc::ECONNREFUSED
+                    };
+                    Step::Finished {
+                        errno,
+                        reset_app: true,
+                    }
+                }
+                _ => {
+                    socket.set_timeout(None);
+                    let local = socket.local_endpoint();
+                    match complete_handshake(conn, filler) {
+                        Ok(()) => {
+                            let local = local.and_then(ipv4_endpoint);
+                            self.report_connected(key, local);
+                            Step::Moved
+                        }
+                        Err(_) => Step::Finished {
+                            errno: libc::ECONNABORTED,
+                            reset_app: true,
+                        },
+                    }
+                }
+            };
+        }
+
+        let mut moved = false;
+        match forward_to_app(conn, socket) {
+            Ok(progress) => moved |= progress,
+            Err(_) => conn.app_gone = true,
+        }
+        if conn.app_gone && !conn.app_eof {
+            // Nothing more can come from a program that is gone, except what it already wrote.
+            conn.readable = true;
+        }
+        match forward_to_peer(conn, socket, &mut self.scratch) {
+            Ok(progress) => moved |= progress,
+            Err(_) => {
+                socket.abort();
+                return Step::Finished {
+                    errno: libc::ECONNRESET,
+                    reset_app: true,
+                };
+            }
+        }
+        if conn.app_gone {
+            discard_received(socket);
+            if socket.timeout().is_none() {
+                socket.set_timeout(Some(ORPHAN_TIMEOUT));
+            }
+        }
+
+        if !conn.peer_eof_sent && !socket.may_recv() && !socket.can_recv() && peer_sent_fin(state) {
+            let _ = shutdown(conn.fd.as_raw_fd(), libc::SHUT_WR);
+            conn.peer_eof_sent = true;
+            moved = true;
+        }
+
+        match state {
+            State::Closed if was_reset(previous) => Step::Finished {
+                errno: libc::ECONNRESET,
+                reset_app: true,
+            },
+            State::Closed | State::TimeWait if conn.app_eof || conn.app_gone => Step::Finished {
+                errno: 0,
+                reset_app: false,
+            },
+            _ if moved => Step::Moved,
+            _ => Step::Idle,
+        }
+    }
+
+    fn report_connected(&mut self, key: usize, local: Option<SocketAddrV4>) {
+        let conn = &mut self.conns[key];
+        conn.phase = Phase::Open;
+        conn.readable = true;
+        conn.writable = true;
+        let reply_to = conn.reply.take();
+        let inode = conn.inode;
+        {
+            let mut table = self.registry.lock();
+            if let Some(entry) = table.sockets.get_mut(&inode) {
+                entry.state = SocketState::Connected;
+                if local.is_some() {
+                    entry.local = local;
+                }
+            }
+        }
+        if let Some(to) = reply_to {
+            let mut reply = Reply::ok(0);
+            reply.local = WireAddr(local.map(Into::into));
+            self.completions.send(super::Completion { to, reply });
+        }
+    }
+
+    /// Ends a connection: replies to a waiting connect, updates the registry and closes the
+    /// socketpair, leaving the sentinel queued (program sees ECONNRESET) when `reset_app`.
+    fn finish_conn(&mut self, key: usize, errno: i32, reset_app: bool) {
+        let conn = self.conns.remove(key);
+        self.by_inode.remove(&conn.inode);
+        self.sockets.remove(conn.handle);
+        if let Some(to) = conn.reply {
+            self.completions.send(super::Completion {
+                to,
+                reply: Reply::error(errno),
+            });
+        }
+        self.registry.lock().mark_closed(conn.inode, errno);
+        if !reset_app {
+            drain(conn.fd.as_raw_fd(), &mut self.scratch);
+        }
+        drop(conn.fd);
+    }
+
+    /// Resets a connection from this side (worker shutdown).
+    pub(super) fn abort_conn(&mut self, key: usize, errno: i32) {
+        let handle = self.conns[key].handle;
+        self.sockets.get_mut::<tcp::Socket>(handle).abort();
+        self.finish_conn(key, errno, true);
+    }
+}
+
+/// Size of the service end's send buffer: how much the worker can queue towards the program
+/// before the socketpair pushes back and the TCP window closes.
+const SERVICE_SNDBUF: libc::c_int = 2 * 1024 * 1024;
+
+/// Readies a fresh stream socketpair: the sentinel byte goes into the program's end, the
+/// service end peeks past it and gets a larger send buffer.
+pub fn prepare_pair(app: BorrowedFd<'_>, service: BorrowedFd<'_>) -> io::Result<()> {
+    send(
+        app.as_raw_fd(),
+        &[0],
+        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+    )?;
+    set_int_option(service, libc::SOL_SOCKET, SO_PEEK_OFF, 1)?;
+    set_int_option(service, libc::SOL_SOCKET, libc::SO_SNDBUF, SERVICE_SNDBUF)?;
+    Ok(())
+}
+
+/// Reads back the filler that kept the program's end unwritable, and restores the peek offset.
+fn complete_handshake(conn: &mut Conn, filler: usize) -> io::Result<()> {
+    let fd = conn.fd.as_raw_fd();
+    let mut left = filler;
+    let mut buf = [0u8; 4096];
+    while left > 0 {
+        let n = recv(fd, &mut buf[..left.min(4096)], libc::MSG_DONTWAIT)?;
+        if n == 0 {
+            break;
+        }
+        left -= n;
+    }
+    if filler > 0 {
+        set_int_option(conn.fd.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF, 1)?;
+    }
+    Ok(())
+}
+
+/// Moves bytes the peer sent from smoltcp into the socketpair. Errors mean the program's end
+/// is gone.
+fn forward_to_app(conn: &mut Conn, socket: &mut tcp::Socket) -> io::Result<bool> {
+    let fd = conn.fd.as_raw_fd();
+    let mut moved = false;
+    while conn.writable && socket.can_recv() {
+        let result =
+            socket.recv(
+                |buf| match send(fd, buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                },
+            );
+        match result {
+            Ok(Ok(_)) => moved = true,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(moved)
+}
+
+/// Moves bytes the program wrote from the socketpair into smoltcp, and turns the program's
+/// EOF into a FIN. Errors mean the program closed with data unread (reset the peer).
+fn forward_to_peer(
+    conn: &mut Conn,
+    socket: &mut tcp::Socket,
+    scratch: &mut [u8],
+) -> io::Result<bool> {
+    let fd = conn.fd.as_raw_fd();
+    let mut moved = false;
+    while conn.readable && !conn.app_eof && socket.can_send() {
+        let result = socket.send(|buf| {
+            let len = buf.len().min(scratch.len());
+            match recv(fd, &mut buf[..len], libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            }
+        });
+        match result {
+            Ok(Ok(0)) => {
+                socket.close();
+                conn.app_eof = true;
+                moved = true;
+            }
+            Ok(Ok(n)) => {
+                consume(fd, n, scratch)?;
+                moved = true;
+            }
+            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(moved)
+}
+
+/// Removes `len` forwarded bytes from the head of the queue (the peek offset moves back with
+/// them, so it stays one byte past the head).
+fn consume(fd: RawFd, mut len: usize, scratch: &mut [u8]) -> io::Result<()> {
+    while len > 0 {
+        let chunk = len.min(scratch.len());
+        let n = recv(fd, &mut scratch[..chunk], libc::MSG_DONTWAIT)?;
+        if n == 0 {
+            break;
+        }
+        len -= n;
+    }
+    Ok(())
+}
+
+/// Reads and drops everything still queued, so closing the socketpair shows EOF, not a reset.
+fn drain(fd: RawFd, scratch: &mut [u8]) {
+    while let Ok(n) = recv(fd, scratch, libc::MSG_DONTWAIT) {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Drops data the peer sends to a program that is gone.
+fn discard_received(socket: &mut tcp::Socket) {
+    while socket.can_recv() {
+        if socket.recv(|buf| (buf.len(), ())).is_err() {
+            break;
+        }
+    }
+}
+
+fn peer_sent_fin(state: State) -> bool {
+    matches!(
+        state,
+        State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
+    )
+}
+
+/// A connection that reaches Closed from any state but the end of an orderly close was reset
+/// (or timed out, which the program must also see as an error).
+fn was_reset(previous: State) -> bool {
+    !matches!(previous, State::LastAck | State::TimeWait | State::Closed)
+}
+
+fn endpoint(addr: SocketAddrV4) -> IpEndpoint {
+    IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::from(*addr.ip())), addr.port())
+}
+
+fn ipv4_endpoint(endpoint: IpEndpoint) -> Option<SocketAddrV4> {
+    match endpoint.addr {
+        IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip.into(), endpoint.port)),
+        #[allow(unreachable_patterns)] // reachable once proto-ipv6 is enabled
+        _ => None,
+    }
+}
+
+impl Conn {
+    /// A connection a listener accepted: established, with the program's end already sent.
+    pub fn accepted(handle: SocketHandle, fd: OwnedFd, inode: Inode) -> Conn {
+        Conn {
+            handle,
+            fd,
+            inode,
+            phase: Phase::Open,
+            reply: None,
+            readable: true,
+            writable: true,
+            app_eof: false,
+            app_gone: false,
+            peer_eof_sent: false,
+            last_state: State::Established,
+            started: std::time::Instant::now(),
+        }
+    }
+}

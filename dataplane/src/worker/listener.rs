@@ -1,0 +1,248 @@
+//! Listening sockets. A listener keeps several smoltcp sockets in LISTEN on its port (smoltcp
+//! turns the listening socket itself into the connection on a SYN), and delivers each
+//! established connection to the program as one message on a SOCK_SEQPACKET socketpair: the
+//! program's stream end as SCM_RIGHTS, plus the local and remote addresses.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use netcon_control::wire::AcceptMessage;
+use netcon_control::{WireAddr, fdpass};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::wire::{IpAddress, IpListenEndpoint};
+
+use super::conn::Conn;
+use super::{LISTENER_TOKEN, ListenJob, Worker};
+use crate::registry::{Inode, SocketEntry, SocketState};
+use crate::sys::socket::{epoll_add, inode, set_nonblocking, socketpair};
+
+/// Most smoltcp sockets kept in LISTEN per port: the number of handshakes that can run at
+/// once. SYNs beyond it are answered with a reset by smoltcp.
+const MAX_LISTENING: usize = 64;
+
+/// A port this worker listens on for one program socket.
+pub struct Listener {
+    inode: Inode,
+    fd: OwnedFd,
+    local: SocketAddrV4,
+    listening: Vec<SocketHandle>,
+    /// Sockets past LISTEN whose handshake has not finished.
+    handshaking: Vec<SocketHandle>,
+    /// Established connections the program has not had room to receive yet.
+    ready: VecDeque<SocketHandle>,
+    nodelay: bool,
+    /// Set by EPOLLOUT: the seqpacket queue has room again.
+    writable: bool,
+    /// Set by EPOLLHUP: every copy of the program's listening fd is closed.
+    closed: bool,
+}
+
+impl Listener {
+    pub fn note_events(&mut self, flags: u32) {
+        if flags & libc::EPOLLOUT as u32 != 0 {
+            self.writable = true;
+        }
+        if flags & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            self.closed = true;
+        }
+    }
+}
+
+impl Worker {
+    pub(super) fn start_listen(&mut self, job: ListenJob) {
+        let count = job.backlog.clamp(1, MAX_LISTENING);
+        let mut listener = Listener {
+            inode: job.inode,
+            fd: job.fd,
+            local: job.local,
+            listening: Vec::with_capacity(count),
+            handshaking: Vec::new(),
+            ready: VecDeque::new(),
+            nodelay: job.nodelay,
+            writable: true,
+            closed: false,
+        };
+        for _ in 0..count {
+            match self.listening_socket(listener.local) {
+                Some(handle) => listener.listening.push(handle),
+                None => break,
+            }
+        }
+        let fd = listener.fd.as_raw_fd();
+        let key = self.listeners.insert(listener);
+        let events = (libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        if let Err(e) = epoll_add(
+            self.epoll.as_raw_fd(),
+            fd,
+            events,
+            LISTENER_TOKEN + key as u64,
+        ) {
+            log::warn!(
+                "worker {}: cannot watch listener {}: {e}",
+                self.id.0,
+                job.inode.0
+            );
+        }
+    }
+
+    fn listening_socket(&mut self, local: SocketAddrV4) -> Option<SocketHandle> {
+        let mut socket = self.stack.tcp_socket();
+        let addr = (!local.ip().is_unspecified()).then(|| IpAddress::Ipv4((*local.ip()).into()));
+        let endpoint = IpListenEndpoint {
+            addr,
+            port: local.port(),
+        };
+        if let Err(e) = socket.listen(endpoint) {
+            log::warn!("worker {}: cannot listen on {local}: {e}", self.id.0);
+            return None;
+        }
+        Some(self.sockets.add(socket))
+    }
+
+    /// Moves sockets through LISTEN → handshake → delivered; returns whether anything moved.
+    pub(super) fn pump_listeners(&mut self) -> bool {
+        let keys: Vec<usize> = self.listeners.iter().map(|(key, _)| key).collect();
+        let mut moved = false;
+        for key in keys {
+            if self.listeners[key].closed {
+                self.close_listener(key);
+                moved = true;
+                continue;
+            }
+            moved |= self.refill_listening(key);
+            moved |= self.promote_handshakes(key);
+            moved |= self.deliver_ready(key);
+        }
+        moved
+    }
+
+    /// Replaces every socket that left LISTEN with a fresh one.
+    fn refill_listening(&mut self, key: usize) -> bool {
+        let mut moved = false;
+        let mut index = 0;
+        while index < self.listeners[key].listening.len() {
+            let handle = self.listeners[key].listening[index];
+            if self.sockets.get::<tcp::Socket>(handle).state() == State::Listen {
+                index += 1;
+                continue;
+            }
+            let local = self.listeners[key].local;
+            let listener = &mut self.listeners[key];
+            listener.listening.swap_remove(index);
+            listener.handshaking.push(handle);
+            if let Some(fresh) = self.listening_socket(local) {
+                self.listeners[key].listening.push(fresh);
+            }
+            moved = true;
+        }
+        moved
+    }
+
+    fn promote_handshakes(&mut self, key: usize) -> bool {
+        let mut moved = false;
+        let mut index = 0;
+        while index < self.listeners[key].handshaking.len() {
+            let handle = self.listeners[key].handshaking[index];
+            let state = self.sockets.get::<tcp::Socket>(handle).state();
+            match state {
+                State::SynReceived => index += 1,
+                State::Closed | State::Listen => {
+                    self.listeners[key].handshaking.swap_remove(index);
+                    self.sockets.remove(handle);
+                    moved = true;
+                }
+                _ => {
+                    let listener = &mut self.listeners[key];
+                    listener.handshaking.swap_remove(index);
+                    listener.ready.push_back(handle);
+                    moved = true;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Sends established connections to the program until its queue is full.
+    fn deliver_ready(&mut self, key: usize) -> bool {
+        let mut moved = false;
+        while self.listeners[key].writable {
+            let Some(&handle) = self.listeners[key].ready.front() else {
+                break;
+            };
+            match self.deliver(key, handle) {
+                Ok(()) => {
+                    self.listeners[key].ready.pop_front();
+                    moved = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.listeners[key].writable = false
+                }
+                Err(e) => {
+                    log::debug!("worker {}: accept delivery failed: {e}", self.id.0);
+                    self.listeners[key].ready.pop_front();
+                    self.sockets.get_mut::<tcp::Socket>(handle).abort();
+                    moved = true;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Makes the socketpair for one accepted connection and sends the program its end.
+    fn deliver(&mut self, key: usize, handle: SocketHandle) -> io::Result<()> {
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        let local = socket.local_endpoint().and_then(to_v4);
+        let remote = socket.remote_endpoint().and_then(to_v4);
+        socket.set_nagle_enabled(!self.listeners[key].nodelay);
+
+        let (app, service) = socketpair(libc::SOCK_STREAM)?;
+        super::conn::prepare_pair(app.as_fd(), service.as_fd())?;
+        let app_inode = Inode(inode(app.as_fd())?);
+
+        let mut entry = SocketEntry::fresh();
+        entry.state = SocketState::Connected;
+        entry.local = local;
+        entry.remote = remote;
+        self.registry.lock().sockets.insert(app_inode, entry);
+
+        let message = AcceptMessage {
+            local: WireAddr(local.map(Into::into)),
+            remote: WireAddr(remote.map(Into::into)),
+        };
+        let listener_fd = self.listeners[key].fd.as_raw_fd();
+        let sent = fdpass::send(listener_fd, &message.encode(), Some(app.as_raw_fd()));
+        if let Err(e) = sent {
+            self.registry.lock().remove(app_inode);
+            return Err(e);
+        }
+        drop(app);
+        set_nonblocking(service.as_fd(), true)?;
+        self.insert_conn(Conn::accepted(handle, service, app_inode));
+        Ok(())
+    }
+
+    fn close_listener(&mut self, key: usize) {
+        let listener = self.listeners.remove(key);
+        let handles = listener
+            .listening
+            .iter()
+            .chain(&listener.handshaking)
+            .chain(&listener.ready);
+        for &handle in handles {
+            self.sockets.get_mut::<tcp::Socket>(handle).abort();
+            self.sockets.remove(handle);
+        }
+        self.registry.lock().remove(listener.inode);
+    }
+}
+
+fn to_v4(endpoint: smoltcp::wire::IpEndpoint) -> Option<SocketAddrV4> {
+    match endpoint.addr {
+        IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip.into(), endpoint.port)),
+        #[allow(unreachable_patterns)] // reachable once proto-ipv6 is enabled
+        _ => None,
+    }
+}
