@@ -1,5 +1,9 @@
 //! netcon-ctl's commands and the test topology shared with the integration tests.
 
+pub mod demo;
+pub mod echo_server;
+pub mod iperf;
+pub mod pingpong;
 pub mod program_check;
 pub mod run;
 pub mod signals;
