@@ -1,13 +1,15 @@
 //! Checks that a `netcon-dp` accepts connections on the control socket.
 
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use super::RunError;
 
-/// Returns an error unless `socket` is a Unix socket that accepts a connection.
+/// Returns an error unless `socket` is a Unix socket that accepts a SOCK_SEQPACKET connection,
+/// the control socket's type.
 ///
 /// The probe connection is closed at once without a request.
 pub fn check_dataplane(socket: &Path) -> Result<(), RunError> {
@@ -25,11 +27,53 @@ pub fn check_dataplane(socket: &Path) -> Result<(), RunError> {
     if !meta.file_type().is_socket() {
         return Err(not_running("the path is not a Unix socket"));
     }
-    match UnixStream::connect(socket) {
+    match connect_seqpacket(socket) {
         Ok(_) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => Err(not_running(
             "connection refused: the socket file is left over from an earlier netcon-dp",
         )),
+        Err(err) if err.raw_os_error() == Some(libc::EPROTOTYPE) => Err(not_running(
+            "the socket is not of type SOCK_SEQPACKET, so another program serves it",
+        )),
         Err(err) => Err(not_running(&format!("cannot connect: {err}"))),
     }
+}
+
+/// Connects a close-on-exec SOCK_SEQPACKET Unix socket to `path`.
+fn connect_seqpacket(path: &Path) -> io::Result<OwnedFd> {
+    // SAFETY: sockaddr_un is plain data, so all zeroes is a valid value.
+    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    // One byte stays zero as the terminator.
+    if bytes.len() >= address.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "socket path too long",
+        ));
+    }
+    for (slot, &byte) in address.sun_path.iter_mut().zip(bytes) {
+        *slot = byte as libc::c_char;
+    }
+
+    // SAFETY: socket has no memory preconditions.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socket just returned this fd and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: address is a valid sockaddr_un of the given length.
+    let result = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            (&address as *const libc::sockaddr_un).cast(),
+            length,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
 }
