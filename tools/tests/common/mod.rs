@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use netcon_tools::topology::{Dataplane, DataplaneOptions, Netns};
+use netcon_tools::topology::{Dataplane, DataplaneOptions, Netns, netcon_command};
 use sha2::{Digest, Sha256};
 
 /// The Debian interpreter, named by path because a `python3` found through `PATH` may be a
@@ -27,6 +27,18 @@ pub const PEER_IP: &str = "10.77.0.1";
 
 /// netcon's own address, served by the stack in `netcon-dp`.
 pub const NETCON_IP: &str = "10.77.0.2";
+
+/// A Python program that prints "intercepted" when its AF_INET stream socket is listed in
+/// /proc/net/unix, which lists every Unix socket of the namespace, socketpair ends included.
+const INTERCEPT_PROBE: &str = r#"
+import os, socket
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+inode = os.stat(f"/proc/self/fd/{sock.fileno()}").st_ino
+with open("/proc/net/unix") as table:
+    next(table)
+    unix_inodes = {line.split()[6] for line in table}
+print("intercepted" if str(inode) in unix_inodes else "not intercepted")
+"#;
 
 /// How long a process gets to exit after SIGTERM before its group is killed.
 const TERM_GRACE: Duration = Duration::from_secs(3);
@@ -42,8 +54,9 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Creates a namespace named after `prefix` and starts `netcon-dp` for it with the default
-    /// options; panics with the reason when either fails.
+    /// Creates a namespace named after `prefix`, starts `netcon-dp` for it with the default
+    /// options and checks that the preload intercepts sockets. Panics with the reason when any
+    /// step fails.
     pub fn start(prefix: &str) -> Topology {
         Topology::start_with(prefix, |_| {})
     }
@@ -56,7 +69,23 @@ impl Topology {
         adjust(&mut options);
         let dataplane = Dataplane::start(&options)
             .unwrap_or_else(|err| panic!("cannot start netcon-dp in {}: {err}", netns.name()));
-        Topology { dataplane, netns }
+        let topology = Topology { dataplane, netns };
+        topology.assert_intercepting();
+        topology
+    }
+
+    /// Panics unless an AF_INET stream socket created through `netcon-ctl run` is a Unix
+    /// socket underneath. Programs run through netcon live in the host namespace, so a preload
+    /// that lets sockets through would send their traffic to the host's routes instead.
+    pub fn assert_intercepting(&self) {
+        let mut probe = netcon_command(self.socket(), PYTHON);
+        probe.args(["-c", INTERCEPT_PROBE]);
+        let run = run_bounded(probe, "interception probe", Duration::from_secs(15));
+        assert!(
+            run.succeeded() && run.stdout.trim() == "intercepted",
+            "the preload does not turn AF_INET sockets into netcon sockets, so this test does \
+             not run programs that could reach the host's network\n{run}"
+        );
     }
 
     /// Returns the control socket path programs run through netcon connect to.

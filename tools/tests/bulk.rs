@@ -1,0 +1,161 @@
+//! One-way bulk streams through netcon, as client and as server, in both directions: the
+//! receiver's copy must have the sender's exact length and SHA-256. This is the exact byte
+//! accounting that iperf3's own totals cannot give.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{
+    Finished, NETCON_IP, PEER_IP, Process, Topology, run_bounded, run_until_ready, sha256_file,
+    wait_for_listener, write_random_file,
+};
+use netcon_tools::topology::{netcon_command, require_root};
+
+const STREAM_LEN: u64 = 32 * 1024 * 1024;
+const PORT: u16 = 6000;
+
+/// How long one transfer may take. At 10 Mbit/s, 32 MiB takes 27 s.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The role of the program run through netcon: client or server, sender or receiver.
+#[derive(Debug, Clone, Copy)]
+enum NetconRole {
+    ClientSends,
+    ClientReceives,
+    ServerReceives,
+    ServerSends,
+}
+
+/// Returns socat's address for reading from `path`, or writing to it when `write` is true.
+fn file_address(path: &Path, write: bool) -> String {
+    let kind = if write { "CREATE" } else { "OPEN" };
+    format!("{kind}:{}", path.display())
+}
+
+/// Runs the transfer for `role` and asserts that the receiver's copy equals the sender's file.
+fn run_transfer(role: NetconRole) {
+    let topology = Topology::start("ncbulk");
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    let source = dir.path().join("source.bin");
+    write_random_file(&source, STREAM_LEN);
+    let copy = dir.path().join("copy.bin");
+
+    let netcon_serves = matches!(role, NetconRole::ServerReceives | NetconRole::ServerSends);
+    let server_sends = matches!(role, NetconRole::ClientReceives | NetconRole::ServerSends);
+    let (server_file, client_file) = if server_sends {
+        (file_address(&source, false), file_address(&copy, true))
+    } else {
+        (file_address(&copy, true), file_address(&source, false))
+    };
+
+    // socat -u copies its first address to its second, so the order sets the direction.
+    let listen = if netcon_serves {
+        format!("TCP4-LISTEN:{PORT},reuseaddr")
+    } else {
+        format!("TCP4-LISTEN:{PORT},bind={PEER_IP},reuseaddr")
+    };
+    let server_args = if server_sends {
+        [server_file, listen]
+    } else {
+        [listen, server_file]
+    };
+    let target = if netcon_serves { NETCON_IP } else { PEER_IP };
+    let connect = format!("TCP4:{target}:{PORT}");
+    let client_args = if server_sends {
+        [connect, client_file]
+    } else {
+        [client_file, connect]
+    };
+
+    let (client, server) = if netcon_serves {
+        let mut server_command = netcon_command(topology.socket(), "socat");
+        server_command.arg("-u").args(&server_args);
+        let server = Process::spawn(server_command, "socat server through netcon");
+        // The listener lives in netcon's stack, where `ss` cannot see it, so the client is
+        // retried while the connection is refused.
+        let client = run_until_ready(
+            || {
+                let mut command: Command = topology.netns.command("socat");
+                command.arg("-u").args(&client_args);
+                command
+            },
+            "socat client in the namespace",
+            TRANSFER_TIMEOUT,
+            Duration::from_secs(15),
+            |run| run.stderr.contains("Connection refused"),
+        );
+        (client, server.finish(Duration::from_secs(10)))
+    } else {
+        let mut server_command = topology.netns.command("socat");
+        server_command.arg("-u").args(&server_args);
+        let mut server = Process::spawn(server_command, "socat server in the namespace");
+        wait_for_listener(&topology.netns, PORT, &mut server);
+        let mut client_command = netcon_command(topology.socket(), "socat");
+        client_command.arg("-u").args(&client_args);
+        let client = run_bounded(
+            client_command,
+            "socat client through netcon",
+            TRANSFER_TIMEOUT,
+        );
+        (client, server.finish(Duration::from_secs(10)))
+    };
+
+    assert_both_succeeded(role, &client, &server);
+    let len = std::fs::metadata(&copy)
+        .unwrap_or_else(|err| panic!("{role:?}: the copy is missing: {err}"))
+        .len();
+    assert_eq!(
+        len, STREAM_LEN,
+        "{role:?}: the copy's length differs from the stream's"
+    );
+    assert_eq!(
+        sha256_file(&copy),
+        sha256_file(&source),
+        "{role:?}: the copy's content differs"
+    );
+}
+
+/// Asserts that both socat processes exited 0 by themselves, showing both on failure.
+fn assert_both_succeeded(role: NetconRole, client: &Finished, server: &Finished) {
+    assert!(
+        client.succeeded() && server.succeeded(),
+        "{role:?}: a socat failed\n{}:\n{client}\n{}:\n{server}",
+        client.label,
+        server.label
+    );
+}
+
+#[test]
+fn bulk_netcon_client_sends() {
+    if !require_root("bulk_netcon_client_sends") {
+        return;
+    }
+    run_transfer(NetconRole::ClientSends);
+}
+
+#[test]
+fn bulk_netcon_client_receives() {
+    if !require_root("bulk_netcon_client_receives") {
+        return;
+    }
+    run_transfer(NetconRole::ClientReceives);
+}
+
+#[test]
+fn bulk_netcon_server_receives() {
+    if !require_root("bulk_netcon_server_receives") {
+        return;
+    }
+    run_transfer(NetconRole::ServerReceives);
+}
+
+#[test]
+fn bulk_netcon_server_sends() {
+    if !require_root("bulk_netcon_server_sends") {
+        return;
+    }
+    run_transfer(NetconRole::ServerSends);
+}
