@@ -32,7 +32,7 @@ const PINGPONG_GRACE: Duration = Duration::from_secs(10);
 /// How much longer than its test time an iperf3 client may take (connect, report, exit).
 const IPERF_GRACE: Duration = Duration::from_secs(15);
 
-/// What the demo measures.
+/// Settings of one demo run.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     /// The link MTU in bytes.
@@ -45,7 +45,7 @@ pub struct DemoOptions {
     pub size: usize,
 }
 
-/// Why the demo stopped.
+/// A reason the demo stopped before its report.
 #[derive(Debug)]
 pub enum DemoError {
     /// The demo creates namespaces and TAP devices, which needs root.

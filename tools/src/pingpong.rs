@@ -15,7 +15,7 @@ const WARMUP_ROUNDS: u64 = 100;
 /// The largest round trip the histogram records exactly; longer ones are clamped to it.
 const MAX_RECORDED: Duration = Duration::from_secs(10);
 
-/// What one `pingpong` run does.
+/// Settings of one `pingpong` run.
 #[derive(Debug, Clone)]
 pub struct PingpongOptions {
     /// The echo server's address.
@@ -118,7 +118,8 @@ impl LatencySummary {
         })
     }
 
-    /// Parses the output of [`LatencySummary::to_json`]; returns `None` when a field is missing.
+    /// Parses the output of [`LatencySummary::to_json`], or returns `None` when a field is
+    /// missing.
     pub fn from_json(value: &Value) -> Option<LatencySummary> {
         let float = |name: &str| value.get(name)?.as_f64();
         Some(LatencySummary {

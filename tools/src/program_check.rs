@@ -96,7 +96,7 @@ pub fn check_program(path: &Path) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// What a file's first bytes show it to be.
+/// The kind of executable a file's first bytes show.
 #[derive(Debug, PartialEq, Eq)]
 enum FileKind {
     Script { interpreter: PathBuf },
@@ -283,8 +283,8 @@ fn has_file_capabilities(path: &Path) -> bool {
     let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: both strings are NUL-terminated. A null buffer of size 0 asks getxattr only for
-    // the value's size, so nothing is written.
+    // SAFETY: both strings are NUL-terminated. With a null buffer of size 0 getxattr only
+    // returns the value's size, so nothing is written.
     let size = unsafe {
         libc::getxattr(
             c_path.as_ptr(),

@@ -32,7 +32,7 @@ pub const EXIT_CANNOT_EXECUTE: i32 = 126;
 /// Exit status when the program is not found (as shells use 127).
 pub const EXIT_NOT_FOUND: i32 = 127;
 
-/// What `netcon-ctl run` starts, and with which data plane and preload.
+/// The program `netcon-ctl run` starts, and the data plane and preload it uses.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// The control socket of the running `netcon-dp`.
@@ -65,7 +65,7 @@ pub enum RunError {
     PreloadNotLoaded { program: OsString, reason: String },
     /// A system call of `netcon-ctl` failed.
     Io {
-        what: &'static str,
+        operation: &'static str,
         source: io::Error,
     },
 }
@@ -113,7 +113,7 @@ impl fmt::Display for RunError {
                  the dynamic loader (ld.so)",
                 program.to_string_lossy()
             ),
-            RunError::Io { what, source } => write!(f, "{what} failed: {source}"),
+            RunError::Io { operation, source } => write!(f, "{operation} failed: {source}"),
         }
     }
 }
@@ -132,7 +132,7 @@ pub fn run(options: &RunOptions) -> Result<i32, RunError> {
         })?;
     program_check::check_program(&program).map_err(RunError::Rejected)?;
 
-    let io_error = |what| move |source| RunError::Io { what, source };
+    let io_error = |operation| move |source| RunError::Io { operation, source };
     signals::install_forwarding().map_err(io_error("installing signal handlers"))?;
     let pipe = ReadyPipe::new().map_err(io_error("creating the ready pipe"))?;
     let socket = std::path::absolute(&options.socket).map_err(io_error("resolving --socket"))?;
@@ -149,7 +149,7 @@ pub fn run(options: &RunOptions) -> Result<i32, RunError> {
         .env(READY_FD_ENV, pipe.write_fd().as_raw_fd().to_string());
     let write_fd = pipe.write_fd().as_raw_fd();
     // SAFETY: the closure runs in the child between fork and exec and only calls fcntl, which
-    // is async-signal-safe; clearing FD_CLOEXEC lets the ready fd survive exec.
+    // is async-signal-safe. Clearing FD_CLOEXEC lets the ready fd survive exec.
     unsafe {
         command.pre_exec(move || {
             if libc::fcntl(write_fd, libc::F_SETFD, 0) == -1 {

@@ -26,12 +26,13 @@ pub fn install_forwarding() -> io::Result<()> {
     install(record_and_forward)
 }
 
-/// Installs handlers that only record SIGINT, SIGTERM and SIGHUP; see [`interrupted`].
+/// Installs handlers that only record SIGINT, SIGTERM and SIGHUP, for [`interrupted`].
 pub fn install_flag() -> io::Result<()> {
     install(record)
 }
 
-/// Sets the pid that [`install_forwarding`]'s handlers forward to; 0 stops forwarding.
+/// Sets the pid that [`install_forwarding`]'s handlers forward to. Passing 0 stops
+/// forwarding.
 pub fn forward_to(pid: u32) {
     FORWARD_PID.store(pid as i32, Ordering::SeqCst);
 }

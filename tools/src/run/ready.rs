@@ -4,7 +4,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// The longest ready line accepted; the real one is about 25 bytes.
+/// The maximum number of bytes read while looking for the newline (the real line is about
+/// 25 bytes).
 const MAX_LINE: usize = 256;
 
 /// A close-on-exec pipe; the program inherits the write end through `pre_exec`.
@@ -14,7 +15,7 @@ pub struct ReadyPipe {
     write: Option<OwnedFd>,
 }
 
-/// How waiting for the ready line ended.
+/// The outcome of waiting for the ready line.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadyWait {
     /// A full line arrived (without its newline).
@@ -33,7 +34,7 @@ impl ReadyPipe {
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+        // SAFETY: pipe2 succeeded, so both fds are open and nothing else owns them.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         Ok(ReadyPipe {
             read,
