@@ -1,1 +1,45 @@
-//! The LD_PRELOAD shim.
+//! libnetcon_preload.so: loaded with LD_PRELOAD, it replaces the program's socket calls so
+//! that IPv4 TCP sockets are served by netcon-dp instead of the kernel.
+//!
+//! Every netcon socket is a real kernel fd (one end of a Unix socketpair), so reads, writes,
+//! poll, epoll, select, sendfile, dup, fork and exec need no interception. Only calls that
+//! concern the TCP connection itself (connect, bind, listen, accept, names, options) are sent
+//! to the service as RPCs ([`rpc`]); which fds are netcon sockets is cached in [`fdtable`].
+
+mod fdtable;
+mod intercept;
+mod real;
+mod rpc;
+
+/// The environment variable naming an fd on which the constructor reports that it loaded.
+const READY_FD_ENV: &str = "NETCON_READY_FD";
+
+/// Runs when the library is loaded, before the program's `main`: tells `netcon-ctl run` (if it
+/// is waiting) that the preload took hold in this process.
+extern "C" fn on_load() {
+    let Some(value) = std::env::var_os(READY_FD_ENV) else {
+        return;
+    };
+    // SAFETY: still single-threaded (constructors run before main), so changing the
+    // environment cannot race with a reader.
+    unsafe { std::env::remove_var(READY_FD_ENV) };
+    let Some(fd) = value
+        .to_str()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|fd| *fd > 2)
+    else {
+        return;
+    };
+    // SAFETY: getpid has no preconditions.
+    let line = format!("netcon-preload {}\n", unsafe { libc::getpid() });
+    // SAFETY: writes a valid buffer to the fd netcon-ctl passed, then closes it; an invalid fd
+    // only makes both calls fail.
+    unsafe {
+        libc::write(fd, line.as_ptr().cast(), line.len());
+        real::close(fd);
+    }
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ON_LOAD: extern "C" fn() = on_load;

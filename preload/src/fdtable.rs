@@ -1,0 +1,43 @@
+//! What this process knows about each fd number: unknown, foreign (libc's), a netcon stream
+//! or a netcon listener. Only a cache: the service is asked for any fd marked unknown, and
+//! every entry is reset when its fd is closed or replaced.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// fds below this are cached; higher ones are asked about on every call.
+const CACHED_FDS: usize = 65536;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdKind {
+    Unknown = 0,
+    Foreign = 1,
+    Stream = 2,
+    Listener = 3,
+}
+
+static TABLE: [AtomicU8; CACHED_FDS] = [const { AtomicU8::new(0) }; CACHED_FDS];
+
+/// The cached kind of `fd`.
+pub fn get(fd: i32) -> FdKind {
+    let Some(slot) = usize::try_from(fd).ok().and_then(|i| TABLE.get(i)) else {
+        return FdKind::Unknown;
+    };
+    match slot.load(Ordering::Relaxed) {
+        1 => FdKind::Foreign,
+        2 => FdKind::Stream,
+        3 => FdKind::Listener,
+        _ => FdKind::Unknown,
+    }
+}
+
+/// Records the kind of `fd`.
+pub fn set(fd: i32, kind: FdKind) {
+    if let Some(slot) = usize::try_from(fd).ok().and_then(|i| TABLE.get(i)) {
+        slot.store(kind as u8, Ordering::Relaxed);
+    }
+}
+
+/// Forgets `fd` (closed or replaced).
+pub fn forget(fd: i32) {
+    set(fd, FdKind::Unknown);
+}

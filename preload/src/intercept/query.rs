@@ -1,0 +1,151 @@
+//! `getsockname`, `getpeername`, `getsockopt`, `setsockopt` and `shutdown` on netcon sockets:
+//! answered by the service, so the socketpair underneath never shows.
+
+use libc::{c_int, c_void, sockaddr, socklen_t};
+use netcon_control::wire::OPT_MAX;
+use netcon_control::{Op, Request};
+
+use super::{Answer, ask, classify, fail, write_sockaddr};
+use crate::fdtable::FdKind;
+use crate::real;
+
+/// Replaces `getsockname(2)`.
+///
+/// # Safety
+/// As for libc's `getsockname`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if classify(fd) == FdKind::Foreign {
+        // SAFETY: the program's own arguments, passed on unchanged.
+        return unsafe { real::getsockname(fd, addr, len) };
+    }
+    match ask(fd, &Request::new(Op::GetSockName)) {
+        Answer::Reply(reply, _) => {
+            if let Some(local) = reply.local.0 {
+                // SAFETY: the caller's contract for addr and len.
+                unsafe { write_sockaddr(&local, addr, len) };
+            }
+            0
+        }
+        Answer::Failed(errno) => fail(errno),
+        // SAFETY: as above.
+        Answer::Foreign => unsafe { real::getsockname(fd, addr, len) },
+    }
+}
+
+/// Replaces `getpeername(2)`.
+///
+/// # Safety
+/// As for libc's `getpeername`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if classify(fd) == FdKind::Foreign {
+        // SAFETY: the program's own arguments, passed on unchanged.
+        return unsafe { real::getpeername(fd, addr, len) };
+    }
+    match ask(fd, &Request::new(Op::GetPeerName)) {
+        Answer::Reply(reply, _) => {
+            if let Some(remote) = reply.remote.0 {
+                // SAFETY: the caller's contract for addr and len.
+                unsafe { write_sockaddr(&remote, addr, len) };
+            }
+            0
+        }
+        Answer::Failed(errno) => fail(errno),
+        // SAFETY: as above.
+        Answer::Foreign => unsafe { real::getpeername(fd, addr, len) },
+    }
+}
+
+/// Replaces `getsockopt(2)`.
+///
+/// # Safety
+/// As for libc's `getsockopt`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    if classify(fd) == FdKind::Foreign {
+        // SAFETY: the program's own arguments, passed on unchanged.
+        return unsafe { real::getsockopt(fd, level, name, value, len) };
+    }
+    if value.is_null() || len.is_null() {
+        return fail(libc::EFAULT);
+    }
+    let mut request = Request::new(Op::GetSockOpt);
+    request.arg0 = level as u64;
+    request.arg1 = name as u64;
+    match ask(fd, &request) {
+        Answer::Reply(reply, _) => {
+            let bytes = reply.opt_bytes();
+            // SAFETY: the caller's contract: len is valid and value has *len writable bytes.
+            unsafe {
+                let copied = bytes.len().min(*len as usize);
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), value.cast::<u8>(), copied);
+                *len = copied as socklen_t;
+            }
+            0
+        }
+        Answer::Failed(errno) => fail(errno),
+        // SAFETY: as above.
+        Answer::Foreign => unsafe { real::getsockopt(fd, level, name, value, len) },
+    }
+}
+
+/// Replaces `setsockopt(2)`. The service stores every option so it reads back, acts on those
+/// the stack supports, and counts the rest.
+///
+/// # Safety
+/// As for libc's `setsockopt`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    if classify(fd) == FdKind::Foreign {
+        // SAFETY: the program's own arguments, passed on unchanged.
+        return unsafe { real::setsockopt(fd, level, name, value, len) };
+    }
+    let len = len as usize;
+    if len > OPT_MAX {
+        return fail(libc::EINVAL);
+    }
+    if value.is_null() && len > 0 {
+        return fail(libc::EFAULT);
+    }
+    let mut request = Request::new(Op::SetSockOpt);
+    request.arg0 = level as u64;
+    request.arg1 = name as u64;
+    request.opt_len = len as u32;
+    if len > 0 {
+        // SAFETY: the caller's contract: value has len readable bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(value.cast::<u8>(), len) };
+        request.opt[..len].copy_from_slice(bytes);
+    }
+    match ask(fd, &request) {
+        Answer::Reply(..) => 0,
+        Answer::Failed(errno) => fail(errno),
+        // SAFETY: as above.
+        Answer::Foreign => unsafe {
+            real::setsockopt(fd, level, name, value.cast(), len as socklen_t)
+        },
+    }
+}
+
+/// Replaces `shutdown(2)`. On a netcon stream it shuts the socketpair end, which the worker
+/// turns into a FIN (SHUT_WR) exactly as the program meant.
+#[unsafe(no_mangle)]
+pub extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
+    if !matches!(how, libc::SHUT_RD | libc::SHUT_WR | libc::SHUT_RDWR) {
+        return fail(libc::EINVAL);
+    }
+    // SAFETY: the program's own arguments, passed on unchanged.
+    unsafe { real::shutdown(fd, how) }
+}

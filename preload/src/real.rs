@@ -1,0 +1,94 @@
+//! The libc functions this library replaces, resolved once with `dlsym(RTLD_NEXT, …)`.
+//!
+//! Inside this library every call to one of these must go through here: a plain `libc::close`
+//! or `libc::connect` would bind to this library's own exported symbol and recurse.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::{c_int, c_long, c_void, sockaddr, socklen_t};
+
+/// Looks up the next definition of `name` (NUL-terminated) after this library.
+fn resolve(name: &'static str) -> usize {
+    // SAFETY: name is NUL-terminated; RTLD_NEXT asks for the definition after this object.
+    let ptr = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
+    if ptr.is_null() {
+        let message = b"netcon: libc symbol missing; cannot run with the netcon preload\n";
+        // SAFETY: writing a static buffer to stderr, then exiting: nothing else can work.
+        unsafe {
+            libc::write(2, message.as_ptr().cast(), message.len());
+            libc::_exit(127);
+        }
+    }
+    ptr as usize
+}
+
+macro_rules! real {
+    ($( $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {$(
+        /// Calls libc's own
+        #[doc = concat!("`", stringify!($name), "`.")]
+        ///
+        /// # Safety
+        /// The same contract as the libc function.
+        pub unsafe fn $name($($arg: $ty),*) -> $ret {
+            static ADDRESS: AtomicUsize = AtomicUsize::new(0);
+            let mut address = ADDRESS.load(Ordering::Relaxed);
+            if address == 0 {
+                address = resolve(concat!(stringify!($name), "\0"));
+                ADDRESS.store(address, Ordering::Relaxed);
+            }
+            // SAFETY: the address is libc's definition of this very function, whose C
+            // signature the declared type matches.
+            let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
+            // SAFETY: the caller upholds the libc contract.
+            unsafe { function($($arg),*) }
+        }
+    )*};
+}
+
+real! {
+    socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
+    connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    listen(fd: c_int, backlog: c_int) -> c_int;
+    accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int;
+    getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void, len: *mut socklen_t) -> c_int;
+    setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: socklen_t) -> c_int;
+    shutdown(fd: c_int, how: c_int) -> c_int;
+    close(fd: c_int) -> c_int;
+    dup2(old: c_int, new: c_int) -> c_int;
+    dup3(old: c_int, new: c_int, flags: c_int) -> c_int;
+}
+
+/// Calls libc's `syscall` with six argument registers (see `intercept::syscall` for why six
+/// fixed arguments are sound on x86_64).
+///
+/// # Safety
+/// The same contract as the system call `number`.
+pub unsafe fn syscall(number: c_long, a: [c_long; 6]) -> c_long {
+    static ADDRESS: AtomicUsize = AtomicUsize::new(0);
+    let mut address = ADDRESS.load(Ordering::Relaxed);
+    if address == 0 {
+        address = resolve("syscall\0");
+        ADDRESS.store(address, Ordering::Relaxed);
+    }
+    // SAFETY: libc's syscall is variadic; Rust may call a variadic function through a pointer
+    // of variadic type, which sets up the call as C requires.
+    let function: unsafe extern "C" fn(c_long, ...) -> c_long =
+        unsafe { std::mem::transmute(address) };
+    // SAFETY: the caller upholds the system call's contract.
+    unsafe { function(number, a[0], a[1], a[2], a[3], a[4], a[5]) }
+}
+
+/// Reads errno.
+pub fn errno() -> c_int {
+    // SAFETY: __errno_location always returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets errno.
+pub fn set_errno(value: c_int) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = value };
+}

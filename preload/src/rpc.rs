@@ -1,0 +1,188 @@
+//! The shim's side of the control socket: one connection per thread (no process-wide lock),
+//! reopened after `fork` and whenever its fd was closed or replaced behind the shim's back.
+
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use netcon_control::wire::REPLY_LEN;
+use netcon_control::{Reply, Request, fdpass};
+
+use crate::real;
+
+/// Why a call could not be made.
+#[derive(Debug)]
+pub enum CallError {
+    /// The control socket could not be reached.
+    Unreachable(io::Error),
+    /// The service closed the connection or sent something that is not a reply.
+    Broken,
+}
+
+impl CallError {
+    /// The errno an intercepted call fails with when the service cannot answer.
+    pub fn errno(&self) -> i32 {
+        libc::ENETDOWN
+    }
+}
+
+/// The control socket path, read from the environment once.
+pub fn socket_path() -> &'static CString {
+    static PATH: OnceLock<CString> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = netcon_control::path::socket_path_from_env();
+        CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
+    })
+}
+
+/// Prints, once per process, why the service cannot be reached.
+pub fn report_unreachable(error: &CallError) {
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    if REPORTED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let reason = match error {
+        CallError::Unreachable(e) => e.to_string(),
+        CallError::Broken => "the connection broke".to_string(),
+    };
+    let path = socket_path().to_string_lossy();
+    let line = format!("netcon: cannot reach netcon-dp at {path}: {reason}\n");
+    // SAFETY: writes a valid buffer to stderr.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
+struct Connection {
+    fd: RawFd,
+    inode: u64,
+    pid: i32,
+}
+
+impl Connection {
+    fn open() -> Result<Connection, CallError> {
+        let path = socket_path().as_bytes();
+        // SAFETY: an all-zero sockaddr_un is valid.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        if path.is_empty() || path.len() >= addr.sun_path.len() {
+            return Err(CallError::Unreachable(io::Error::from_raw_os_error(
+                libc::ENAMETOOLONG,
+            )));
+        }
+        for (dst, &src) in addr.sun_path.iter_mut().zip(path) {
+            *dst = src as libc::c_char;
+        }
+        // SAFETY: plain socket creation through libc's own function.
+        let fd =
+            unsafe { real::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(CallError::Unreachable(io::Error::last_os_error()));
+        }
+        let len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: addr is a valid sockaddr_un of the length given.
+        let connected =
+            unsafe { real::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) };
+        if connected < 0 {
+            let error = io::Error::last_os_error();
+            // SAFETY: fd is ours and not shared.
+            unsafe { real::close(fd) };
+            return Err(CallError::Unreachable(error));
+        }
+        let inode = inode_of(fd).unwrap_or(0);
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        Ok(Connection { fd, inode, pid })
+    }
+
+    /// Whether the fd number still refers to this connection's socket.
+    fn fd_is_ours(&self) -> bool {
+        inode_of(self.fd) == Some(self.inode)
+    }
+
+    /// Whether this connection may be used: opened by this process (not inherited across
+    /// fork, where parent and child would read each other's replies) and still its fd.
+    fn is_current(&self) -> bool {
+        // SAFETY: getpid has no preconditions.
+        self.pid == unsafe { libc::getpid() } && self.fd_is_ours()
+    }
+
+    fn call(
+        &self,
+        request: &Request,
+        fd: Option<RawFd>,
+    ) -> Result<(Reply, Option<OwnedFd>), CallError> {
+        let bytes = request.encode();
+        loop {
+            match fdpass::send(self.fd, &bytes, fd) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(CallError::Broken),
+            }
+        }
+        let mut buf = [0u8; REPLY_LEN + 1];
+        loop {
+            match fdpass::recv(self.fd, &mut buf) {
+                Ok((0, _)) => return Err(CallError::Broken),
+                Ok((len, fd)) => {
+                    let reply = Reply::decode(&buf[..len]).map_err(|_| CallError::Broken)?;
+                    return Ok((reply, fd));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Err(CallError::Broken),
+            }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.fd_is_ours() {
+            // SAFETY: the fd number still refers to this connection's socket (checked just
+            // above); in a forked child closing it leaves the parent's copy open.
+            unsafe { real::close(self.fd) };
+        }
+    }
+}
+
+fn inode_of(fd: RawFd) -> Option<u64> {
+    // SAFETY: an all-zero stat is valid for fstat to fill.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: st is valid for writes.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+    (ok && st.st_mode & libc::S_IFMT == libc::S_IFSOCK).then_some(st.st_ino)
+}
+
+thread_local! {
+    static CONNECTION: RefCell<Option<Connection>> = const { RefCell::new(None) };
+}
+
+/// Sends `request` (with `fd` attached) and waits for the reply. Blocks for as long as the
+/// service takes, which for a blocking `connect` is the TCP handshake.
+pub fn call(request: &Request, fd: Option<RawFd>) -> Result<(Reply, Option<OwnedFd>), CallError> {
+    let result = CONNECTION.try_with(|slot| {
+        let Ok(mut slot) = slot.try_borrow_mut() else {
+            // Re-entered from a signal handler during a call: use a connection of its own.
+            return Connection::open()?.call(request, fd);
+        };
+        if slot.as_ref().is_some_and(|c| !c.is_current()) {
+            // After fork, or after the program closed or replaced our fd.
+            *slot = None;
+        }
+        if slot.is_none() {
+            *slot = Some(Connection::open()?);
+        }
+        let result = slot.as_ref().expect("set above").call(request, fd);
+        if result.is_err() {
+            *slot = None;
+        }
+        result
+    });
+    match result {
+        Ok(result) => result,
+        // The thread is exiting and its slot is gone.
+        Err(_) => Connection::open()?.call(request, fd),
+    }
+}
