@@ -38,8 +38,10 @@ enum Commands {
         #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
     },
-    /// Measure netcon on a namespace made for the run (needs root and iperf3): iperf3
-    /// throughput both ways and TCP round trips, next to the kernel's loopback.
+    /// Measure netcon on a namespace made for the run (needs root and iperf3).
+    ///
+    /// Runs iperf3 through netcon in both directions and times TCP round trips through netcon
+    /// and over the namespace's loopback, then removes everything it made.
     Demo {
         /// Link MTU in bytes
         #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65520))]

@@ -77,3 +77,95 @@ fn connect_seqpacket(path: &Path) -> io::Result<OwnedFd> {
     }
     Ok(fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+
+    fn reason(result: Result<(), RunError>) -> String {
+        match result {
+            Err(RunError::DataplaneNotRunning { reason, .. }) => reason,
+            other => panic!("expected DataplaneNotRunning, got {other:?}"),
+        }
+    }
+
+    fn scratch_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("netcon-sock-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn missing_socket_rejected() {
+        let dir = scratch_dir("missing");
+        let result = check_dataplane(&dir.join("none.sock"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(reason(result).contains("does not exist"));
+    }
+
+    #[test]
+    fn regular_file_rejected() {
+        let dir = scratch_dir("file");
+        let path = dir.join("file");
+        std::fs::write(&path, "").unwrap();
+        let result = check_dataplane(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(reason(result).contains("not a Unix socket"));
+    }
+
+    #[test]
+    fn stale_socket_rejected() {
+        let dir = scratch_dir("stale");
+        let path = dir.join("stale.sock");
+        drop(UnixDatagram::bind(&path).unwrap());
+        let result = check_dataplane(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(reason(result).contains("connection refused"));
+    }
+
+    #[test]
+    fn stream_socket_rejected() {
+        let dir = scratch_dir("stream");
+        let path = dir.join("stream.sock");
+        let _listener = UnixListener::bind(&path).unwrap();
+        let result = check_dataplane(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(reason(result).contains("SOCK_SEQPACKET"));
+    }
+
+    #[test]
+    fn seqpacket_listener_accepted() {
+        let dir = scratch_dir("seqpacket");
+        let path = dir.join("control.sock");
+        let _listener = bind_seqpacket(&path);
+        let result = check_dataplane(&path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    /// Binds and listens on a SOCK_SEQPACKET socket at `path`, as netcon-dp does.
+    fn bind_seqpacket(path: &Path) -> OwnedFd {
+        // SAFETY: socket has no memory preconditions.
+        let fd =
+            unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+        assert!(fd >= 0);
+        // SAFETY: socket just returned this fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_un is plain data.
+        let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (slot, &byte) in address.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+            *slot = byte as libc::c_char;
+        }
+        let length = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        // SAFETY: address is a valid sockaddr_un of the given length.
+        let bound =
+            unsafe { libc::bind(raw, (&address as *const libc::sockaddr_un).cast(), length) };
+        assert_eq!(bound, 0, "bind: {}", io::Error::last_os_error());
+        // SAFETY: listen has no memory preconditions.
+        assert_eq!(unsafe { libc::listen(raw, 4) }, 0);
+        fd
+    }
+}
