@@ -50,6 +50,11 @@ pub fn run_bounded(command: &mut Command, timeout: Duration) -> io::Result<Outpu
         }
         thread::sleep(POLL_INTERVAL);
     };
+    // Ctrl-C reaches the whole process group, so the child may exit before the flag is seen.
+    if signals::interrupted() {
+        return Err(interrupted_error());
+    }
+
     // The pipes reach EOF when the process exits, unless it left a child holding them open.
     let stdout = stdout.finish(deadline);
     let stderr = stderr.finish(deadline);
