@@ -172,6 +172,8 @@ pub fn run(options: &RunOptions) -> Result<i32, RunError> {
         }
     }
 
+    // NOTE: when ld.so skips the preload (it prints "cannot be preloaded ... ignored"), the
+    // program runs unintercepted until the pipe closes or the timeout kills it.
     match pipe.wait_for_line(READY_TIMEOUT) {
         Ok(ReadyWait::Line(line)) if line.starts_with("netcon-preload ") => {}
         outcome => return Err(preload_failed(&mut child, &options.program, outcome)),
