@@ -9,7 +9,7 @@ use crate::addr::{WIRE_ADDR_LEN, WireAddr};
 pub const MAGIC: u16 = 0x6e63;
 
 /// Largest socket option value carried inline.
-pub const OPT_MAX: usize = 64;
+pub const OPT_MAX: usize = 256;
 
 /// Encoded size of a [`Request`].
 pub const REQUEST_LEN: usize = 2 + 2 + 4 + 8 + 8 + WIRE_ADDR_LEN + 4 + OPT_MAX;

@@ -77,6 +77,35 @@ impl SocketOptions {
     }
 }
 
+/// Name of the congestion control every connection uses, as `TCP_CONGESTION` reports it.
+pub const CONGESTION_CONTROL: &[u8] = b"reno";
+
+/// Length of the `struct tcp_info` prefix that [`tcp_info`] fills: the fields up to
+/// `tcpi_total_retrans`, which every Linux since 2.6 has.
+pub const TCP_INFO_LEN: usize = 104;
+
+/// Linux's `TCP_ESTABLISHED` … `TCP_LISTEN` numbering of connection states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinuxTcpState {
+    Established = 1,
+    SynSent = 2,
+    Close = 7,
+    Listen = 10,
+}
+
+/// Builds the `struct tcp_info` prefix for `getsockopt(TCP_INFO)`.
+// TODO: only state and MSS are filled in; round trip time, window and retransmission counts
+// read as 0 until workers publish per-connection statistics.
+pub fn tcp_info(state: LinuxTcpState, mss: u32) -> [u8; TCP_INFO_LEN] {
+    let mut info = [0u8; TCP_INFO_LEN];
+    info[0] = state as u8;
+    // tcpi_snd_mss at offset 16, tcpi_rcv_mss at 20, tcpi_advmss at 84.
+    for offset in [16, 20, 84] {
+        info[offset..offset + 4].copy_from_slice(&mss.to_ne_bytes());
+    }
+    info
+}
+
 /// Options whose value is a C int.
 fn takes_int(level: i32, name: i32) -> bool {
     matches!(

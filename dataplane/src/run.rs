@@ -100,6 +100,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         (completion_rx, completion_wake),
         allowed,
         stack.address,
+        args.mtu,
     )
     .map_err(|e| RunError::Io("cannot start the control thread", e))?;
     log::info!(

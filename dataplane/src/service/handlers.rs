@@ -7,7 +7,7 @@ use netcon_control::wire::FLAG_NONBLOCK;
 use netcon_control::{Op, Reply, Request, SocketKind, WireAddr};
 
 use super::Service;
-use crate::options::SetOutcome;
+use crate::options::{CONGESTION_CONTROL, LinuxTcpState, SetOutcome, tcp_info};
 use crate::registry::{Inode, SocketEntry, SocketState};
 use crate::sys::socket::{inode, send, set_nonblocking, socketpair};
 use crate::worker::{Command, ConnectJob, ListenJob, OptionJob, ReplyTo, prepare_pair};
@@ -268,9 +268,22 @@ impl Service {
                 int(i32::from(entry.state == SocketState::Listening))
             }
             (libc::SOL_SOCKET, libc::SO_ERROR) => int(std::mem::take(&mut entry.pending_error)),
+            (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => ok(Reply::with_opt(CONGESTION_CONTROL)),
+            (libc::IPPROTO_TCP, libc::TCP_INFO) => {
+                let state = match entry.state {
+                    SocketState::Connected => LinuxTcpState::Established,
+                    SocketState::Connecting => LinuxTcpState::SynSent,
+                    SocketState::Listening => LinuxTcpState::Listen,
+                    _ => LinuxTcpState::Close,
+                };
+                ok(Reply::with_opt(&tcp_info(state, self.mss)))
+            }
             _ => match entry.options.get(level, name) {
                 Some(value) => ok(Reply::with_opt(&value)),
-                None => error(libc::ENOPROTOOPT),
+                None => {
+                    log::debug!("getsockopt level {level} name {name}: not supported");
+                    error(libc::ENOPROTOOPT)
+                }
             },
         }
     }

@@ -60,6 +60,8 @@ pub struct Service {
     completion_wake: Arc<OwnedFd>,
     allowed_uids: Vec<u32>,
     local_ip: std::net::Ipv4Addr,
+    /// TCP maximum segment size on the link (MTU less IPv4 and TCP headers).
+    mss: u32,
     next_worker: usize,
 }
 
@@ -72,6 +74,7 @@ impl Service {
         completions: (Receiver<Completion>, Arc<OwnedFd>),
         allowed_uids: Vec<u32>,
         local_ip: std::net::Ipv4Addr,
+        mtu: u32,
     ) -> io::Result<Service> {
         let epoll = crate::sys::socket::epoll_create()?;
         epoll_add(
@@ -97,6 +100,7 @@ impl Service {
             completion_wake: completions.1,
             allowed_uids,
             local_ip,
+            mss: mtu - 40,
             next_worker: 0,
         })
     }
