@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::Ipv4Cidr;
 
 use crate::sys::tap::MAX_NAME_LEN;
 
@@ -130,7 +130,7 @@ impl Args {
         if self.workers != 1 {
             return Err(ConfigError::Workers(self.workers));
         }
-        let ip = Ipv4Addr::from(self.address.address());
+        let ip = self.address.address();
         let prefix = self.address.prefix_len();
         let network = self.address.network();
         let broadcast = self.address.broadcast();
@@ -144,15 +144,14 @@ impl Args {
         {
             return Err(ConfigError::Address(self.address));
         }
-        if let Some(peer) = self.peer_address {
-            if peer.address() == self.address.address()
-                || !self.address.contains_addr(&peer.address())
-            {
-                return Err(ConfigError::PeerAddress {
-                    peer,
-                    stack: self.address,
-                });
-            }
+        if let Some(peer) = self.peer_address
+            && (peer.address() == self.address.address()
+                || !self.address.contains_addr(&peer.address()))
+        {
+            return Err(ConfigError::PeerAddress {
+                peer,
+                stack: self.address,
+            });
         }
         Ok(())
     }
@@ -171,7 +170,7 @@ fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
         .ok()
         .filter(|p| *p <= 32)
         .ok_or_else(|| format!("{prefix:?} is not a prefix length from 0 to 32"))?;
-    Ok(Ipv4Cidr::new(Ipv4Address::from(ip), prefix))
+    Ok(Ipv4Cidr::new(ip, prefix))
 }
 
 #[cfg(test)]

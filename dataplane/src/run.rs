@@ -77,7 +77,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         medium,
         mtu: args.mtu as usize,
         mac: mac_address(),
-        address: args.address.address().into(),
+        address: args.address.address(),
         prefix_len: args.address.prefix_len(),
         gateway: args.gateway,
         tcp_buffer: args.tcp_buffer as usize,

@@ -12,20 +12,16 @@ use crate::registry::{Inode, SocketEntry, SocketState};
 use crate::sys::socket::{inode, send, set_nonblocking, socketpair};
 use crate::worker::{Command, ConnectJob, ListenJob, OptionJob, ReplyTo, prepare_pair};
 
-/// The outcome of one request.
-pub enum Handled {
-    /// Reply now, with an fd attached when given.
-    Reply(Reply, Option<OwnedFd>),
-    /// A worker replies later (blocking connect).
-    Later,
-}
+/// The outcome of one request: the reply to send now (with an fd attached when given), or
+/// `None` when a worker replies later (blocking connect).
+pub type Handled = Option<(Reply, Option<OwnedFd>)>;
 
 fn error(errno: i32) -> Handled {
-    Handled::Reply(Reply::error(errno), None)
+    Some((Reply::error(errno), None))
 }
 
 fn ok(reply: Reply) -> Handled {
-    Handled::Reply(reply, None)
+    Some((reply, None))
 }
 
 /// Largest filler written to keep a connecting socket unwritable; the program end's default
@@ -89,7 +85,7 @@ impl Service {
             self.registry.lock().remove(inode);
             return error(e.raw_os_error().unwrap_or(libc::ENOMEM));
         }
-        Handled::Reply(Reply::ok(0), Some(app))
+        Some((Reply::ok(0), Some(app)))
     }
 
     fn identify(&self, inode: Inode) -> SocketKind {
@@ -174,7 +170,7 @@ impl Service {
                 nodelay,
             }));
         }
-        Handled::Reply(Reply::ok(1), Some(app))
+        Some((Reply::ok(1), Some(app)))
     }
 
     fn connect(&mut self, inode: Inode, request: &Request, app: &OwnedFd, to: ReplyTo) -> Handled {
@@ -228,7 +224,7 @@ impl Service {
         if nonblocking {
             error(libc::EINPROGRESS)
         } else {
-            Handled::Later
+            None
         }
     }
 

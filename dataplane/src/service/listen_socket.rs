@@ -57,12 +57,12 @@ impl ControlSocket {
         let io_err = |e| ControlSocketError::Io(path.to_path_buf(), e);
         let addr = sockaddr(path.as_os_str())
             .ok_or_else(|| ControlSocketError::PathTooLong(path.to_path_buf()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(io_err)?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(io_err)?;
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err)?;
         }
         if path.exists() {
             if connect_probe(&addr) {

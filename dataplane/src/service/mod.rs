@@ -22,7 +22,6 @@ use slab::Slab;
 use crate::registry::{Inode, Registry};
 use crate::sys::socket::{epoll_add, epoll_delete, epoll_wait, eventfd_drain, peer_credentials};
 use crate::worker::{Completion, WorkerHandle};
-use handlers::Handled;
 
 const TOKEN_LISTENER: u64 = 0;
 const TOKEN_COMPLETIONS: u64 = 1;
@@ -208,9 +207,8 @@ impl Service {
             client: key,
             serial: client.serial,
         };
-        match self.handle(request, fd, to) {
-            Handled::Reply(reply, fd) => self.send_reply(key, &reply, fd),
-            Handled::Later => {}
+        if let Some((reply, fd)) = self.handle(request, fd, to) {
+            self.send_reply(key, &reply, fd);
         }
     }
 

@@ -15,8 +15,8 @@ use netcon_control::{Reply, WireAddr};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::Duration;
-use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 
+use super::stack::{endpoint, socket_addr};
 use super::{ConnectJob, OptionJob, ReplyTo, Worker};
 use crate::registry::{Inode, SocketState};
 use crate::sys::socket::{epoll_add, recv, send, set_int_option, shutdown};
@@ -208,7 +208,7 @@ impl Worker {
                     let local = socket.local_endpoint();
                     match complete_handshake(conn, filler) {
                         Ok(()) => {
-                            let local = local.and_then(ipv4_endpoint);
+                            let local = local.and_then(socket_addr);
                             self.report_connected(key, local);
                             Step::Moved
                         }
@@ -453,18 +453,6 @@ fn peer_sent_fin(state: State) -> bool {
 /// (or timed out, which the program must also see as an error).
 fn was_reset(previous: State) -> bool {
     !matches!(previous, State::LastAck | State::TimeWait | State::Closed)
-}
-
-fn endpoint(addr: SocketAddrV4) -> IpEndpoint {
-    IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::from(*addr.ip())), addr.port())
-}
-
-fn ipv4_endpoint(endpoint: IpEndpoint) -> Option<SocketAddrV4> {
-    match endpoint.addr {
-        IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip.into(), endpoint.port)),
-        #[allow(unreachable_patterns)] // reachable once proto-ipv6 is enabled
-        _ => None,
-    }
 }
 
 impl Conn {

@@ -15,6 +15,7 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
 use super::conn::Conn;
+use super::stack::socket_addr;
 use super::{LISTENER_TOKEN, ListenJob, Worker};
 use crate::registry::{Inode, SocketEntry, SocketState};
 use crate::sys::socket::{epoll_add, inode, set_nonblocking, socketpair};
@@ -90,7 +91,7 @@ impl Worker {
 
     fn listening_socket(&mut self, local: SocketAddrV4) -> Option<SocketHandle> {
         let mut socket = self.stack.tcp_socket();
-        let addr = (!local.ip().is_unspecified()).then(|| IpAddress::Ipv4((*local.ip()).into()));
+        let addr = (!local.ip().is_unspecified()).then(|| IpAddress::Ipv4(*local.ip()));
         let endpoint = IpListenEndpoint {
             addr,
             port: local.port(),
@@ -194,8 +195,8 @@ impl Worker {
     /// Makes the socketpair for one accepted connection and sends the program its end.
     fn deliver(&mut self, key: usize, handle: SocketHandle) -> io::Result<()> {
         let socket = self.sockets.get_mut::<tcp::Socket>(handle);
-        let local = socket.local_endpoint().and_then(to_v4);
-        let remote = socket.remote_endpoint().and_then(to_v4);
+        let local = socket.local_endpoint().and_then(socket_addr);
+        let remote = socket.remote_endpoint().and_then(socket_addr);
         socket.set_nagle_enabled(!self.listeners[key].nodelay);
 
         let (app, service) = socketpair(libc::SOCK_STREAM)?;
@@ -236,13 +237,5 @@ impl Worker {
             self.sockets.remove(handle);
         }
         self.registry.lock().remove(listener.inode);
-    }
-}
-
-fn to_v4(endpoint: smoltcp::wire::IpEndpoint) -> Option<SocketAddrV4> {
-    match endpoint.addr {
-        IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip.into(), endpoint.port)),
-        #[allow(unreachable_patterns)] // reachable once proto-ipv6 is enabled
-        _ => None,
     }
 }

@@ -1,13 +1,13 @@
 //! How a worker's smoltcp `Interface` and TCP sockets are configured.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant as StdInstant;
 
 use smoltcp::iface::{Config, Interface};
 use smoltcp::phy::Medium;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Cidr};
 
 use super::device::RingDevice;
 
@@ -34,7 +34,7 @@ impl StackConfig {
         let mut config = Config::new(hardware);
         config.random_seed = seed();
         let mut iface = Interface::new(config, device, now);
-        let cidr = Ipv4Cidr::new(Ipv4Address::from(self.address), self.prefix_len);
+        let cidr = Ipv4Cidr::new(self.address, self.prefix_len);
         iface.update_ip_addrs(|addrs| {
             addrs
                 .push(IpCidr::Ipv4(cidr))
@@ -43,7 +43,7 @@ impl StackConfig {
         if let Some(gateway) = self.gateway {
             iface
                 .routes_mut()
-                .add_default_ipv4_route(Ipv4Address::from(gateway))
+                .add_default_ipv4_route(gateway)
                 .expect("room for one route");
         }
         iface
@@ -83,5 +83,19 @@ impl Clock {
 
     pub fn now(&self) -> Instant {
         Instant::from_micros(self.start.elapsed().as_micros() as i64)
+    }
+}
+
+/// A std socket address as a smoltcp endpoint.
+pub fn endpoint(addr: SocketAddrV4) -> IpEndpoint {
+    IpEndpoint::new(IpAddress::Ipv4(*addr.ip()), addr.port())
+}
+
+/// A smoltcp endpoint as a std IPv4 socket address.
+pub fn socket_addr(endpoint: IpEndpoint) -> Option<SocketAddrV4> {
+    match endpoint.addr {
+        IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip, endpoint.port)),
+        #[allow(unreachable_patterns)] // reachable once proto-ipv6 is enabled
+        _ => None,
     }
 }

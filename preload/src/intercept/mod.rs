@@ -69,6 +69,7 @@ fn classify(fd: c_int) -> FdKind {
 }
 
 /// The service's answer about a netcon socket.
+#[allow(clippy::large_enum_variant)] // one lives on the stack per call; boxing would allocate
 enum Answer {
     Reply(Reply, Option<OwnedFd>),
     /// The call fails with this errno.
