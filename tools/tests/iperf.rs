@@ -96,6 +96,13 @@ fn assert_accounted(client: &Finished, server: &Finished, reverse: bool) {
     server.assert_success();
     let totals = parse_totals(client);
     let server_totals = parse_totals(server);
+    println!(
+        "{}: sent {} bytes, received {} bytes, {:.2} Gbit/s",
+        client.label,
+        totals.sent,
+        totals.received,
+        totals.received_bits_per_second / 1e9
+    );
 
     assert!(totals.sent > 0, "nothing was sent: {totals:?}\n{client}");
     assert!(
