@@ -466,8 +466,9 @@ mod tests {
 
         let mut bytes = sample_request().encode();
         let opt_len_at = REQUEST_LEN - OPT_MAX - 4;
-        bytes[opt_len_at] = 65;
-        assert_eq!(Request::decode(&bytes), Err(DecodeError::OptionLength(65)));
+        let too_long = OPT_MAX as u32 + 1;
+        bytes[opt_len_at..opt_len_at + 4].copy_from_slice(&too_long.to_le_bytes());
+        assert_eq!(Request::decode(&bytes), Err(DecodeError::OptionLength(too_long)));
     }
 
     #[test]
