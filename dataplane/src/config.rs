@@ -22,6 +22,19 @@ pub enum MediumArg {
     Ip,
 }
 
+/// An on/off setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Switch {
+    pub fn enabled(self) -> bool {
+        self == Switch::On
+    }
+}
+
 /// netcon-dp: the netcon data plane. Runs a user-space TCP/IP stack on a TAP device and serves
 /// the sockets of programs started with `netcon-ctl run`.
 #[derive(Clone, Debug, Parser)]
@@ -60,6 +73,11 @@ pub struct Args {
     /// With --netns: address and prefix for the kernel side of the TAP inside the namespace.
     #[arg(long, value_name = "CIDR", requires = "netns", value_parser = parse_cidr)]
     pub peer_address: Option<Ipv4Cidr>,
+
+    /// Segmentation offload: exchange TCP segments of up to 64 KiB with the kernel, which
+    /// cuts them to the link MTU (IFF_VNET_HDR with TSO4).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub offload: Switch,
 
     /// Number of worker threads. Only 1 is supported so far.
     #[arg(long, default_value_t = 1, value_name = "N")]

@@ -57,10 +57,13 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         MediumArg::Ethernet => (Medium::Ethernet, TapMedium::Ethernet),
         MediumArg::Ip => (Medium::Ip, TapMedium::Ip),
     };
-    let queue = tap::open_queue(&args.tap, tap_medium, false).map_err(|error| RunError::Tap {
-        name: args.tap.clone(),
-        error,
-    })?;
+    let queue =
+        tap::open_queue(&args.tap, tap_medium, false, args.offload.enabled()).map_err(|error| {
+            RunError::Tap {
+                name: args.tap.clone(),
+                error,
+            }
+        })?;
     match &args.netns {
         Some(ns) => netns::move_tap(&args.tap, ns, args.peer_address).map_err(RunError::Netns)?,
         None => {
@@ -81,6 +84,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         prefix_len: args.address.prefix_len(),
         gateway: args.gateway,
         tcp_buffer: args.tcp_buffer as usize,
+        offload: args.offload.enabled(),
     };
     let registry = Arc::new(Registry::default());
     let (completion_tx, completion_rx) = crossbeam::channel::unbounded();

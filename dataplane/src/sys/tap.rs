@@ -11,6 +11,10 @@ const IFF_TUN: libc::c_short = 0x0001;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
 
 /// Linux's IFNAMSIZ less the terminating NUL.
 pub const MAX_NAME_LEN: usize = 15;
@@ -31,8 +35,15 @@ pub enum Medium {
 
 /// Opens one queue of the TAP/TUN interface `name`, creating the interface when it does not
 /// exist (that needs CAP_NET_ADMIN) or attaching to it when it does (that needs ownership or
-/// CAP_NET_ADMIN). The fd is non-blocking and close-on-exec.
-pub fn open_queue(name: &str, medium: Medium, multi_queue: bool) -> io::Result<OwnedFd> {
+/// CAP_NET_ADMIN). The fd is blocking (io_uring waits on it without blocking the thread) and
+/// close-on-exec. With `offload`, every frame carries a `virtio_net_hdr` and the kernel may
+/// exchange TCP segments of up to 64 KiB with it (checksum and TSO4 offload).
+pub fn open_queue(
+    name: &str,
+    medium: Medium,
+    multi_queue: bool,
+    offload: bool,
+) -> io::Result<OwnedFd> {
     if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains(['/', ' ']) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -41,12 +52,7 @@ pub fn open_queue(name: &str, medium: Medium, multi_queue: bool) -> io::Result<O
     }
     let path = CString::new("/dev/net/tun").expect("no NUL");
     // SAFETY: path is a valid NUL-terminated string; open has no other preconditions.
-    let raw = cvt(unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    })?;
+    let raw = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
     // SAFETY: open returned a fresh fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
@@ -63,8 +69,15 @@ pub fn open_queue(name: &str, medium: Medium, multi_queue: bool) -> io::Result<O
     if multi_queue {
         req.flags |= IFF_MULTI_QUEUE;
     }
+    if offload {
+        req.flags |= IFF_VNET_HDR;
+    }
     // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which IfReq matches in size (40
     // bytes) and in the layout of the two fields the kernel uses.
     cvt(unsafe { libc::ioctl(raw, TUNSETIFF, &mut req as *mut IfReq) })?;
+    if offload {
+        // SAFETY: TUNSETOFFLOAD takes the offload flags as a plain integer argument.
+        cvt(unsafe { libc::ioctl(raw, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) })?;
+    }
     Ok(fd)
 }

@@ -1,11 +1,13 @@
-//! The smoltcp `Device` of one worker: frames read from the TAP by io_uring wait in `rx`, and
-//! frames smoltcp emits go to `tx` until the worker submits them as TAP writes. Buffers are
-//! allocated once at start-up and recycled, so the packet path allocates nothing.
+//! The smoltcp `Device` of one worker: frames read from the TAP by io_uring wait in `ingress`,
+//! and frames smoltcp emits go to `egress` until the worker submits them as TAP writes.
+//! Buffers are allocated once at start-up and recycled, so the packet path allocates nothing.
 
 use std::collections::VecDeque;
 
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+
+use super::offload::{self, MAX_IP_PACKET, VNET_HDR_LEN};
 
 /// Index of a frame buffer inside its pool.
 pub type FrameIndex = u16;
@@ -20,11 +22,10 @@ pub struct FramePool {
 
 impl FramePool {
     fn new(count: usize, size: usize) -> FramePool {
-        FramePool {
-            buffers: (0..count)
-                .map(|_| vec![0u8; size].into_boxed_slice())
-                .collect(),
-        }
+        let buffers = (0..count)
+            .map(|_| vec![0u8; size].into_boxed_slice())
+            .collect();
+        FramePool { buffers }
     }
 
     /// The buffer at `index`, for io_uring to read into or write from.
@@ -50,18 +51,42 @@ pub struct Egress {
     pub dropped: u64,
 }
 
+/// Segmentation offload settings (see [`offload`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Offload {
+    /// Link-layer header length: 14 on a TAP, 0 on a TUN.
+    l2_len: usize,
+    /// TCP MSS the link's MTU allows; the kernel cuts larger segments to it.
+    link_mss: u16,
+}
+
 /// The device handed to smoltcp on every poll.
 pub struct RingDevice {
     pub ingress: Ingress,
     pub egress: Egress,
     medium: Medium,
     mtu: usize,
+    offload: Option<Offload>,
 }
 
 impl RingDevice {
-    /// Allocates `rx_count` receive and `tx_count` transmit buffers sized for `mtu`.
-    pub fn new(medium: Medium, mtu: usize, rx_count: usize, tx_count: usize) -> RingDevice {
-        let frame_len = Self::frame_len(medium, mtu);
+    /// Allocates `rx_count` receive and `tx_count` transmit buffers sized for `mtu`, or for
+    /// 64 KiB segments plus the `virtio_net_hdr` when `offload` is set.
+    pub fn new(
+        medium: Medium,
+        mtu: usize,
+        offload: bool,
+        rx_count: usize,
+        tx_count: usize,
+    ) -> RingDevice {
+        let offload = offload.then(|| Offload {
+            l2_len: Self::frame_len(medium, 0),
+            link_mss: (mtu - 40).min(usize::from(u16::MAX)) as u16,
+        });
+        let frame_len = match offload {
+            Some(_) => VNET_HDR_LEN + Self::frame_len(medium, MAX_IP_PACKET),
+            None => Self::frame_len(medium, mtu),
+        };
         RingDevice {
             ingress: Ingress {
                 pool: FramePool::new(rx_count, frame_len),
@@ -76,14 +101,24 @@ impl RingDevice {
             },
             medium,
             mtu,
+            offload,
         }
     }
 
-    /// The largest frame on this medium for `mtu`.
+    /// The largest frame on this medium for an IP packet of `mtu` bytes.
     pub fn frame_len(medium: Medium, mtu: usize) -> usize {
         match medium {
             Medium::Ethernet => mtu + ETHERNET_HEADER_LEN,
             _ => mtu,
+        }
+    }
+
+    /// Bytes before the frame in every buffer.
+    fn header_len(&self) -> usize {
+        if self.offload.is_some() {
+            VNET_HDR_LEN
+        } else {
+            0
         }
     }
 }
@@ -94,14 +129,20 @@ impl phy::Device for RingDevice {
 
     fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         let (index, len) = self.ingress.ready.pop_front()?;
+        let start = self.header_len().min(len);
+        let offload = self.offload;
+        let rx = RxToken {
+            ingress: &mut self.ingress,
+            index,
+            start,
+            len,
+            offload,
+        };
         Some((
-            RxToken {
-                ingress: &mut self.ingress,
-                index,
-                len,
-            },
+            rx,
             TxToken {
                 egress: &mut self.egress,
+                offload,
             },
         ))
     }
@@ -112,20 +153,30 @@ impl phy::Device for RingDevice {
         }
         Some(TxToken {
             egress: &mut self.egress,
+            offload: self.offload,
         })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = self.medium;
-        caps.max_transmission_unit = Self::frame_len(self.medium, self.mtu);
-        // Frames from the local kernel through a TAP without offloads carry checksums the
-        // kernel computed itself, so verifying them again only costs time.
+        caps.max_transmission_unit = match self.offload {
+            Some(_) => Self::frame_len(self.medium, MAX_IP_PACKET),
+            None => Self::frame_len(self.medium, self.mtu),
+        };
+        // Frames from the local kernel through a TAP carry checksums the kernel computed or
+        // vouched for (partial checksums with offload), so verifying them only costs time.
         let mut checksum = ChecksumCapabilities::default();
         checksum.ipv4 = Checksum::Tx;
-        checksum.tcp = Checksum::Tx;
         checksum.udp = Checksum::Tx;
         checksum.icmpv4 = Checksum::Tx;
+        // With offload the kernel completes TCP checksums from the pseudo-header sum that
+        // `offload::prepare_egress` writes.
+        checksum.tcp = if self.offload.is_some() {
+            Checksum::None
+        } else {
+            Checksum::Tx
+        };
         caps.checksum = checksum;
         caps
     }
@@ -135,12 +186,19 @@ impl phy::Device for RingDevice {
 pub struct RxToken<'a> {
     ingress: &'a mut Ingress,
     index: FrameIndex,
+    /// Where the frame starts (after the `virtio_net_hdr` with offload).
+    start: usize,
     len: usize,
+    offload: Option<Offload>,
 }
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let result = f(&self.ingress.pool.buffers[self.index as usize][..self.len]);
+        let frame = &mut self.ingress.pool.buffers[self.index as usize][self.start..self.len];
+        if let Some(offload) = self.offload {
+            offload::raise_syn_mss(frame, offload.l2_len, offload.link_mss);
+        }
+        let result = f(frame);
         self.ingress.consumed.push(self.index);
         result
     }
@@ -149,24 +207,31 @@ impl phy::RxToken for RxToken<'_> {
 /// Room for one frame to send.
 pub struct TxToken<'a> {
     egress: &'a mut Egress,
+    offload: Option<Offload>,
 }
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        match self.egress.free.pop() {
-            Some(index) => {
-                let result = f(&mut self.egress.pool.buffers[index as usize][..len]);
-                self.egress.queued.push((index, len));
-                result
-            }
-            None => {
-                // Only a reply produced while receiving gets here with no buffer free; build it
-                // in a throwaway buffer and count it as dropped, since smoltcp needs the closure
-                // run to keep its state consistent.
-                self.egress.dropped += 1;
-                let mut scratch = vec![0u8; len];
-                f(&mut scratch)
-            }
-        }
+        let Some(index) = self.egress.free.pop() else {
+            // Only a reply produced while receiving gets here with no buffer free; build it
+            // in a throwaway buffer and count it as dropped, since smoltcp needs the closure
+            // run to keep its state consistent.
+            self.egress.dropped += 1;
+            let mut scratch = vec![0u8; len];
+            return f(&mut scratch);
+        };
+        let buffer = &mut self.egress.pool.buffers[index as usize];
+        let Some(offload) = self.offload else {
+            let result = f(&mut buffer[..len]);
+            self.egress.queued.push((index, len));
+            return result;
+        };
+        let (header, frame) = buffer.split_at_mut(VNET_HDR_LEN);
+        let frame = &mut frame[..len];
+        let result = f(frame);
+        let header: &mut [u8; VNET_HDR_LEN] = header.try_into().expect("header length");
+        offload::prepare_egress(header, frame, offload.l2_len, offload.link_mss);
+        self.egress.queued.push((index, VNET_HDR_LEN + len));
+        result
     }
 }

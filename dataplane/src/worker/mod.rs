@@ -7,6 +7,7 @@ mod command;
 mod conn;
 mod device;
 mod listener;
+mod offload;
 mod ring;
 mod stack;
 
@@ -171,7 +172,8 @@ impl Worker {
         wake: Arc<OwnedFd>,
         stop: Arc<AtomicBool>,
     ) -> io::Result<Worker> {
-        let mut device = RingDevice::new(stack.medium, stack.mtu, RX_FRAMES, TX_FRAMES);
+        let mut device =
+            RingDevice::new(stack.medium, stack.mtu, stack.offload, RX_FRAMES, TX_FRAMES);
         let clock = stack::Clock::new();
         let iface = stack.interface(&mut device, clock.now());
         Ok(Worker {

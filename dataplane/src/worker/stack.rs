@@ -22,6 +22,8 @@ pub struct StackConfig {
     pub gateway: Option<Ipv4Addr>,
     /// Size of each TCP socket's receive and of its send buffer, in bytes.
     pub tcp_buffer: usize,
+    /// The TAP queues carry a `virtio_net_hdr` and exchange 64 KiB TCP segments.
+    pub offload: bool,
 }
 
 impl StackConfig {
