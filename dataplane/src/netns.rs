@@ -36,6 +36,12 @@ fn ip(args: &[&str]) -> Result<(), NetnsError> {
     Err(NetnsError { step, detail })
 }
 
+/// Sets the kernel side's MTU of `tap` (in the caller's namespace), so the kernel's TCP uses
+/// the same segment size as the stack.
+pub fn set_mtu(tap: &str, mtu: u32) -> Result<(), NetnsError> {
+    ip(&["link", "set", "dev", tap, "mtu", &mtu.to_string()])
+}
+
 /// Moves `tap` into the existing namespace `netns`, gives the kernel side `peer` and brings the
 /// link and the namespace's loopback up.
 pub fn move_tap(tap: &str, netns: &str, peer: Option<Ipv4Cidr>) -> Result<(), NetnsError> {

@@ -64,6 +64,13 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
                 error,
             }
         })?;
+    if let Err(e) = netns::set_mtu(&args.tap, args.mtu) {
+        log::warn!(
+            "could not set the MTU of {} to {} ({e}); set it yourself",
+            args.tap,
+            args.mtu
+        );
+    }
     match &args.netns {
         Some(ns) => netns::move_tap(&args.tap, ns, args.peer_address).map_err(RunError::Netns)?,
         None => {

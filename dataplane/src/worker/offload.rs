@@ -68,7 +68,7 @@ fn locate_tcp(frame: &[u8], l2_len: usize) -> Option<TcpFrame> {
 }
 
 /// On ingress: if `frame` is a SYN announcing an MSS of at least `link_mss`, raises the MSS to
-/// the largest a 64 KiB IPv4 packet allows. Returns whether it changed the frame. The TCP
+/// the largest multiple of `link_mss` a 64 KiB IPv4 packet allows. Returns whether it changed the frame. The TCP
 /// checksum is left stale, which is sound because the kernel marked such frames as already
 /// verified (or partial) and the stack does not check ingress checksums.
 pub fn raise_syn_mss(frame: &mut [u8], l2_len: usize, link_mss: u16) -> bool {
@@ -97,7 +97,7 @@ pub fn raise_syn_mss(frame: &mut [u8], l2_len: usize, link_mss: u16) -> bool {
                     if mss < link_mss {
                         return false;
                     }
-                    let raised = (MAX_IP_PACKET - 40) as u16;
+                    let raised = raised_mss(link_mss);
                     frame[at + 2..at + 4].copy_from_slice(&raised.to_be_bytes());
                     return true;
                 }
@@ -106,6 +106,17 @@ pub fn raise_syn_mss(frame: &mut [u8], l2_len: usize, link_mss: u16) -> bool {
         }
     }
     false
+}
+
+/// The MSS announced to the stack instead of `link_mss`: the largest whole multiple of it
+/// that fits in a 64 KiB IPv4 packet, so the kernel cuts each segment into full-size pieces
+/// with no runt at the end.
+fn raised_mss(link_mss: u16) -> u16 {
+    let max = (MAX_IP_PACKET - 40) as u16;
+    if link_mss == 0 || link_mss >= max {
+        return link_mss.min(max);
+    }
+    max / link_mss * link_mss
 }
 
 /// On egress: fills the `virtio_net_hdr` in `header` for `frame`. TCP segments get a partial
@@ -178,7 +189,14 @@ mod tests {
     fn syn_mss_raised_when_link_limited() {
         let mut f = frame(TCP_FLAG_SYN, &[2, 4, 0x05, 0xb4], 0);
         assert!(raise_syn_mss(&mut f, 14, 1460));
-        assert_eq!(mss_of(&f), 65495);
+        assert_eq!(mss_of(&f), 44 * 1460);
+    }
+
+    #[test]
+    fn raised_mss_is_whole_multiple() {
+        assert_eq!(raised_mss(8960), 7 * 8960);
+        assert_eq!(raised_mss(65480), 65480);
+        assert_eq!(raised_mss(65495), 65495);
     }
 
     #[test]
@@ -192,7 +210,7 @@ mod tests {
     fn mss_found_after_nops() {
         let mut f = frame(TCP_FLAG_SYN, &[1, 1, 2, 4, 0x05, 0xb4, 0, 0], 0);
         assert!(raise_syn_mss(&mut f, 14, 1460));
-        assert_eq!(u16::from_be_bytes([f[58], f[59]]), 65495);
+        assert_eq!(u16::from_be_bytes([f[58], f[59]]), 44 * 1460);
     }
 
     #[test]
