@@ -79,9 +79,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Switch::On)]
     pub offload: Switch,
 
-    /// Number of worker threads. Only 1 is supported so far.
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    pub workers: usize,
+    /// Number of worker threads, each with its own TAP queue, io_uring and stack (1 to 64)
+    /// [default: the number of usable cores].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
 
     /// Cores to pin workers to, comma-separated (worker i gets the i-th); default: worker i
     /// on core i.
@@ -117,10 +118,7 @@ impl std::fmt::Display for ConfigError {
                     "invalid --tap {name:?}: use 1 to {MAX_NAME_LEN} bytes without '/' or spaces"
                 )
             }
-            ConfigError::Workers(n) => write!(
-                f,
-                "invalid --workers {n}: only 1 worker is supported so far (flow steering between workers is not built yet)"
-            ),
+            ConfigError::Workers(n) => write!(f, "invalid --workers {n}: use 1 to {MAX_WORKERS}"),
             ConfigError::Address(cidr) => {
                 write!(
                     f,
@@ -139,14 +137,24 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Most workers: frames handed between workers are tracked in a 64-bit mask.
+pub const MAX_WORKERS: usize = 64;
+
 impl Args {
+    /// The number of workers: `--workers`, or one per usable core.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     /// Checks what clap cannot: names, counts and how the addresses relate.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.tap.is_empty() || self.tap.len() > MAX_NAME_LEN || self.tap.contains(['/', ' ']) {
             return Err(ConfigError::TapName(self.tap.clone()));
         }
-        if self.workers != 1 {
-            return Err(ConfigError::Workers(self.workers));
+        let workers = self.worker_count();
+        if !(1..=MAX_WORKERS).contains(&workers) {
+            return Err(ConfigError::Workers(workers));
         }
         let ip = self.address.address();
         let prefix = self.address.prefix_len();
@@ -240,6 +248,17 @@ mod tests {
         assert!(parsed.validate().is_err());
         let parsed = args(&["--netns", "x", "--peer-address", "10.77.0.1/24"]).unwrap();
         assert_eq!(parsed.validate(), Ok(()));
+    }
+
+    #[test]
+    fn workers_bounds() {
+        assert!(matches!(
+            args(&["--workers", "0"]).unwrap().validate(),
+            Err(ConfigError::Workers(0))
+        ));
+        assert!(args(&["--workers", "65"]).unwrap().validate().is_err());
+        assert_eq!(args(&["--workers", "4"]).unwrap().validate(), Ok(()));
+        assert!(args(&[]).unwrap().worker_count() >= 1);
     }
 
     #[test]

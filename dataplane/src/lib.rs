@@ -7,6 +7,7 @@
 //! - [`netns`] moves the TAP into a network namespace and configures the kernel side.
 //! - [`service`] is the control thread: it answers the preload's RPCs on the control socket.
 //! - [`worker`] owns the packet path: io_uring, a smoltcp `Interface`, and the connections.
+//! - [`steer`] decides which worker owns a connection and where a received frame goes.
 //! - [`registry`] is the socket table both share; [`options`] stores socket options.
 //! - [`run`] wires them together.
 
@@ -16,5 +17,6 @@ pub mod options;
 pub mod registry;
 pub mod run;
 pub mod service;
+pub mod steer;
 pub mod sys;
 pub mod worker;

@@ -85,6 +85,12 @@ impl Table {
 
     /// Takes a free ephemeral port, or returns `None` when all are taken (EADDRNOTAVAIL).
     pub fn claim_ephemeral_port(&mut self) -> Option<u16> {
+        self.claim_ephemeral_port_where(|_| true)
+    }
+
+    /// Takes a free ephemeral port that `accept` agrees to (for example one whose connection
+    /// hashes to a chosen worker), or returns `None` when there is none.
+    pub fn claim_ephemeral_port_where(&mut self, accept: impl Fn(u16) -> bool) -> Option<u16> {
         let span = EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start() + 1;
         for _ in 0..span {
             if !EPHEMERAL_PORTS.contains(&self.next_ephemeral) {
@@ -92,7 +98,7 @@ impl Table {
             }
             let port = self.next_ephemeral;
             self.next_ephemeral = self.next_ephemeral.wrapping_add(1);
-            if self.ports.insert(port) {
+            if accept(port) && self.ports.insert(port) {
                 return Some(port);
             }
         }

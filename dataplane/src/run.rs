@@ -13,7 +13,7 @@ use crate::registry::Registry;
 use crate::service::{ControlSocket, ControlSocketError, Service};
 use crate::sys::socket::eventfd;
 use crate::sys::tap::{self, Medium as TapMedium};
-use crate::worker::{self, CompletionSender, StackConfig, WorkerId};
+use crate::worker::{self, CompletionSender, StackConfig};
 
 /// Why netcon-dp could not start or stopped with an error.
 #[derive(Debug)]
@@ -57,13 +57,19 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         MediumArg::Ethernet => (Medium::Ethernet, TapMedium::Ethernet),
         MediumArg::Ip => (Medium::Ip, TapMedium::Ip),
     };
-    let queue =
-        tap::open_queue(&args.tap, tap_medium, false, args.offload.enabled()).map_err(|error| {
-            RunError::Tap {
+    // One queue per worker; a single worker keeps a plain TAP, so it can attach to one that
+    // was created without multi_queue.
+    let workers = args.worker_count();
+    let multi_queue = workers > 1;
+    let mut queues = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let queue = tap::open_queue(&args.tap, tap_medium, multi_queue, args.offload.enabled())
+            .map_err(|error| RunError::Tap {
                 name: args.tap.clone(),
                 error,
-            }
-        })?;
+            })?;
+        queues.push(queue);
+    }
     if let Err(e) = netns::set_mtu(&args.tap, args.mtu) {
         log::warn!(
             "could not set the MTU of {} to {} ({e}); set it yourself",
@@ -101,7 +107,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         channel: completion_tx,
         wake: completion_wake.clone(),
     };
-    let workers = spawn_workers(args, vec![queue], &stack, &registry, &completions)?;
+    let workers = spawn_workers(args, queues, &stack, &registry, &completions)?;
 
     let allowed = allowed_uids(args);
     let service = Service::new(
@@ -140,25 +146,15 @@ fn spawn_workers(
     registry: &Arc<Registry>,
     completions: &CompletionSender,
 ) -> Result<Vec<worker::WorkerHandle>, RunError> {
-    let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let mut workers = Vec::new();
-    for (index, queue) in queues.into_iter().enumerate() {
-        let core = match args.cpus.get(index) {
+    let available = core_affinity::get_core_ids().unwrap_or_default();
+    let cores: Vec<Option<core_affinity::CoreId>> = (0..queues.len())
+        .map(|index| match args.cpus.get(index) {
             Some(&id) => Some(core_affinity::CoreId { id }),
-            None => cores.get(index).copied(),
-        };
-        let handle = worker::spawn(
-            WorkerId(index),
-            queue,
-            stack.clone(),
-            core,
-            registry.clone(),
-            completions.clone(),
-        )
-        .map_err(|e| RunError::Io("cannot start a worker", e))?;
-        workers.push(handle);
-    }
-    Ok(workers)
+            None => available.get(index % available.len().max(1)).copied(),
+        })
+        .collect();
+    worker::spawn_all(queues, stack, &cores, registry, completions)
+        .map_err(|e| RunError::Io("cannot start the workers", e))
 }
 
 fn allowed_uids(args: &Args) -> Vec<u32> {

@@ -9,6 +9,7 @@ use netcon_control::{Op, Reply, Request, SocketKind, WireAddr};
 use super::Service;
 use crate::options::{CONGESTION_CONTROL, LinuxTcpState, SetOutcome, tcp_info};
 use crate::registry::{Inode, SocketEntry, SocketState};
+use crate::steer;
 use crate::sys::socket::{inode, send, set_nonblocking, socketpair};
 use crate::worker::{Command, ConnectJob, ListenJob, OptionJob, ReplyTo, prepare_pair};
 
@@ -181,13 +182,21 @@ impl Service {
             Ok(addr) => addr,
             Err(errno) => return error(errno),
         };
+        let workers = self.workers.len();
+        let target = self.next_worker_for_connect();
         let mut table = self.registry.lock();
         let entry = &table.sockets[&inode];
         let local_port = match entry.state {
-            SocketState::Fresh => match table.claim_ephemeral_port() {
-                Some(port) => port,
-                None => return error(libc::EADDRNOTAVAIL),
-            },
+            // The port decides which worker the connection's frames reach, so pick one that
+            // lands on the worker whose turn it is.
+            SocketState::Fresh => {
+                let lands_on_target =
+                    |port| steer::owner(*remote.ip(), remote.port(), port, workers) == target;
+                match table.claim_ephemeral_port_where(lands_on_target) {
+                    Some(port) => port,
+                    None => return error(libc::EADDRNOTAVAIL),
+                }
+            }
             SocketState::Bound => entry.local.expect("bound sockets have an address").port(),
             SocketState::Connecting => return error(libc::EALREADY),
             SocketState::Connected => return error(libc::EISCONN),
@@ -220,7 +229,8 @@ impl Service {
             keepalive,
             reply,
         };
-        self.pick_worker().send(Command::Connect(job));
+        let owner = steer::owner(*remote.ip(), remote.port(), local.port(), workers);
+        self.workers[owner.0].send(Command::Connect(job));
         if nonblocking {
             error(libc::EINPROGRESS)
         } else {

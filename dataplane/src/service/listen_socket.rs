@@ -50,9 +50,11 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Binds `path` with mode 0660 (owner and group may connect; each client's uid is checked
-    /// again on accept). A stale socket file left by a process that died is replaced; a live
-    /// one is an error.
+    /// Binds `path` with mode 0666, in a directory that is created with mode 0711 when it is
+    /// missing. Anyone may connect, and the service checks each client's credentials on
+    /// accept instead: a server that switched to an unprivileged user after it started must
+    /// still reach the socket, and is let in only as a thread of a process that was allowed.
+    /// A stale socket file left by a process that died is replaced; a live one is an error.
     pub fn bind(path: &Path) -> Result<ControlSocket, ControlSocketError> {
         let io_err = |e| ControlSocketError::Io(path.to_path_buf(), e);
         let addr = sockaddr(path.as_os_str())
@@ -61,7 +63,7 @@ impl ControlSocket {
             && !dir.exists()
         {
             std::fs::create_dir_all(dir).map_err(io_err)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
                 .map_err(io_err)?;
         }
         if path.exists() {
@@ -82,7 +84,7 @@ impl ControlSocket {
             )
         })
         .map_err(io_err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(io_err)?;
         // SAFETY: listen takes plain integers.
         cvt(unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) }).map_err(io_err)?;
         Ok(ControlSocket {

@@ -5,6 +5,7 @@
 
 mod handlers;
 mod listen_socket;
+mod peer;
 
 pub use listen_socket::{ControlSocket, ControlSocketError};
 
@@ -22,6 +23,7 @@ use slab::Slab;
 use crate::registry::{Inode, Registry};
 use crate::sys::socket::{epoll_add, epoll_delete, epoll_wait, eventfd_drain, peer_credentials};
 use crate::worker::{Completion, WorkerHandle};
+use peer::PeerProcess;
 
 const TOKEN_LISTENER: u64 = 0;
 const TOKEN_COMPLETIONS: u64 = 1;
@@ -36,7 +38,7 @@ const EVENT_BATCH: usize = 128;
 /// A connected preloaded process (one per thread of it) or `netcon-ctl`.
 struct Client {
     fd: OwnedFd,
-    pid: i32,
+    peer: PeerProcess,
     /// Increments per request, so a late reply never reaches a new client in the same slot.
     serial: u64,
 }
@@ -142,9 +144,12 @@ impl Service {
                     continue;
                 }
             };
-            if !self.allowed_uids.contains(&cred.uid) {
+            let peer = PeerProcess::lookup(cred.pid, cred.uid);
+            let known = self.clients.iter().map(|(_, client)| &client.peer);
+            if !peer.is_authorized(&self.allowed_uids, known) {
                 log::warn!(
-                    "control socket: rejected pid {} uid {}: not in --allow-uid",
+                    "control socket: rejected pid {} uid {}: the uid is not in --allow-uid \
+                     and the process holds no allowed connection",
                     cred.pid,
                     cred.uid
                 );
@@ -153,7 +158,7 @@ impl Service {
             let raw = fd.as_raw_fd();
             let key = self.clients.insert(Client {
                 fd,
-                pid: cred.pid,
+                peer,
                 serial: 0,
             });
             let events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
@@ -191,7 +196,7 @@ impl Service {
             Err(e) => {
                 log::warn!(
                     "control socket: malformed request from pid {}: {e}; dropping it",
-                    client.pid
+                    client.peer.pid
                 );
                 let _ = fdpass::send(
                     client.fd.as_raw_fd(),
@@ -218,7 +223,10 @@ impl Service {
         };
         let raw = fd.as_ref().map(|fd| fd.as_raw_fd());
         if let Err(e) = fdpass::send(client.fd.as_raw_fd(), &reply.encode(), raw) {
-            log::debug!("control socket: reply to pid {} failed: {e}", client.pid);
+            log::debug!(
+                "control socket: reply to pid {} failed: {e}",
+                client.peer.pid
+            );
             self.drop_client(key);
         }
     }
@@ -267,13 +275,10 @@ impl Service {
         Some(pending.fd)
     }
 
-    /// The worker that gets the next connection.
-    // TODO: connections go round-robin, not by 4-tuple hash — frames of a connection whose
-    // worker is not the one that read them are not yet handed over, so more than one worker
-    // needs flow steering first.
-    fn pick_worker(&mut self) -> &WorkerHandle {
+    /// The worker whose turn it is to own the next outgoing connection (round robin).
+    fn next_worker_for_connect(&mut self) -> crate::steer::WorkerId {
         let index = self.next_worker % self.workers.len();
         self.next_worker += 1;
-        &self.workers[index]
+        crate::steer::WorkerId(index)
     }
 }

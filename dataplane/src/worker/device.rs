@@ -34,12 +34,36 @@ impl FramePool {
     }
 }
 
-/// Ingress side: filled buffers waiting for smoltcp, and consumed ones waiting to be re-posted
-/// as TAP reads.
+/// Ingress side: filled buffers waiting for smoltcp, consumed ones waiting to be re-posted as
+/// TAP reads, and frames other workers handed over.
 pub struct Ingress {
     pub pool: FramePool,
     pub ready: VecDeque<(FrameIndex, usize)>,
     pub consumed: Vec<FrameIndex>,
+    /// Frames (with their `virtio_net_hdr` when offload is on) read by another worker.
+    pub handed: VecDeque<Vec<u8>>,
+    /// Emptied handoff buffers, reused for the next frames this worker hands over.
+    pub spare: Vec<Vec<u8>>,
+}
+
+/// Most emptied handoff buffers a worker keeps for reuse.
+const MAX_SPARE: usize = 256;
+
+impl Ingress {
+    /// A copy of the first `len` bytes of pool buffer `index`, in a spare buffer when one is
+    /// left (so steady handoff traffic does not allocate).
+    pub fn copy_for_handoff(&mut self, index: FrameIndex, len: usize) -> Vec<u8> {
+        let mut buffer = self.spare.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(&self.pool.buffers[index as usize][..len]);
+        buffer
+    }
+
+    fn recycle(&mut self, buffer: Vec<u8>) {
+        if self.spare.len() < MAX_SPARE {
+            self.spare.push(buffer);
+        }
+    }
 }
 
 /// Egress side: free buffers, and frames smoltcp has written that await a TAP write.
@@ -55,7 +79,7 @@ pub struct Egress {
 #[derive(Clone, Copy, Debug)]
 pub struct Offload {
     /// Link-layer header length: 14 on a TAP, 0 on a TUN.
-    l2_len: usize,
+    pub l2_len: usize,
     /// TCP MSS the link's MTU allows; the kernel cuts larger segments to it.
     link_mss: u16,
 }
@@ -66,7 +90,7 @@ pub struct RingDevice {
     pub egress: Egress,
     medium: Medium,
     mtu: usize,
-    offload: Option<Offload>,
+    pub offload: Option<Offload>,
 }
 
 impl RingDevice {
@@ -92,6 +116,8 @@ impl RingDevice {
                 pool: FramePool::new(rx_count, frame_len),
                 ready: VecDeque::with_capacity(rx_count),
                 consumed: (0..rx_count as FrameIndex).collect(),
+                handed: VecDeque::new(),
+                spare: Vec::new(),
             },
             egress: Egress {
                 pool: FramePool::new(tx_count, frame_len),
@@ -113,8 +139,13 @@ impl RingDevice {
         }
     }
 
+    /// Link-layer header length of this medium: 14 on a TAP, 0 on a TUN.
+    pub fn l2_len(&self) -> usize {
+        Self::frame_len(self.medium, 0)
+    }
+
     /// Bytes before the frame in every buffer.
-    fn header_len(&self) -> usize {
+    pub fn header_len(&self) -> usize {
         if self.offload.is_some() {
             VNET_HDR_LEN
         } else {
@@ -128,14 +159,19 @@ impl phy::Device for RingDevice {
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
-        let (index, len) = self.ingress.ready.pop_front()?;
-        let start = self.header_len().min(len);
+        let start = self.header_len();
         let offload = self.offload;
+        let source = match self.ingress.handed.pop_front() {
+            Some(frame) => Source::Handed(frame),
+            None => {
+                let (index, len) = self.ingress.ready.pop_front()?;
+                Source::Pool { index, len }
+            }
+        };
         let rx = RxToken {
             ingress: &mut self.ingress,
-            index,
+            source,
             start,
-            len,
             offload,
         };
         Some((
@@ -182,25 +218,46 @@ impl phy::Device for RingDevice {
     }
 }
 
-/// One received frame; consuming it returns its buffer for the next TAP read.
+/// Where a received frame's bytes are.
+enum Source {
+    /// A pool buffer filled by a TAP read: `len` bytes including the `virtio_net_hdr`.
+    Pool { index: FrameIndex, len: usize },
+    /// A copy another worker handed over.
+    Handed(Vec<u8>),
+}
+
+/// One received frame; consuming it returns its buffer for reuse.
 pub struct RxToken<'a> {
     ingress: &'a mut Ingress,
-    index: FrameIndex,
+    source: Source,
     /// Where the frame starts (after the `virtio_net_hdr` with offload).
     start: usize,
-    len: usize,
     offload: Option<Offload>,
 }
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let frame = &mut self.ingress.pool.buffers[self.index as usize][self.start..self.len];
-        if let Some(offload) = self.offload {
-            offload::raise_syn_mss(frame, offload.l2_len, offload.link_mss);
+        let (offload, start) = (self.offload, self.start);
+        let process = |bytes: &mut [u8]| {
+            let from = start.min(bytes.len());
+            let frame = &mut bytes[from..];
+            if let Some(offload) = offload {
+                offload::raise_syn_mss(frame, offload.l2_len, offload.link_mss);
+            }
+            f(frame)
+        };
+        match self.source {
+            Source::Pool { index, len } => {
+                let result = process(&mut self.ingress.pool.buffers[index as usize][..len]);
+                self.ingress.consumed.push(index);
+                result
+            }
+            Source::Handed(mut frame) => {
+                let result = process(&mut frame);
+                self.ingress.recycle(frame);
+                result
+            }
         }
-        let result = f(frame);
-        self.ingress.consumed.push(self.index);
-        result
     }
 }
 

@@ -28,15 +28,14 @@ use slab::Slab;
 use smoltcp::iface::{Interface, SocketSet};
 
 use crate::registry::{Inode, Registry};
+use crate::steer::{Steer, steer};
 use crate::sys::socket::{epoll_create, epoll_wait, eventfd, eventfd_drain, eventfd_signal};
 use conn::Conn;
 use device::RingDevice;
 use listener::Listener;
 use ring::{Ring, Token};
 
-/// Index of a worker, 0-based.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct WorkerId(pub usize);
+pub use crate::steer::WorkerId;
 
 /// TAP reads kept posted. Enough to absorb a burst of full-size segments between two
 /// wake-ups without the kernel dropping frames for lack of a reader.
@@ -94,47 +93,82 @@ impl WorkerHandle {
     }
 }
 
-/// Starts a worker thread on `tap`, pinned to `core` when given.
-pub fn spawn(
-    id: WorkerId,
-    tap: OwnedFd,
-    stack: StackConfig,
-    core: Option<core_affinity::CoreId>,
+/// How a worker reaches another: frames it read for the other's connections go on `frames`,
+/// and `wake` interrupts the other's wait.
+struct Peer {
+    frames: Sender<Vec<u8>>,
+    wake: Arc<OwnedFd>,
+}
+
+/// What a worker shares with the rest of the process.
+struct Links {
+    peers: Arc<Vec<Peer>>,
+    frames: Receiver<Vec<u8>>,
+    commands: Receiver<Command>,
+    wake: Arc<OwnedFd>,
+    stop: Arc<AtomicBool>,
     registry: Arc<Registry>,
     completions: CompletionSender,
-) -> io::Result<WorkerHandle> {
-    let (commands_tx, commands_rx) = crossbeam::channel::unbounded();
-    let wake = Arc::new(eventfd()?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut worker = Worker::new(
-        id,
-        tap,
-        stack,
-        registry,
-        completions,
-        commands_rx,
-        wake.clone(),
-        stop.clone(),
-    )?;
-    let thread = std::thread::Builder::new()
-        .name(format!("netcon-worker-{}", id.0))
-        .spawn(move || {
-            if let Some(core) = core
-                && !core_affinity::set_for_current(core)
-            {
-                log::warn!("worker {}: could not pin to core {}", id.0, core.id);
-            }
-            if let Err(e) = worker.run() {
-                log::error!("worker {} stopped: {e}", id.0);
-            }
-        })?;
-    Ok(WorkerHandle {
-        id,
-        commands: commands_tx,
-        wake,
-        stop,
-        thread: Some(thread),
-    })
+}
+
+/// Starts one worker per TAP queue, worker i pinned to `cores[i]` when given.
+pub fn spawn_all(
+    queues: Vec<OwnedFd>,
+    stack: &StackConfig,
+    cores: &[Option<core_affinity::CoreId>],
+    registry: &Arc<Registry>,
+    completions: &CompletionSender,
+) -> io::Result<Vec<WorkerHandle>> {
+    let mut peers = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in &queues {
+        let (frames_tx, frames_rx) = crossbeam::channel::unbounded();
+        peers.push(Peer {
+            frames: frames_tx,
+            wake: Arc::new(eventfd()?),
+        });
+        receivers.push(frames_rx);
+    }
+    let peers = Arc::new(peers);
+
+    let mut handles = Vec::new();
+    for (index, (tap, frames)) in queues.into_iter().zip(receivers).enumerate() {
+        let id = WorkerId(index);
+        let (commands_tx, commands_rx) = crossbeam::channel::unbounded();
+        let wake = peers[index].wake.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let links = Links {
+            peers: peers.clone(),
+            frames,
+            commands: commands_rx,
+            wake: wake.clone(),
+            stop: stop.clone(),
+            registry: registry.clone(),
+            completions: completions.clone(),
+        };
+        let mut worker = Worker::new(id, tap, stack.clone(), links)?;
+        let core = cores.get(index).copied().flatten();
+        let thread = std::thread::Builder::new()
+            .name(format!("netcon-worker-{index}"))
+            .spawn(move || {
+                if let Some(core) = core
+                    && !core_affinity::set_for_current(core)
+                {
+                    log::warn!("worker {index}: could not pin to core {}", core.id);
+                }
+                if let Err(e) = worker.run() {
+                    log::error!("worker {index} stopped: {e}");
+                }
+            })?;
+        handles.push(WorkerHandle {
+            id,
+            commands: commands_tx,
+            wake,
+            stop,
+            thread: Some(thread),
+        });
+    }
+    Ok(handles)
 }
 
 /// Everything one worker owns.
@@ -155,23 +189,20 @@ struct Worker {
     commands: Receiver<Command>,
     registry: Arc<Registry>,
     completions: CompletionSender,
+    peers: Arc<Vec<Peer>>,
+    /// Frames other workers read for this worker's connections.
+    handed: Receiver<Vec<u8>>,
+    /// Bit i set: worker i was handed frames since it was last woken.
+    peers_to_wake: u64,
+    /// Completions of one reap (user_data, result, flags), kept to reuse its allocation.
+    completed: Vec<(u64, i32, u32)>,
     clock: stack::Clock,
     /// Where bytes already forwarded from a socketpair are read to, to discard them.
     scratch: Box<[u8]>,
 }
 
 impl Worker {
-    #[allow(clippy::too_many_arguments)] // one call site, each argument a distinct resource
-    fn new(
-        id: WorkerId,
-        tap: OwnedFd,
-        stack: StackConfig,
-        registry: Arc<Registry>,
-        completions: CompletionSender,
-        commands: Receiver<Command>,
-        wake: Arc<OwnedFd>,
-        stop: Arc<AtomicBool>,
-    ) -> io::Result<Worker> {
+    fn new(id: WorkerId, tap: OwnedFd, stack: StackConfig, links: Links) -> io::Result<Worker> {
         let mut device =
             RingDevice::new(stack.medium, stack.mtu, stack.offload, RX_FRAMES, TX_FRAMES);
         let clock = stack::Clock::new();
@@ -188,11 +219,15 @@ impl Worker {
             by_inode: HashMap::new(),
             listeners: Slab::new(),
             epoll: epoll_create()?,
-            wake,
-            stop,
-            commands,
-            registry,
-            completions,
+            wake: links.wake,
+            stop: links.stop,
+            commands: links.commands,
+            registry: links.registry,
+            completions: links.completions,
+            peers: links.peers,
+            handed: links.frames,
+            peers_to_wake: 0,
+            completed: Vec::with_capacity(ring::RING_ENTRIES as usize),
             clock,
             scratch: vec![0u8; conn::SCRATCH_LEN].into_boxed_slice(),
         })
@@ -207,6 +242,7 @@ impl Worker {
         while !self.stop.load(Ordering::Acquire) {
             self.reap_completions();
             self.take_commands();
+            self.take_handed_frames();
             let busy = self.service();
             self.ring.post_reads(&mut self.device);
             self.ring.post_writes(&mut self.device);
@@ -228,7 +264,8 @@ impl Worker {
             let now = self.clock.now();
             self.iface.poll(now, &mut self.device, &mut self.sockets);
             let moved = self.pump_all();
-            if !moved && self.device.ingress.ready.is_empty() {
+            let ingress = &self.device.ingress;
+            if !moved && ingress.ready.is_empty() && ingress.handed.is_empty() {
                 let now = self.clock.now();
                 self.iface.poll(now, &mut self.device, &mut self.sockets);
                 return false;
@@ -247,13 +284,21 @@ impl Worker {
     fn reap_completions(&mut self) {
         let mut epoll_ready = false;
         let mut rearm = Vec::new();
-        for cqe in self.ring.uring.completion() {
-            let more = io_uring::cqueue::more(cqe.flags());
-            match Token::decode(cqe.user_data()) {
+        self.completed.clear();
+        self.completed.extend(
+            self.ring
+                .uring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for index in 0..self.completed.len() {
+            let (user_data, result, flags) = self.completed[index];
+            let more = io_uring::cqueue::more(flags);
+            match Token::decode(user_data) {
                 Some(Token::TapRead(index)) => {
                     self.ring.reads_in_flight -= 1;
-                    match usize::try_from(cqe.result()) {
-                        Ok(len) if len > 0 => self.device.ingress.ready.push_back((index, len)),
+                    match usize::try_from(result) {
+                        Ok(len) if len > 0 => self.route_frame(index, len),
                         _ => self.device.ingress.consumed.push(index),
                     }
                 }
@@ -282,6 +327,55 @@ impl Worker {
         }
         if epoll_ready {
             self.take_socket_events();
+        }
+        self.wake_peers();
+    }
+
+    /// Queues a frame the TAP delivered for this worker, or hands it to the worker that owns
+    /// its connection (to every worker, for ARP).
+    fn route_frame(&mut self, index: device::FrameIndex, len: usize) {
+        let workers = self.peers.len();
+        let decision = if workers > 1 {
+            let (start, l2_len) = (self.device.header_len(), self.device.l2_len());
+            let bytes = &self.device.ingress.pool.buffer_mut(index)[..len];
+            steer(&bytes[start.min(len)..], l2_len, workers)
+        } else {
+            Steer::Here
+        };
+        match decision {
+            Steer::To(owner) if owner != self.id => {
+                self.hand_over(owner, index, len);
+                self.device.ingress.consumed.push(index);
+            }
+            Steer::Everyone => {
+                let own = self.id;
+                for other in (0..workers).map(WorkerId).filter(|w| *w != own) {
+                    self.hand_over(other, index, len);
+                }
+                self.device.ingress.ready.push_back((index, len));
+            }
+            _ => self.device.ingress.ready.push_back((index, len)),
+        }
+    }
+
+    fn hand_over(&mut self, to: WorkerId, index: device::FrameIndex, len: usize) {
+        let frame = self.device.ingress.copy_for_handoff(index, len);
+        if self.peers[to.0].frames.send(frame).is_ok() {
+            self.peers_to_wake |= 1 << to.0;
+        }
+    }
+
+    fn wake_peers(&mut self) {
+        while self.peers_to_wake != 0 {
+            let index = self.peers_to_wake.trailing_zeros() as usize;
+            self.peers_to_wake &= !(1 << index);
+            eventfd_signal(self.peers[index].wake.as_raw_fd());
+        }
+    }
+
+    fn take_handed_frames(&mut self) {
+        while let Ok(frame) = self.handed.try_recv() {
+            self.device.ingress.handed.push_back(frame);
         }
     }
 
