@@ -12,7 +12,7 @@ pub const MAGIC: u16 = 0x6e63;
 pub const OPT_MAX: usize = 256;
 
 /// Encoded size of a [`Request`].
-pub const REQUEST_LEN: usize = 2 + 2 + 4 + 8 + 8 + WIRE_ADDR_LEN + 4 + OPT_MAX;
+pub const REQUEST_LEN: usize = 2 + 2 + 4 + 8 + 8 + WIRE_ADDR_LEN + 4 + OPT_MAX + 8;
 
 /// Encoded size of a [`Reply`].
 pub const REPLY_LEN: usize = 2 + 2 + 4 + 8 + 2 * WIRE_ADDR_LEN + 4 + OPT_MAX;
@@ -42,10 +42,53 @@ pub enum Op {
     GetSockOpt = 8,
     /// Set option `arg0` (level) / `arg1` (name) to `opt`.
     SetSockOpt = 9,
+    /// `netcon-ctl show`: the reply carries a pipe from which the socket table is read as JSON.
+    Show = 10,
+    /// `netcon-ctl status`: per-worker counters as JSON, read from the attached pipe.
+    Status = 11,
+    /// `netcon-ctl perf`: latency histograms as JSON, read from the attached pipe.
+    Perf = 12,
 }
 
 impl Op {
-    fn from_u16(value: u16) -> Option<Op> {
+    /// Every request kind, for tables indexed by kind.
+    pub const ALL: [Op; 12] = [
+        Op::Socket,
+        Op::Identify,
+        Op::Bind,
+        Op::Listen,
+        Op::Connect,
+        Op::GetSockName,
+        Op::GetPeerName,
+        Op::GetSockOpt,
+        Op::SetSockOpt,
+        Op::Show,
+        Op::Status,
+        Op::Perf,
+    ];
+
+    /// The name `netcon-ctl perf` shows for the kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Socket => "socket",
+            Op::Identify => "identify",
+            Op::Bind => "bind",
+            Op::Listen => "listen",
+            Op::Connect => "connect",
+            Op::GetSockName => "getsockname",
+            Op::GetPeerName => "getpeername",
+            Op::GetSockOpt => "getsockopt",
+            Op::SetSockOpt => "setsockopt",
+            Op::Show => "show",
+            Op::Status => "status",
+            Op::Perf => "perf",
+        }
+    }
+}
+
+impl Op {
+    /// The kind numbered `value` on the wire.
+    pub fn from_u16(value: u16) -> Option<Op> {
         Some(match value {
             1 => Op::Socket,
             2 => Op::Identify,
@@ -56,6 +99,9 @@ impl Op {
             7 => Op::GetPeerName,
             8 => Op::GetSockOpt,
             9 => Op::SetSockOpt,
+            10 => Op::Show,
+            11 => Op::Status,
+            12 => Op::Perf,
             _ => return None,
         })
     }
@@ -125,6 +171,21 @@ pub struct Request {
     pub addr: WireAddr,
     pub opt_len: u32,
     pub opt: [u8; OPT_MAX],
+    /// How long the sender's previous request took, end to end: its kind in the top 8 bits
+    /// and its round trip in nanoseconds below (0: nothing to report). Lets the service keep
+    /// round-trip histograms without a message of its own.
+    pub previous: u64,
+}
+
+/// Packs a finished request's kind and round trip into [`Request::previous`].
+pub fn pack_previous(op: Op, nanos: u64) -> u64 {
+    (u64::from(op as u16) << 56) | nanos.min((1 << 56) - 1)
+}
+
+/// Unpacks [`Request::previous`]; `None` when nothing was reported.
+pub fn unpack_previous(previous: u64) -> Option<(Op, u64)> {
+    let op = Op::from_u16((previous >> 56) as u16)?;
+    Some((op, previous & ((1 << 56) - 1)))
 }
 
 impl Request {
@@ -138,6 +199,7 @@ impl Request {
             addr: WireAddr(None),
             opt_len: 0,
             opt: [0; OPT_MAX],
+            previous: 0,
         }
     }
 
@@ -158,6 +220,7 @@ impl Request {
         w.addr(&self.addr);
         w.u32(self.opt_len);
         w.bytes(&self.opt);
+        w.u64(self.previous);
         out
     }
 
@@ -172,7 +235,9 @@ impl Request {
         let addr = r.addr()?;
         let opt_len = r.opt_len()?;
         let opt = r.opt();
+        let previous = r.u64();
         Ok(Request {
+            previous,
             op,
             flags,
             arg0,
@@ -401,12 +466,22 @@ mod tests {
     fn sample_request() -> Request {
         let mut request = Request::new(Op::SetSockOpt);
         request.flags = FLAG_NONBLOCK;
+        request.previous = pack_previous(Op::Bind, 99);
         request.arg0 = libc::IPPROTO_TCP as u64;
         request.arg1 = libc::TCP_NODELAY as u64;
         request.addr = WireAddr(Some("10.77.0.1:80".parse().unwrap()));
         request.opt[..4].copy_from_slice(&1i32.to_ne_bytes());
         request.opt_len = 4;
         request
+    }
+
+    #[test]
+    fn previous_round_trip_packs() {
+        let packed = pack_previous(Op::Connect, 123_456);
+        assert_eq!(unpack_previous(packed), Some((Op::Connect, 123_456)));
+        assert_eq!(unpack_previous(0), None);
+        let huge = pack_previous(Op::Bind, u64::MAX);
+        assert_eq!(unpack_previous(huge), Some((Op::Bind, (1 << 56) - 1)));
     }
 
     #[test]
@@ -465,10 +540,13 @@ mod tests {
         assert!(matches!(Request::decode(&bytes), Err(DecodeError::Op(_))));
 
         let mut bytes = sample_request().encode();
-        let opt_len_at = REQUEST_LEN - OPT_MAX - 4;
+        let opt_len_at = REQUEST_LEN - 8 - OPT_MAX - 4;
         let too_long = OPT_MAX as u32 + 1;
         bytes[opt_len_at..opt_len_at + 4].copy_from_slice(&too_long.to_le_bytes());
-        assert_eq!(Request::decode(&bytes), Err(DecodeError::OptionLength(too_long)));
+        assert_eq!(
+            Request::decode(&bytes),
+            Err(DecodeError::OptionLength(too_long))
+        );
     }
 
     #[test]

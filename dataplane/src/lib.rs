@@ -8,7 +8,8 @@
 //! - [`service`] is the control thread: it answers the preload's RPCs on the control socket.
 //! - [`worker`] owns the packet path: io_uring, a smoltcp `Interface`, and the connections.
 //! - [`steer`] decides which worker owns a connection and where a received frame goes.
-//! - [`registry`] is the socket table both share; [`options`] stores socket options.
+//! - [`registry`] is the socket table both share; [`options`] stores socket options;
+//!   [`stats`] holds the counters and latency histograms `netcon-ctl` reads.
 //! - [`run`] wires them together.
 
 pub mod config;
@@ -17,6 +18,7 @@ pub mod options;
 pub mod registry;
 pub mod run;
 pub mod service;
+pub mod stats;
 pub mod steer;
 pub mod sys;
 pub mod worker;

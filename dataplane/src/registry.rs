@@ -8,6 +8,8 @@ use std::net::SocketAddrV4;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::options::SocketOptions;
+use crate::stats::ConnStats;
+use std::sync::Arc;
 
 /// Inode number of the program's end of a socket; the identity of a netcon socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,6 +41,8 @@ pub struct SocketEntry {
     /// The local port was claimed for this socket (bound, listening or connecting), so closing
     /// it gives the port back. Accepted connections share their listener's port.
     pub owns_port: bool,
+    /// Counters the owning worker updates, for `netcon-ctl show`.
+    pub stats: Arc<ConnStats>,
 }
 
 impl SocketEntry {
@@ -51,6 +55,7 @@ impl SocketEntry {
             options: SocketOptions::default(),
             pending_error: 0,
             owns_port: false,
+            stats: Arc::new(ConnStats::default()),
         }
     }
 }

@@ -15,8 +15,27 @@ mod rpc;
 const READY_FD_ENV: &str = "NETCON_READY_FD";
 
 /// Runs when the library is loaded, before the program's `main`: tells `netcon-ctl run` (if it
-/// is waiting) that the preload took hold in this process.
+/// is waiting) that the preload took hold in this process, and opens the control connection
+/// before the program can drop privileges (see [`rpc::connect_early`]).
 extern "C" fn on_load() {
+    report_loaded();
+    // Resolve the path now: a child after fork should not need to allocate for it.
+    let _ = rpc::socket_path();
+    rpc::connect_early();
+    // SAFETY: registers a plain function with no arguments; null means "no handler".
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+}
+
+/// Runs in the child right after `fork`, in the thread that forked: the child needs a control
+/// connection of its own, opened before it can switch to an unprivileged user. (`vfork`,
+/// `posix_spawn` and raw `clone` do not run fork handlers; their children exec or reconnect
+/// on first use.)
+extern "C" fn after_fork_in_child() {
+    rpc::connect_early();
+}
+
+/// Writes the ready line to the fd named by `NETCON_READY_FD`, then closes it.
+fn report_loaded() {
     let Some(value) = std::env::var_os(READY_FD_ENV) else {
         return;
     };

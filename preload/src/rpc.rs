@@ -1,7 +1,7 @@
 //! The shim's side of the control socket: one connection per thread (no process-wide lock),
 //! reopened after `fork` and whenever its fd was closed or replaced behind the shim's back.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use netcon_control::wire::REPLY_LEN;
+use netcon_control::wire::{REPLY_LEN, pack_previous};
 use netcon_control::{Reply, Request, fdpass};
 
 use crate::real;
@@ -59,6 +59,8 @@ struct Connection {
     fd: RawFd,
     inode: u64,
     pid: i32,
+    /// The last call's kind and round trip, reported with the next request.
+    previous: Cell<u64>,
 }
 
 impl Connection {
@@ -94,7 +96,12 @@ impl Connection {
         let inode = inode_of(fd).unwrap_or(0);
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
-        Ok(Connection { fd, inode, pid })
+        Ok(Connection {
+            fd,
+            inode,
+            pid,
+            previous: Cell::new(0),
+        })
     }
 
     /// Whether the fd number still refers to this connection's socket.
@@ -114,6 +121,9 @@ impl Connection {
         request: &Request,
         fd: Option<RawFd>,
     ) -> Result<(Reply, Option<OwnedFd>), CallError> {
+        let started = std::time::Instant::now();
+        let mut request = *request;
+        request.previous = self.previous.take();
         let bytes = request.encode();
         loop {
             match fdpass::send(self.fd, &bytes, fd) {
@@ -128,6 +138,8 @@ impl Connection {
                 Ok((0, _)) => return Err(CallError::Broken),
                 Ok((len, fd)) => {
                     let reply = Reply::decode(&buf[..len]).map_err(|_| CallError::Broken)?;
+                    let nanos = started.elapsed().as_nanos() as u64;
+                    self.previous.set(pack_previous(request.op, nanos));
                     return Ok((reply, fd));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -157,6 +169,26 @@ fn inode_of(fd: RawFd) -> Option<u64> {
 
 thread_local! {
     static CONNECTION: RefCell<Option<Connection>> = const { RefCell::new(None) };
+}
+
+/// Opens the calling thread's control connection now unless it has a usable one; failures
+/// are left for the first call to report.
+///
+/// The kernel records a Unix socket's credentials when it connects, so a connection opened
+/// while the process still runs as the user it started as stays allowed after the program
+/// switches to an unprivileged user (servers do that after they fork their workers).
+pub fn connect_early() {
+    let _ = CONNECTION.try_with(|slot| {
+        let Ok(mut slot) = slot.try_borrow_mut() else {
+            return;
+        };
+        if slot.as_ref().is_some_and(|c| !c.is_current()) {
+            *slot = None;
+        }
+        if slot.is_none() {
+            *slot = Connection::open().ok();
+        }
+    });
 }
 
 /// Sends `request` (with `fd` attached) and waits for the reply. Blocks for as long as the

@@ -43,6 +43,11 @@ pub struct DemoOptions {
     pub rounds: u64,
     /// The round-trip message size in bytes.
     pub size: usize,
+    /// Whether to run the iperf3 throughput tests (`netcon-ctl perf --run` measures round
+    /// trips only).
+    pub throughput: bool,
+    /// The time the echo server waits before each reply.
+    pub echo_delay: Duration,
 }
 
 /// A reason the demo stopped before its report.
@@ -159,26 +164,13 @@ fn measure(
         "bringing up lo in the namespace",
     )?;
 
-    progress(&format!(
-        "starting the iperf3 server on {peer} in the namespace"
-    ));
-    let mut iperf_server = netns.command("iperf3");
-    iperf_server.args(["-s", "-4", "-B", peer, "--forceflush"]);
-    let iperf_server = start_step(&mut iperf_server, "Server listening", "starting iperf3 -s")?;
-    progress(&format!("  iperf3 server pid {}", iperf_server.pid()));
-
     let socket = dataplane.socket_path();
-    progress(&format!(
-        "upload: iperf3 through netcon for {} s",
-        options.seconds
-    ));
-    let upload = run_iperf(socket, peer, options.seconds, false, &iperf_server)?;
-    progress(&format!(
-        "download: iperf3 -R through netcon for {} s",
-        options.seconds
-    ));
-    let download = run_iperf(socket, peer, options.seconds, true, &iperf_server)?;
-    drop(iperf_server);
+    let (upload, download) = if options.throughput {
+        let (upload, download) = measure_throughput(options, netns, socket, peer)?;
+        (Some(upload), Some(download))
+    } else {
+        (None, None)
+    };
 
     progress(&format!(
         "starting the echo server on port {ECHO_PORT} in the namespace"
@@ -187,6 +179,7 @@ fn measure(
     let mut echo_server = netns.command(&exe.to_string_lossy());
     echo_server.args(["echo-server", "--listen", &format!("0.0.0.0:{ECHO_PORT}")]);
     echo_server.args(["--seconds", &echo_seconds.to_string()]);
+    echo_server.args(["--delay-ms", &options.echo_delay.as_millis().to_string()]);
     let echo_server = start_step(&mut echo_server, "listening on", "starting the echo server")?;
     progress(&format!("  echo server pid {}", echo_server.pid()));
 
@@ -209,6 +202,34 @@ fn measure(
         netcon_latency,
         kernel_latency,
     })
+}
+
+/// Runs iperf3 through netcon against a server in the namespace, upload then download.
+fn measure_throughput(
+    options: &DemoOptions,
+    netns: &Netns,
+    socket: &Path,
+    peer: &str,
+) -> Result<(IperfTotals, IperfTotals), DemoError> {
+    progress(&format!(
+        "starting the iperf3 server on {peer} in the namespace"
+    ));
+    let mut iperf_server = netns.command("iperf3");
+    iperf_server.args(["-s", "-4", "-B", peer, "--forceflush"]);
+    let iperf_server = start_step(&mut iperf_server, "Server listening", "starting iperf3 -s")?;
+    progress(&format!("  iperf3 server pid {}", iperf_server.pid()));
+
+    progress(&format!(
+        "upload: iperf3 through netcon for {} s",
+        options.seconds
+    ));
+    let upload = run_iperf(socket, peer, options.seconds, false, &iperf_server)?;
+    progress(&format!(
+        "download: iperf3 -R through netcon for {} s",
+        options.seconds
+    ));
+    let download = run_iperf(socket, peer, options.seconds, true, &iperf_server)?;
+    Ok((upload, download))
 }
 
 fn check_prerequisites() -> Result<(), DemoError> {

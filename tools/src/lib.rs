@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod echo_server;
+pub mod inspect;
 pub mod iperf;
 pub mod pingpong;
 pub mod program_check;

@@ -1,4 +1,4 @@
-//! netcon-ctl: runs programs through netcon and runs the demo.
+//! netcon-ctl: runs programs through netcon, shows what netcon-dp is doing, runs the demo.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use netcon_tools::demo::{self, DemoOptions};
+use netcon_tools::inspect::{self, perf, show, status};
 use netcon_tools::pingpong::{self, PingpongOptions};
 use netcon_tools::run::{self, RunOptions};
 use netcon_tools::{echo_server, topology::binary_path};
@@ -56,6 +57,54 @@ enum Commands {
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
         size: u64,
     },
+    /// List every intercepted socket: program, fd, addresses, TCP state, worker, bytes, queues.
+    Show {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Redraw every SECONDS seconds until interrupted
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
+        /// Only sockets of this process
+        #[arg(long)]
+        pid: Option<i64>,
+        /// Only sockets whose local or remote port is PORT
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Per-worker counters: frames, bytes, drops, handoffs, ring use, connections, RPCs.
+    Status {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Latency histograms kept by netcon-dp (RPC round trips, connect, ack, ingress wait).
+    ///
+    /// With --run, instead measures TCP round trips through netcon and over the kernel
+    /// (loopback in a namespace) on a namespace made for the run, like the demo does.
+    Perf {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Print JSON instead of tables
+        #[arg(long)]
+        json: bool,
+        /// Also write every histogram to DIR/NAME.hgrm in HdrHistogram's percentile format
+        #[arg(long, value_name = "DIR")]
+        export: Option<PathBuf>,
+        /// Measure on a namespace made for the run instead of asking a running netcon-dp
+        #[arg(long)]
+        run: bool,
+        /// With --run: measured round trips per path
+        #[arg(long, default_value_t = 2000)]
+        rounds: u64,
+        /// With --run: time the echo peer waits before each reply, in milliseconds
+        #[arg(long, default_value_t = 0)]
+        peer_delay_ms: u64,
+    },
     /// Serve TCP echo on ADDR:PORT for a bounded time (the demo's round-trip peer).
     #[command(hide = true)]
     EchoServer {
@@ -65,6 +114,9 @@ enum Commands {
         /// Time after which the server exits, in seconds
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Time to wait before each reply, in milliseconds
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// Time TCP round trips against an echo server and print their percentiles.
     #[command(hide = true)]
@@ -87,7 +139,26 @@ enum Commands {
     },
 }
 
+/// The control socket option shared by the commands that talk to netcon-dp.
+#[derive(Debug, clap::Args)]
+struct SocketArg {
+    /// Control socket of the running netcon-dp [default: $NETCON_SOCKET, else the runtime
+    /// dir's netcon/control.sock]
+    #[arg(long = "socket", value_name = "PATH")]
+    path: Option<PathBuf>,
+}
+
+impl SocketArg {
+    fn resolve(self) -> PathBuf {
+        self.path
+            .unwrap_or_else(netcon_control::path::socket_path_from_env)
+    }
+}
+
 fn main() -> ExitCode {
+    // Die quietly on a closed stdout (`netcon-ctl perf | head`), as command-line tools do.
+    // SAFETY: restoring the default disposition of SIGPIPE has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let code = match cli.command {
         Commands::Run {
@@ -107,12 +178,41 @@ fn main() -> ExitCode {
                 seconds,
                 rounds,
                 size,
+                throughput: true,
+                echo_delay: Duration::ZERO,
             })
         }
-        Commands::EchoServer { listen, seconds } => {
-            match echo_server::serve(listen, Duration::from_secs(seconds)) {
+        Commands::EchoServer {
+            listen,
+            seconds,
+            delay_ms,
+        } => {
+            let delay = Duration::from_millis(delay_ms);
+            match echo_server::serve(listen, Duration::from_secs(seconds), delay) {
                 Ok(()) => 0,
                 Err(err) => fail(&format!("echo-server on {listen} failed: {err}")),
+            }
+        }
+        Commands::Show {
+            socket,
+            json,
+            watch,
+            pid,
+            port,
+        } => show_command(&socket.resolve(), json, watch, show::Filter { pid, port }),
+        Commands::Status { socket, json } => status_command(&socket.resolve(), json),
+        Commands::Perf {
+            socket,
+            json,
+            export,
+            run,
+            rounds,
+            peer_delay_ms,
+        } => {
+            if run {
+                perf_run_command(rounds, Duration::from_millis(peer_delay_ms))
+            } else {
+                perf_command(&socket.resolve(), json, export.as_deref())
             }
         }
         Commands::Pingpong {
@@ -182,6 +282,104 @@ fn pingpong_command(options: &PingpongOptions, json: bool) -> i32 {
         }
         Err(err) => fail(&format!("pingpong to {} failed: {err}", options.connect)),
     }
+}
+
+fn show_command(
+    socket: &std::path::Path,
+    json: bool,
+    watch: Option<u64>,
+    filter: show::Filter,
+) -> i32 {
+    loop {
+        let document = match inspect::query(socket, netcon_control::Op::Show) {
+            Ok(document) => show::filtered(&document, filter),
+            Err(err) => return fail(&err.to_string()),
+        };
+        if watch.is_some() {
+            // Clear the screen and go home, as watch(1) does.
+            print!("\x1b[2J\x1b[H");
+        }
+        if json {
+            println!("{document}");
+        } else {
+            show::format(&document)
+                .iter()
+                .for_each(|line| println!("{line}"));
+        }
+        match watch {
+            Some(seconds) => std::thread::sleep(Duration::from_secs(seconds.max(1))),
+            None => return 0,
+        }
+    }
+}
+
+fn status_command(socket: &std::path::Path, json: bool) -> i32 {
+    match inspect::query(socket, netcon_control::Op::Status) {
+        Ok(document) if json => {
+            println!("{document}");
+            0
+        }
+        Ok(document) => {
+            status::format(&document)
+                .iter()
+                .for_each(|line| println!("{line}"));
+            0
+        }
+        Err(err) => fail(&err.to_string()),
+    }
+}
+
+fn perf_command(socket: &std::path::Path, json: bool, export: Option<&std::path::Path>) -> i32 {
+    let document = match inspect::query(socket, netcon_control::Op::Perf) {
+        Ok(document) => document,
+        Err(err) => return fail(&err.to_string()),
+    };
+    if let Some(dir) = export
+        && let Err(err) = export_histograms(&document, dir)
+    {
+        return fail(&format!("cannot export to {}: {err}", dir.display()));
+    }
+    if json {
+        println!("{document}");
+    } else {
+        perf::format(&document)
+            .iter()
+            .for_each(|line| println!("{line}"));
+    }
+    0
+}
+
+/// Writes one `.hgrm` file per histogram into `dir`, named after the histogram.
+fn export_histograms(document: &serde_json::Value, dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, entry) in perf::histograms(document) {
+        let Some(histogram) = perf::rebuild(entry) else {
+            continue;
+        };
+        let file: String = name
+            .split(" (")
+            .next()
+            .unwrap_or(&name)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        std::fs::write(
+            dir.join(format!("{file}.hgrm")),
+            perf::percentile_distribution(&histogram),
+        )?;
+    }
+    Ok(())
+}
+
+fn perf_run_command(rounds: u64, echo_delay: Duration) -> i32 {
+    demo_command(&DemoOptions {
+        mtu: 1500,
+        seconds: 0,
+        rounds,
+        size: 64,
+        throughput: false,
+        echo_delay,
+    })
 }
 
 fn fail(message: &str) -> i32 {

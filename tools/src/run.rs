@@ -2,7 +2,7 @@
 //! hold before the program can open a connection past netcon.
 
 mod ready;
-mod socket_check;
+pub(crate) mod socket_check;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;

@@ -31,8 +31,10 @@ const MAX_FILLER: usize = 16 * 1024 * 1024;
 
 impl Service {
     pub(super) fn handle(&mut self, request: Request, fd: Option<OwnedFd>, to: ReplyTo) -> Handled {
-        if request.op == Op::Socket {
-            return self.create_socket(&request);
+        match request.op {
+            Op::Socket => return self.create_socket(&request),
+            Op::Show | Op::Status | Op::Perf => return self.observe(request.op),
+            _ => {}
         }
         let Some(fd) = fd else {
             return error(libc::EBADF);
@@ -56,7 +58,9 @@ impl Service {
             Op::GetPeerName => self.peer_name(inode),
             Op::GetSockOpt => self.get_option(inode, &request),
             Op::SetSockOpt => self.set_option(inode, &request),
-            Op::Socket | Op::Identify => unreachable!("handled above"),
+            Op::Socket | Op::Identify | Op::Show | Op::Status | Op::Perf => {
+                unreachable!("handled above")
+            }
         }
     }
 
@@ -211,6 +215,7 @@ impl Service {
         entry.owns_port = true;
         let nodelay = entry.options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY);
         let keepalive = entry.options.flag(libc::SOL_SOCKET, libc::SO_KEEPALIVE);
+        let stats = entry.stats.clone();
         drop(table);
 
         let Some(fd) = self.take_pending(inode) else {
@@ -227,6 +232,7 @@ impl Service {
             filler,
             nodelay,
             keepalive,
+            stats,
             reply,
         };
         let owner = steer::owner(*remote.ip(), remote.port(), local.port(), workers);

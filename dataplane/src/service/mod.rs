@@ -5,6 +5,7 @@
 
 mod handlers;
 mod listen_socket;
+mod observe;
 mod peer;
 
 pub use listen_socket::{ControlSocket, ControlSocketError};
@@ -17,7 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam::channel::Receiver;
 use netcon_control::wire::REQUEST_LEN;
-use netcon_control::{Reply, Request, fdpass};
+use netcon_control::wire::unpack_previous;
+use netcon_control::{Op, Reply, Request, fdpass};
+
+use crate::stats::Latency;
 use slab::Slab;
 
 use crate::registry::{Inode, Registry};
@@ -63,6 +67,11 @@ pub struct Service {
     local_ip: std::net::Ipv4Addr,
     /// TCP maximum segment size on the link (MTU less IPv4 and TCP headers).
     mss: u32,
+    started: std::time::Instant,
+    /// Requests served per kind, indexed like `Op::ALL`.
+    rpc_counts: [u64; Op::ALL.len()],
+    /// Round trips the shims reported per kind, indexed like `Op::ALL`.
+    rpc_latency: Vec<Latency>,
     next_worker: usize,
 }
 
@@ -102,6 +111,9 @@ impl Service {
             allowed_uids,
             local_ip,
             mss: mtu - 40,
+            started: std::time::Instant::now(),
+            rpc_counts: [0; Op::ALL.len()],
+            rpc_latency: Op::ALL.iter().map(|_| Latency::new(2)).collect(),
             next_worker: 0,
         })
     }
@@ -206,6 +218,7 @@ impl Service {
                 return self.drop_client(key);
             }
         };
+        self.count_request(&request);
         let client = &mut self.clients[key];
         client.serial += 1;
         let to = crate::worker::ReplyTo {
@@ -214,6 +227,51 @@ impl Service {
         };
         if let Some((reply, fd)) = self.handle(request, fd, to) {
             self.send_reply(key, &reply, fd);
+        }
+    }
+
+    fn count_request(&mut self, request: &Request) {
+        let index = |op: Op| {
+            Op::ALL
+                .iter()
+                .position(|o| *o == op)
+                .expect("every kind is in ALL")
+        };
+        self.rpc_counts[index(request.op)] += 1;
+        if let Some((op, nanos)) = unpack_previous(request.previous) {
+            self.rpc_latency[index(op)].record(nanos / 1000);
+        }
+    }
+
+    /// Answers `netcon-ctl show`, `status` or `perf`: a thread writes the JSON document into a
+    /// pipe whose read end goes back with the reply.
+    fn observe(&self, op: Op) -> Option<(Reply, Option<OwnedFd>)> {
+        let (read, write) = match crate::sys::socket::pipe() {
+            Ok(ends) => ends,
+            Err(e) => return Some((Reply::error(e.raw_os_error().unwrap_or(libc::EMFILE)), None)),
+        };
+        let observation = observe::Observation {
+            registry: self.registry.clone(),
+            workers: self
+                .workers
+                .iter()
+                .map(|w| (w.id, w.stats.clone(), w.remote()))
+                .collect(),
+            started: self.started,
+            rpcs: Op::ALL
+                .iter()
+                .zip(self.rpc_counts)
+                .zip(&self.rpc_latency)
+                .map(|((op, count), latency)| (*op, count, latency.clone()))
+                .collect(),
+            clients: self.clients.len(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("netcon-observe".into())
+            .spawn(move || observation.serve(op, write));
+        match spawned {
+            Ok(_) => Some((Reply::ok(0), Some(read))),
+            Err(e) => Some((Reply::error(e.raw_os_error().unwrap_or(libc::EAGAIN)), None)),
         }
     }
 

@@ -7,6 +7,9 @@ use std::os::fd::OwnedFd;
 use netcon_control::Reply;
 
 use crate::registry::Inode;
+use crate::stats::{ConnStats, LatencySet};
+use crate::steer::WorkerId;
+use std::sync::Arc;
 
 /// Which control client waits for a reply, and which request of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +31,8 @@ pub struct ConnectJob {
     pub filler: usize,
     pub nodelay: bool,
     pub keepalive: bool,
+    /// Counters `netcon-ctl show` reads.
+    pub stats: Arc<ConnStats>,
     /// Set for a blocking connect.
     pub reply: Option<ReplyTo>,
 }
@@ -50,11 +55,20 @@ pub struct OptionJob {
     pub keepalive: bool,
 }
 
+/// A copy of a worker's latency histograms, in total and per connection.
+pub struct Snapshot {
+    pub worker: WorkerId,
+    pub total: LatencySet,
+    pub connections: Vec<(Inode, LatencySet)>,
+}
+
 /// Work for one worker.
 pub enum Command {
     Connect(ConnectJob),
     Listen(ListenJob),
     SetOptions(OptionJob),
+    /// Send a [`Snapshot`] on the channel.
+    Snapshot(crossbeam::channel::Sender<Snapshot>),
 }
 
 /// A reply a worker produced for a waiting client.

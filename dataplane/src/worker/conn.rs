@@ -19,7 +19,9 @@ use smoltcp::time::Duration;
 use super::stack::{endpoint, socket_addr};
 use super::{ConnectJob, OptionJob, ReplyTo, Worker};
 use crate::registry::{Inode, SocketState};
+use crate::stats::{ConnStats, LatencySet, Sampler};
 use crate::sys::socket::{epoll_add, recv, send, set_int_option, shutdown};
+use std::sync::Arc;
 
 /// Largest chunk peeked from a socketpair at once, and the size of the discard buffer.
 pub const SCRATCH_LEN: usize = 256 * 1024;
@@ -66,6 +68,107 @@ pub struct Conn {
     peer_eof_sent: bool,
     last_state: State,
     started: std::time::Instant,
+    /// Bytes moved from the program into the stack, and from the stack to the program.
+    to_stack: u64,
+    to_app: u64,
+    stats: Arc<ConnStats>,
+    /// This connection's latencies, made on its first sample.
+    pub latency: Option<Box<LatencySet>>,
+    ack_sampler: Sampler,
+    ingress_sampler: Sampler,
+}
+
+impl Conn {
+    fn new(
+        handle: SocketHandle,
+        fd: OwnedFd,
+        inode: Inode,
+        phase: Phase,
+        stats: Arc<ConnStats>,
+    ) -> Conn {
+        let open = phase == Phase::Open;
+        Conn {
+            handle,
+            fd,
+            inode,
+            phase,
+            reply: None,
+            readable: open,
+            writable: open,
+            app_eof: false,
+            app_gone: false,
+            peer_eof_sent: false,
+            last_state: if open {
+                State::Established
+            } else {
+                State::SynSent
+            },
+            started: std::time::Instant::now(),
+            to_stack: 0,
+            to_app: 0,
+            stats,
+            latency: None,
+            ack_sampler: Sampler::default(),
+            ingress_sampler: Sampler::default(),
+        }
+    }
+
+    /// A connection a listener accepted: established, with the program's end already sent.
+    pub fn accepted(
+        handle: SocketHandle,
+        fd: OwnedFd,
+        inode: Inode,
+        stats: Arc<ConnStats>,
+    ) -> Conn {
+        Conn::new(handle, fd, inode, Phase::Open, stats)
+    }
+
+    /// Publishes counters and takes latency samples after a pump.
+    fn record(&mut self, socket: &tcp::Socket, total: &mut LatencySet) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (send_queue, recv_queue) = (socket.send_queue() as u64, socket.recv_queue() as u64);
+        self.stats.bytes_out.store(self.to_stack, Relaxed);
+        self.stats.bytes_in.store(self.to_app, Relaxed);
+        self.stats.send_queue.store(send_queue, Relaxed);
+        self.stats.recv_queue.store(recv_queue, Relaxed);
+        self.stats
+            .state
+            .store(state_number(socket.state()), Relaxed);
+
+        let now = std::time::Instant::now();
+        let acked = self.to_stack.saturating_sub(send_queue);
+        if let Some(micros) = self.ack_sampler.observe(self.to_stack, acked, now) {
+            total.ack.record(micros);
+            self.own_latency().ack.record(micros);
+        }
+        let arrived = self.to_app + recv_queue;
+        if let Some(micros) = self.ingress_sampler.observe(arrived, self.to_app, now) {
+            total.ingress_wait.record(micros);
+            self.own_latency().ingress_wait.record(micros);
+        }
+    }
+
+    fn own_latency(&mut self) -> &mut LatencySet {
+        self.latency
+            .get_or_insert_with(|| Box::new(LatencySet::new(1)))
+    }
+}
+
+/// The TCP state as `stats::tcp_state_name` numbers it.
+fn state_number(state: State) -> u8 {
+    match state {
+        State::Closed => 1,
+        State::Listen => 2,
+        State::SynSent => 3,
+        State::SynReceived => 4,
+        State::Established => 5,
+        State::FinWait1 => 6,
+        State::FinWait2 => 7,
+        State::CloseWait => 8,
+        State::Closing => 9,
+        State::LastAck => 10,
+        State::TimeWait => 11,
+    }
 }
 
 impl Conn {
@@ -113,20 +216,12 @@ impl Worker {
             return;
         }
         let handle = self.sockets.add(socket);
-        let conn = Conn {
-            handle,
-            fd: job.fd,
-            inode: job.inode,
-            phase: Phase::Connecting { filler: job.filler },
-            reply: job.reply,
-            readable: false,
-            writable: false,
-            app_eof: false,
-            app_gone: false,
-            peer_eof_sent: false,
-            last_state: State::SynSent,
-            started: std::time::Instant::now(),
-        };
+        job.stats
+            .worker
+            .store(self.id.0 as u64, std::sync::atomic::Ordering::Relaxed);
+        let phase = Phase::Connecting { filler: job.filler };
+        let mut conn = Conn::new(handle, job.fd, job.inode, phase, job.stats);
+        conn.reply = job.reply;
         self.insert_conn(conn);
     }
 
@@ -247,6 +342,8 @@ impl Worker {
             }
         }
 
+        conn.record(socket, &mut self.latency);
+
         if !conn.peer_eof_sent && !socket.may_recv() && !socket.can_recv() && peer_sent_fin(state) {
             let _ = shutdown(conn.fd.as_raw_fd(), libc::SHUT_WR);
             conn.peer_eof_sent = true;
@@ -269,6 +366,9 @@ impl Worker {
 
     fn report_connected(&mut self, key: usize, local: Option<SocketAddrV4>) {
         let conn = &mut self.conns[key];
+        let micros = conn.started.elapsed().as_micros() as u64;
+        self.latency.connect.record(micros);
+        conn.own_latency().connect.record(micros);
         conn.phase = Phase::Open;
         conn.readable = true;
         conn.writable = true;
@@ -366,7 +466,10 @@ fn forward_to_app(conn: &mut Conn, socket: &mut tcp::Socket) -> io::Result<bool>
                 },
             );
         match result {
-            Ok(Ok(_)) => moved = true,
+            Ok(Ok(n)) => {
+                conn.to_app += n as u64;
+                moved = true;
+            }
             Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
             Ok(Err(e)) => return Err(e),
             Err(_) => break,
@@ -400,6 +503,7 @@ fn forward_to_peer(
             }
             Ok(Ok(n)) => {
                 consume(fd, n, scratch)?;
+                conn.to_stack += n as u64;
                 moved = true;
             }
             Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
@@ -453,24 +557,4 @@ fn peer_sent_fin(state: State) -> bool {
 /// (or timed out, which the program must also see as an error).
 fn was_reset(previous: State) -> bool {
     !matches!(previous, State::LastAck | State::TimeWait | State::Closed)
-}
-
-impl Conn {
-    /// A connection a listener accepted: established, with the program's end already sent.
-    pub fn accepted(handle: SocketHandle, fd: OwnedFd, inode: Inode) -> Conn {
-        Conn {
-            handle,
-            fd,
-            inode,
-            phase: Phase::Open,
-            reply: None,
-            readable: true,
-            writable: true,
-            app_eof: false,
-            app_gone: false,
-            peer_eof_sent: false,
-            last_state: State::Established,
-            started: std::time::Instant::now(),
-        }
-    }
 }

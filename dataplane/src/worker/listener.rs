@@ -207,6 +207,10 @@ impl Worker {
         entry.state = SocketState::Connected;
         entry.local = local;
         entry.remote = remote;
+        let stats = entry.stats.clone();
+        stats
+            .worker
+            .store(self.id.0 as u64, std::sync::atomic::Ordering::Relaxed);
         self.registry.lock().sockets.insert(app_inode, entry);
 
         let message = AcceptMessage {
@@ -221,7 +225,7 @@ impl Worker {
         }
         drop(app);
         set_nonblocking(service.as_fd(), true)?;
-        self.insert_conn(Conn::accepted(handle, service, app_inode));
+        self.insert_conn(Conn::accepted(handle, service, app_inode, stats));
         Ok(())
     }
 

@@ -11,7 +11,7 @@ mod offload;
 mod ring;
 mod stack;
 
-pub use command::{Command, Completion, ConnectJob, ListenJob, OptionJob, ReplyTo};
+pub use command::{Command, Completion, ConnectJob, ListenJob, OptionJob, ReplyTo, Snapshot};
 pub use conn::prepare_pair;
 pub use stack::StackConfig;
 
@@ -28,6 +28,7 @@ use slab::Slab;
 use smoltcp::iface::{Interface, SocketSet};
 
 use crate::registry::{Inode, Registry};
+use crate::stats::{self, LatencySet, WorkerStats};
 use crate::steer::{Steer, steer};
 use crate::sys::socket::{epoll_create, epoll_wait, eventfd, eventfd_drain, eventfd_signal};
 use conn::Conn;
@@ -69,6 +70,7 @@ impl CompletionSender {
 /// The control thread's handle on a running worker.
 pub struct WorkerHandle {
     pub id: WorkerId,
+    pub stats: Arc<WorkerStats>,
     commands: Sender<Command>,
     wake: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
@@ -83,12 +85,37 @@ impl WorkerHandle {
         }
     }
 
+    /// A sender for commands that other threads can keep (for `netcon-ctl` requests served off
+    /// the control thread).
+    pub fn remote(&self) -> RemoteWorker {
+        RemoteWorker {
+            commands: self.commands.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+
     /// Asks the worker to stop and waits for its thread.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Release);
         eventfd_signal(self.wake.as_raw_fd());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// A worker's command queue, usable from any thread.
+#[derive(Clone)]
+pub struct RemoteWorker {
+    commands: Sender<Command>,
+    wake: Arc<OwnedFd>,
+}
+
+impl RemoteWorker {
+    /// Queues `command` and wakes the worker. Never blocks.
+    pub fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            eventfd_signal(self.wake.as_raw_fd());
         }
     }
 }
@@ -109,6 +136,7 @@ struct Links {
     stop: Arc<AtomicBool>,
     registry: Arc<Registry>,
     completions: CompletionSender,
+    stats: Arc<WorkerStats>,
 }
 
 /// Starts one worker per TAP queue, worker i pinned to `cores[i]` when given.
@@ -137,7 +165,9 @@ pub fn spawn_all(
         let (commands_tx, commands_rx) = crossbeam::channel::unbounded();
         let wake = peers[index].wake.clone();
         let stop = Arc::new(AtomicBool::new(false));
+        let worker_stats = Arc::new(WorkerStats::default());
         let links = Links {
+            stats: worker_stats.clone(),
             peers: peers.clone(),
             frames,
             commands: commands_rx,
@@ -162,6 +192,7 @@ pub fn spawn_all(
             })?;
         handles.push(WorkerHandle {
             id,
+            stats: worker_stats,
             commands: commands_tx,
             wake,
             stop,
@@ -196,6 +227,9 @@ struct Worker {
     peers_to_wake: u64,
     /// Completions of one reap (user_data, result, flags), kept to reuse its allocation.
     completed: Vec<(u64, i32, u32)>,
+    stats: Arc<WorkerStats>,
+    /// Latencies of every connection this worker has owned.
+    latency: LatencySet,
     clock: stack::Clock,
     /// Where bytes already forwarded from a socketpair are read to, to discard them.
     scratch: Box<[u8]>,
@@ -209,7 +243,7 @@ impl Worker {
         let iface = stack.interface(&mut device, clock.now());
         Ok(Worker {
             id,
-            ring: Ring::new(tap.as_raw_fd())?,
+            ring: Ring::new(tap.as_raw_fd(), links.stats.clone())?,
             _tap: tap,
             device,
             iface,
@@ -228,6 +262,8 @@ impl Worker {
             handed: links.frames,
             peers_to_wake: 0,
             completed: Vec::with_capacity(ring::RING_ENTRIES as usize),
+            stats: links.stats,
+            latency: LatencySet::new(3),
             clock,
             scratch: vec![0u8; conn::SCRATCH_LEN].into_boxed_slice(),
         })
@@ -246,6 +282,7 @@ impl Worker {
             let busy = self.service();
             self.ring.post_reads(&mut self.device);
             self.ring.post_writes(&mut self.device);
+            self.publish_gauges();
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
@@ -291,6 +328,7 @@ impl Worker {
                 .completion()
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
+        stats::add(&self.stats.cqes, self.completed.len() as u64);
         for index in 0..self.completed.len() {
             let (user_data, result, flags) = self.completed[index];
             let more = io_uring::cqueue::more(flags);
@@ -298,11 +336,23 @@ impl Worker {
                 Some(Token::TapRead(index)) => {
                     self.ring.reads_in_flight -= 1;
                     match usize::try_from(result) {
-                        Ok(len) if len > 0 => self.route_frame(index, len),
-                        _ => self.device.ingress.consumed.push(index),
+                        Ok(len) if len > 0 => {
+                            stats::add(&self.stats.frames_in, 1);
+                            stats::add(&self.stats.bytes_in, len as u64);
+                            self.route_frame(index, len);
+                        }
+                        _ => {
+                            stats::add(&self.stats.tap_errors, 1);
+                            self.device.ingress.consumed.push(index);
+                        }
                     }
                 }
-                Some(Token::TapWrite(index)) => self.device.egress.free.push(index),
+                Some(Token::TapWrite(index)) => {
+                    if result < 0 {
+                        stats::add(&self.stats.tap_errors, 1);
+                    }
+                    self.device.egress.free.push(index);
+                }
                 Some(Token::Epoll) => {
                     epoll_ready = true;
                     if !more {
@@ -361,6 +411,7 @@ impl Worker {
     fn hand_over(&mut self, to: WorkerId, index: device::FrameIndex, len: usize) {
         let frame = self.device.ingress.copy_for_handoff(index, len);
         if self.peers[to.0].frames.send(frame).is_ok() {
+            stats::add(&self.stats.handed_out, 1);
             self.peers_to_wake |= 1 << to.0;
         }
     }
@@ -375,8 +426,36 @@ impl Worker {
 
     fn take_handed_frames(&mut self) {
         while let Ok(frame) = self.handed.try_recv() {
+            stats::add(&self.stats.handed_in, 1);
             self.device.ingress.handed.push_back(frame);
         }
+    }
+
+    /// Stores the counts that are kept elsewhere where `netcon-ctl status` reads them.
+    fn publish_gauges(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats
+            .tx_dropped
+            .store(self.device.egress.dropped, Relaxed);
+        self.stats
+            .connections
+            .store(self.conns.len() as u64, Relaxed);
+        self.stats
+            .listeners
+            .store(self.listeners.len() as u64, Relaxed);
+    }
+
+    fn send_snapshot(&self, reply: crossbeam::channel::Sender<Snapshot>) {
+        let connections = self
+            .conns
+            .iter()
+            .filter_map(|(_, conn)| Some((conn.inode, conn.latency.as_deref()?.clone())))
+            .collect();
+        let _ = reply.send(Snapshot {
+            worker: self.id,
+            total: self.latency.clone(),
+            connections,
+        });
     }
 
     fn take_socket_events(&mut self) {
@@ -400,6 +479,7 @@ impl Worker {
                 Command::Connect(job) => self.start_connect(job),
                 Command::Listen(job) => self.start_listen(job),
                 Command::SetOptions(job) => self.apply_options(job),
+                Command::Snapshot(reply) => self.send_snapshot(reply),
             }
         }
     }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use io_uring::{IoUring, opcode, squeue, types};
 
 use super::device::{FrameIndex, RingDevice};
+use crate::stats::{self, WorkerStats};
+use std::sync::Arc;
 
 /// Submission queue size. It covers every TAP read and write the device can have in flight
 /// (one per frame buffer) plus the two readiness polls, so a push never finds the queue full.
@@ -53,19 +55,18 @@ pub struct Ring {
     tap: RawFd,
     /// TAP reads currently posted.
     pub reads_in_flight: usize,
-    /// Submissions since start (for status counters).
-    pub submitted: u64,
+    stats: Arc<WorkerStats>,
 }
 
 impl Ring {
     /// Creates the ring for a worker whose TAP queue is `tap`.
-    pub fn new(tap: RawFd) -> io::Result<Ring> {
+    pub fn new(tap: RawFd, stats: Arc<WorkerStats>) -> io::Result<Ring> {
         let uring = IoUring::builder().setup_clamp().build(RING_ENTRIES)?;
         Ok(Ring {
             uring,
             tap,
             reads_in_flight: 0,
-            submitted: 0,
+            stats,
         })
     }
 
@@ -75,6 +76,7 @@ impl Ring {
         while unsafe { self.uring.submission().push(entry) }.is_err() {
             // The queue is sized for everything in flight, so this only runs if that sizing
             // is wrong; submitting frees the slots instead of losing the entry.
+            stats::add(&self.stats.ring_full, 1);
             let _ = self.uring.submit();
         }
     }
@@ -94,6 +96,9 @@ impl Ring {
     /// Posts a TAP write for every frame smoltcp queued.
     pub fn post_writes(&mut self, device: &mut RingDevice) {
         let queued = std::mem::take(&mut device.egress.queued);
+        let bytes: usize = queued.iter().map(|&(_, len)| len).sum();
+        stats::add(&self.stats.frames_out, queued.len() as u64);
+        stats::add(&self.stats.bytes_out, bytes as u64);
         for &(index, len) in &queued {
             let buf = device.egress.pool.buffer_mut(index);
             let entry = opcode::Write::new(types::Fd(self.tap), buf.as_ptr(), len as u32)
@@ -129,7 +134,7 @@ impl Ring {
             }
             None => self.uring.submit_and_wait(1),
         };
-        self.submitted += pending;
+        stats::add(&self.stats.sqes, pending);
         match result {
             Ok(_) => Ok(()),
             Err(e)

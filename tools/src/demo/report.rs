@@ -8,8 +8,9 @@ use crate::pingpong::LatencySummary;
 pub struct DemoReport {
     pub mtu: u32,
     pub seconds: u64,
-    pub upload: IperfTotals,
-    pub download: IperfTotals,
+    /// Absent when only round trips were measured.
+    pub upload: Option<IperfTotals>,
+    pub download: Option<IperfTotals>,
     pub netcon_latency: LatencySummary,
     pub kernel_latency: LatencySummary,
 }
@@ -45,30 +46,38 @@ impl DemoReport {
     /// Returns the report as lines of text.
     pub fn lines(&self) -> Vec<String> {
         let latency = &self.netcon_latency;
-        vec![
-            String::new(),
-            format!(
+        let mut lines = Vec::new();
+        if let (Some(upload), Some(download)) = (&self.upload, &self.download) {
+            lines.push(String::new());
+            lines.push(format!(
                 "Throughput (iperf3, 1 stream, {} s, MTU {}):",
                 self.seconds, self.mtu
-            ),
-            format!(
+            ));
+            lines.push(format!(
                 "  {:<26} {:>14} {:>12} {:>10}",
                 "direction", "received", "bytes", "retrans."
-            ),
-            throughput_row("upload (app -> peer)", &self.upload),
-            throughput_row("download (peer -> app)", &self.download),
-            String::new(),
-            format!(
-                "TCP round trip ({} B messages, {} rounds), µs:",
-                latency.size, latency.rounds
-            ),
-            format!(
-                "  {:<30} {:>8} {:>8} {:>8} {:>8} {:>9}",
-                "path", "p50", "p90", "p99", "p99.9", "max"
-            ),
-            latency_row("netcon (app -> TAP -> peer)", &self.netcon_latency),
-            latency_row("kernel loopback (reference)", &self.kernel_latency),
-        ]
+            ));
+            lines.push(throughput_row("upload (app -> peer)", upload));
+            lines.push(throughput_row("download (peer -> app)", download));
+        }
+        lines.push(String::new());
+        lines.push(format!(
+            "TCP round trip ({} B messages, {} rounds), µs:",
+            latency.size, latency.rounds
+        ));
+        lines.push(format!(
+            "  {:<30} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            "path", "p50", "p90", "p99", "p99.9", "max"
+        ));
+        lines.push(latency_row(
+            "netcon (app -> TAP -> peer)",
+            &self.netcon_latency,
+        ));
+        lines.push(latency_row(
+            "kernel loopback (reference)",
+            &self.kernel_latency,
+        ));
+        lines
     }
 }
 

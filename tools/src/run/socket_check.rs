@@ -40,7 +40,7 @@ pub fn check_dataplane(socket: &Path) -> Result<(), RunError> {
 }
 
 /// Connects a close-on-exec SOCK_SEQPACKET Unix socket to `path`.
-fn connect_seqpacket(path: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn connect_seqpacket(path: &Path) -> io::Result<OwnedFd> {
     // SAFETY: sockaddr_un is plain data, so all zeroes is a valid value.
     let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     address.sun_family = libc::AF_UNIX as libc::sa_family_t;

@@ -1,0 +1,80 @@
+//! `netcon-ctl status`: per-worker counters.
+
+use serde_json::Value;
+
+/// Formats the status document as a table.
+pub fn format(status: &Value) -> Vec<String> {
+    let mut lines = vec![format!(
+        "uptime {:.0} s, {} control clients, {} sockets",
+        status["uptime_seconds"].as_f64().unwrap_or(0.0),
+        status["clients"],
+        status["sockets"]
+    )];
+    let rpcs: Vec<String> = status["rpcs"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, n)| n.as_u64() != Some(0))
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    lines.push(format!(
+        "RPCs served: {}",
+        if rpcs.is_empty() {
+            "none".into()
+        } else {
+            rpcs.join(", ")
+        }
+    ));
+    lines.push(String::new());
+    const COLUMNS: [(&str, &str); 13] = [
+        ("worker", "worker"),
+        ("frames_in", "frames in"),
+        ("bytes_in", "bytes in"),
+        ("frames_out", "frames out"),
+        ("bytes_out", "bytes out"),
+        ("tx_dropped", "tx drops"),
+        ("tap_errors", "tap errors"),
+        ("handed_out", "handed out"),
+        ("handed_in", "handed in"),
+        ("sqes", "sqes"),
+        ("cqes", "cqes"),
+        ("ring_full", "ring full"),
+        ("connections", "conns"),
+    ];
+    lines.push(
+        COLUMNS
+            .iter()
+            .map(|(_, title)| format!("{title:>12}"))
+            .collect(),
+    );
+    for worker in status["workers"].as_array().into_iter().flatten() {
+        lines.push(
+            COLUMNS
+                .iter()
+                .map(|(key, _)| format!("{:>12}", worker[*key].to_string()))
+                .collect(),
+        );
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table_has_a_row_per_worker() {
+        let status = serde_json::json!({
+            "uptime_seconds": 3.0, "clients": 1, "sockets": 2,
+            "rpcs": {"socket": 2, "bind": 0},
+            "workers": [{"worker": 0, "frames_in": 10}, {"worker": 1, "frames_in": 20}],
+        });
+        let lines = format(&status);
+        assert!(lines[1].contains("socket 2"));
+        assert!(!lines[1].contains("bind"));
+        assert_eq!(lines.len(), 6);
+        assert!(lines[5].contains("20"));
+    }
+}
