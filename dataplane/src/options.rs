@@ -68,6 +68,11 @@ impl SocketOptions {
         Some(default.to_ne_bytes().to_vec())
     }
 
+    /// Whether the program set (`level`, `name`) at all.
+    pub fn is_set(&self, level: i32, name: i32) -> bool {
+        self.values.contains_key(&(level, name))
+    }
+
     /// Whether an int option is set to a non-zero value.
     pub fn flag(&self, level: i32, name: i32) -> bool {
         self.values

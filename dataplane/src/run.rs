@@ -47,6 +47,12 @@ impl std::error::Error for RunError {}
 /// Runs netcon-dp until `stop` is set. Prints `netcon-dp ready` on stdout once it serves.
 pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     args.validate().map_err(RunError::Config)?;
+    match crate::sys::raise_fd_limit() {
+        Ok(limit) => log::debug!("fd limit {limit}"),
+        Err(e) => {
+            log::warn!("could not raise the fd limit ({e}); connections may hit EMFILE early")
+        }
+    }
     let socket_path = args
         .socket
         .clone()

@@ -281,6 +281,10 @@ impl Service {
             }
             (libc::SOL_SOCKET, libc::SO_ERROR) => int(std::mem::take(&mut entry.pending_error)),
             (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => ok(Reply::with_opt(CONGESTION_CONTROL)),
+            // The MSS the link allows until a connection negotiates its own.
+            (libc::IPPROTO_TCP, libc::TCP_MAXSEG) if !entry.options.is_set(level, name) => {
+                int(self.mss as i32)
+            }
             (libc::IPPROTO_TCP, libc::TCP_INFO) => {
                 let state = match entry.state {
                     SocketState::Connected => LinuxTcpState::Established,

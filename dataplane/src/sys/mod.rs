@@ -7,6 +7,24 @@ pub mod tap;
 
 use std::io;
 
+/// Raises the soft limit on open fds to the hard limit and returns the new soft limit. Every
+/// connection costs the data plane one fd (its end of the socketpair), so the default soft
+/// limit of 1024 would cap connections far below what the machine can carry.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: limit is a valid rlimit to fill.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: limit is a valid rlimit; raising the soft limit up to the hard one is allowed.
+        cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// Converts a libc return value into `io::Result`, reading errno on -1.
 pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {

@@ -15,22 +15,25 @@ pub type FrameIndex = u16;
 /// Ethernet header length, added to the MTU for frame buffers on a TAP.
 const ETHERNET_HEADER_LEN: usize = 14;
 
-/// A fixed set of equally sized frame buffers.
+/// A fixed set of equally sized frame buffers in one allocation (io_uring's provided buffers
+/// are handed over as base address plus index times size).
 pub struct FramePool {
-    buffers: Vec<Box<[u8]>>,
+    memory: Box<[u8]>,
+    size: usize,
 }
 
 impl FramePool {
     fn new(count: usize, size: usize) -> FramePool {
-        let buffers = (0..count)
-            .map(|_| vec![0u8; size].into_boxed_slice())
-            .collect();
-        FramePool { buffers }
+        FramePool {
+            memory: vec![0u8; count * size].into_boxed_slice(),
+            size,
+        }
     }
 
     /// The buffer at `index`, for io_uring to read into or write from.
     pub fn buffer_mut(&mut self, index: FrameIndex) -> &mut [u8] {
-        &mut self.buffers[index as usize]
+        let start = usize::from(index) * self.size;
+        &mut self.memory[start..start + self.size]
     }
 }
 
@@ -55,7 +58,7 @@ impl Ingress {
     pub fn copy_for_handoff(&mut self, index: FrameIndex, len: usize) -> Vec<u8> {
         let mut buffer = self.spare.pop().unwrap_or_default();
         buffer.clear();
-        buffer.extend_from_slice(&self.pool.buffers[index as usize][..len]);
+        buffer.extend_from_slice(&self.pool.buffer_mut(index)[..len]);
         buffer
     }
 
@@ -248,7 +251,7 @@ impl phy::RxToken for RxToken<'_> {
         };
         match self.source {
             Source::Pool { index, len } => {
-                let result = process(&mut self.ingress.pool.buffers[index as usize][..len]);
+                let result = process(&mut self.ingress.pool.buffer_mut(index)[..len]);
                 self.ingress.consumed.push(index);
                 result
             }
@@ -277,7 +280,7 @@ impl phy::TxToken for TxToken<'_> {
             let mut scratch = vec![0u8; len];
             return f(&mut scratch);
         };
-        let buffer = &mut self.egress.pool.buffers[index as usize];
+        let buffer = self.egress.pool.buffer_mut(index);
         let Some(offload) = self.offload else {
             let result = f(&mut buffer[..len]);
             self.egress.queued.push((index, len));

@@ -333,8 +333,18 @@ impl Worker {
             let (user_data, result, flags) = self.completed[index];
             let more = io_uring::cqueue::more(flags);
             match Token::decode(user_data) {
-                Some(Token::TapRead(index)) => {
-                    self.ring.reads_in_flight -= 1;
+                Some(Token::TapRead) => {
+                    if !more {
+                        // Out of buffers (ENOBUFS) or an error: posted again once buffers
+                        // are back.
+                        self.ring.read_armed = false;
+                    }
+                    let Some(index) = io_uring::cqueue::buffer_select(flags) else {
+                        if result != -libc::ENOBUFS {
+                            stats::add(&self.stats.tap_errors, 1);
+                        }
+                        continue;
+                    };
                     match usize::try_from(result) {
                         Ok(len) if len > 0 => {
                             stats::add(&self.stats.frames_in, 1);
@@ -345,6 +355,11 @@ impl Worker {
                             stats::add(&self.stats.tap_errors, 1);
                             self.device.ingress.consumed.push(index);
                         }
+                    }
+                }
+                Some(Token::Provide) => {
+                    if result < 0 {
+                        stats::add(&self.stats.tap_errors, 1);
                     }
                 }
                 Some(Token::TapWrite(index)) => {

@@ -1,5 +1,10 @@
 //! The worker's io_uring: what each completion's `user_data` means, and helpers that queue the
 //! TAP reads and writes and the readiness polls the worker keeps in flight.
+//!
+//! TAP ingress is one multishot read (IORING_OP_READ_MULTISHOT, Linux 6.7) into a group of
+//! provided buffers: each frame completes as one CQE naming the buffer it filled, and a buffer
+//! goes back to the group once smoltcp has consumed its frame. One read in flight instead of
+//! one per buffer also keeps the kernel from waking every posted read for each frame.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -15,10 +20,16 @@ use std::sync::Arc;
 /// (one per frame buffer) plus the two readiness polls, so a push never finds the queue full.
 pub const RING_ENTRIES: u32 = 1024;
 
+/// Buffer group of the TAP read's provided buffers.
+const TAP_BUFFER_GROUP: u16 = 0;
+
 /// What a completion is for, packed into `user_data`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Token {
-    TapRead(FrameIndex),
+    /// The multishot TAP read; the CQE's flags name the buffer.
+    TapRead,
+    /// Buffers handed back to the read's group.
+    Provide,
     TapWrite(FrameIndex),
     /// The worker's epoll fd became readable: socketpair ends have events.
     Epoll,
@@ -29,7 +40,8 @@ pub enum Token {
 impl Token {
     fn encode(self) -> u64 {
         match self {
-            Token::TapRead(i) => (1 << 32) | u64::from(i),
+            Token::TapRead => 1 << 32,
+            Token::Provide => 5 << 32,
             Token::TapWrite(i) => (2 << 32) | u64::from(i),
             Token::Epoll => 3 << 32,
             Token::Wake => 4 << 32,
@@ -40,7 +52,8 @@ impl Token {
     pub fn decode(value: u64) -> Option<Token> {
         let index = value as FrameIndex;
         Some(match value >> 32 {
-            1 => Token::TapRead(index),
+            1 => Token::TapRead,
+            5 => Token::Provide,
             2 => Token::TapWrite(index),
             3 => Token::Epoll,
             4 => Token::Wake,
@@ -53,8 +66,8 @@ impl Token {
 pub struct Ring {
     pub uring: IoUring,
     tap: RawFd,
-    /// TAP reads currently posted.
-    pub reads_in_flight: usize,
+    /// The multishot TAP read is posted and has not ended.
+    pub read_armed: bool,
     stats: Arc<WorkerStats>,
 }
 
@@ -65,7 +78,7 @@ impl Ring {
         Ok(Ring {
             uring,
             tap,
-            reads_in_flight: 0,
+            read_armed: false,
             stats,
         })
     }
@@ -81,15 +94,23 @@ impl Ring {
         }
     }
 
-    /// Posts a TAP read into every consumed ingress buffer.
+    /// Hands every consumed ingress buffer back to the read's buffer group, and posts the
+    /// multishot read again if it ended.
     pub fn post_reads(&mut self, device: &mut RingDevice) {
         while let Some(index) = device.ingress.consumed.pop() {
             let buf = device.ingress.pool.buffer_mut(index);
-            let entry = opcode::Read::new(types::Fd(self.tap), buf.as_mut_ptr(), buf.len() as u32)
+            let (addr, len) = (buf.as_mut_ptr(), buf.len() as i32);
+            let entry = opcode::ProvideBuffers::new(addr, len, 1, TAP_BUFFER_GROUP, index)
                 .build()
-                .user_data(Token::TapRead(index).encode());
+                .user_data(Token::Provide.encode());
             self.push(&entry);
-            self.reads_in_flight += 1;
+        }
+        if !self.read_armed {
+            let entry = opcode::ReadMulti::new(types::Fd(self.tap), 0, TAP_BUFFER_GROUP)
+                .build()
+                .user_data(Token::TapRead.encode());
+            self.push(&entry);
+            self.read_armed = true;
         }
     }
 
@@ -157,8 +178,8 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         for token in [
-            Token::TapRead(0),
-            Token::TapRead(511),
+            Token::TapRead,
+            Token::Provide,
             Token::TapWrite(7),
             Token::Epoll,
             Token::Wake,
