@@ -357,11 +357,8 @@ impl Worker {
                         }
                     }
                 }
-                Some(Token::Provide) => {
-                    if result < 0 {
-                        stats::add(&self.stats.tap_errors, 1);
-                    }
-                }
+                Some(Token::Provide) if result < 0 => stats::add(&self.stats.tap_errors, 1),
+                Some(Token::Provide) => {}
                 Some(Token::TapWrite(index)) => {
                     if result < 0 {
                         stats::add(&self.stats.tap_errors, 1);
