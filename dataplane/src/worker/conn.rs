@@ -261,8 +261,13 @@ impl Worker {
     /// Pumps every connection once; returns whether any bytes or states moved.
     pub(super) fn pump_all(&mut self) -> bool {
         let mut moved = self.pump_listeners();
-        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
-        for key in keys {
+        // TODO: every connection is visited on every wake-up, so set-up slows as idle
+        // connections pile up (about 2 ms per connect at 8,000 open) — visiting only those
+        // named by epoll events and by the 4-tuples of received frames would fix it.
+        let mut keys = std::mem::take(&mut self.conn_keys);
+        keys.clear();
+        keys.extend(self.conns.iter().map(|(key, _)| key));
+        for &key in &keys {
             match self.pump(key) {
                 Step::Moved => moved = true,
                 Step::Idle => {}
@@ -272,6 +277,7 @@ impl Worker {
                 }
             }
         }
+        self.conn_keys = keys;
         moved
     }
 

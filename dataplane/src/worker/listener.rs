@@ -105,9 +105,11 @@ impl Worker {
 
     /// Moves sockets through LISTEN → handshake → delivered; returns whether anything moved.
     pub(super) fn pump_listeners(&mut self) -> bool {
-        let keys: Vec<usize> = self.listeners.iter().map(|(key, _)| key).collect();
+        let mut keys = std::mem::take(&mut self.listener_keys);
+        keys.clear();
+        keys.extend(self.listeners.iter().map(|(key, _)| key));
         let mut moved = false;
-        for key in keys {
+        for &key in &keys {
             if self.listeners[key].closed {
                 self.close_listener(key);
                 moved = true;
@@ -117,6 +119,7 @@ impl Worker {
             moved |= self.promote_handshakes(key);
             moved |= self.deliver_ready(key);
         }
+        self.listener_keys = keys;
         moved
     }
 

@@ -230,6 +230,9 @@ struct Worker {
     stats: Arc<WorkerStats>,
     /// Latencies of every connection this worker has owned.
     latency: LatencySet,
+    /// Slab keys of one pump round, kept to reuse their allocation.
+    conn_keys: Vec<usize>,
+    listener_keys: Vec<usize>,
     clock: stack::Clock,
     /// Where bytes already forwarded from a socketpair are read to, to discard them.
     scratch: Box<[u8]>,
@@ -264,6 +267,8 @@ impl Worker {
             completed: Vec::with_capacity(ring::RING_ENTRIES as usize),
             stats: links.stats,
             latency: LatencySet::new(3),
+            conn_keys: Vec::new(),
+            listener_keys: Vec::new(),
             clock,
             scratch: vec![0u8; conn::SCRATCH_LEN].into_boxed_slice(),
         })
