@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use libc::{c_int, c_long, c_void, sockaddr, socklen_t};
+use libc::{c_int, c_long, c_void, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
 /// Looks up the next definition of `name` (NUL-terminated) after this library.
 fn resolve(name: &'static str) -> usize {
@@ -59,6 +59,7 @@ real! {
     close(fd: c_int) -> c_int;
     dup2(old: c_int, new: c_int) -> c_int;
     dup3(old: c_int, new: c_int, flags: c_int) -> c_int;
+    sendfile(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t;
 }
 
 /// Calls libc's `syscall` with six argument registers (see `intercept::syscall` for why six

@@ -5,6 +5,7 @@
 mod connect;
 mod listen;
 mod query;
+mod sendfile;
 mod socket;
 
 use std::net::SocketAddr;
