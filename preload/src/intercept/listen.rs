@@ -1,4 +1,5 @@
-//! `listen`, `accept`, `accept4` and the raw `syscall(SYS_accept4, …)` form.
+//! `listen`, `accept`, `accept4` and the raw `syscall(SYS_accept4, …)` form, plus the raw
+//! `syscall(SYS_clone, …)` forks that need a control connection of their own.
 //!
 //! A listening netcon socket is the program's end of a SOCK_SEQPACKET socketpair; each
 //! accepted connection arrives on it as one message carrying the stream fd and the addresses.
@@ -118,7 +119,8 @@ pub unsafe extern "C" fn accept4(
 }
 
 /// Replaces `syscall(2)` so that programs which call accept through it (libuv does, as
-/// `syscall(SYS_accept4, …)`) reach netcon too; every other number goes to libc untouched.
+/// `syscall(SYS_accept4, …)`) reach netcon too. A child made by a raw fork-like `clone`
+/// (vsftpd) opens its own control connection here. Every other number goes to libc untouched.
 ///
 /// `syscall` is variadic in C, and stable Rust cannot define variadic functions. On x86_64 the
 /// first six integer arguments of a variadic call travel in the same registers as those of a
@@ -156,7 +158,28 @@ pub unsafe extern "C" fn syscall(
                 accept4(a0 as c_int, a1 as *mut sockaddr, a2 as *mut socklen_t, 0)
             })
         }
+        libc::SYS_clone | libc::SYS_fork if is_fork_like(number, a0, a1) => {
+            // SAFETY: passed on unchanged; the child continues on a copy of this stack.
+            let ret = unsafe { real::syscall(number, [a0, a1, a2, a3, a4, a5]) };
+            if ret == 0 {
+                // A raw clone runs no fork handlers, so the child connects here, before it
+                // can chroot or drop privileges (vsftpd does both after such a clone).
+                crate::rpc::connect_early();
+            }
+            ret
+        }
         // SAFETY: passed on unchanged.
         _ => unsafe { real::syscall(number, [a0, a1, a2, a3, a4, a5]) },
     }
+}
+
+/// Whether a raw `clone` or `fork` makes a new process that returns from this very call on a
+/// copy of the caller's stack: no CLONE_VM or CLONE_THREAD (x86_64 passes clone's flags
+/// first and its stack second) and no new stack.
+fn is_fork_like(number: c_long, flags: c_long, stack: c_long) -> bool {
+    if number == libc::SYS_fork {
+        return true;
+    }
+    let shared = (libc::CLONE_VM | libc::CLONE_THREAD) as c_long;
+    flags & shared == 0 && stack == 0
 }
