@@ -7,13 +7,15 @@
 //! - [`netns`] moves the TAP into a network namespace and configures the kernel side.
 //! - [`service`] is the control thread: it answers the preload's RPCs on the control socket.
 //! - [`worker`] owns the packet path: io_uring, a smoltcp `Interface`, and the connections.
-//! - [`steer`] decides which worker owns a connection and where a received frame goes.
+//! - [`steer`] decides which worker owns a connection and where a received frame goes;
+//!   [`offload`] prepares frames for the TAP's segmentation offload.
 //! - [`registry`] is the socket table both share; [`options`] stores socket options;
 //!   [`stats`] holds the counters and latency histograms `netcon-ctl` reads.
 //! - [`run`] wires them together.
 
 pub mod config;
 pub mod netns;
+pub mod offload;
 pub mod options;
 pub mod registry;
 pub mod run;

@@ -63,7 +63,7 @@ impl SocketOptions {
             (libc::SOL_SOCKET, libc::SO_SNDBUF) => DEFAULT_SNDBUF,
             (libc::SOL_SOCKET, libc::SO_RCVBUF) => DEFAULT_RCVBUF,
             _ if takes_int(level, name) => 0,
-            _ => return None,
+            _ => return default_struct(level, name).map(|len| vec![0u8; len]),
         };
         Some(default.to_ne_bytes().to_vec())
     }
@@ -109,6 +109,20 @@ pub fn tcp_info(state: LinuxTcpState, mss: u32) -> [u8; TCP_INFO_LEN] {
         info[offset..offset + 4].copy_from_slice(&mss.to_ne_bytes());
     }
     info
+}
+
+/// The length of the all-zero value Linux returns for an option that is not an int and was
+/// never set: an empty device name or IP options, no linger, no timeouts.
+fn default_struct(level: i32, name: i32) -> Option<usize> {
+    match (level, name) {
+        // sshd reads both on every connection and logs an error when they fail.
+        (libc::SOL_SOCKET, libc::SO_BINDTODEVICE) | (libc::IPPROTO_IP, libc::IP_OPTIONS) => Some(0),
+        (libc::SOL_SOCKET, libc::SO_LINGER) => Some(size_of::<libc::linger>()),
+        (libc::SOL_SOCKET, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) => {
+            Some(size_of::<libc::timeval>())
+        }
+        _ => None,
+    }
 }
 
 /// Options whose value is a C int.
@@ -177,6 +191,28 @@ mod tests {
             Some(int(131072))
         );
         assert_eq!(options.unhonoured, 1);
+    }
+
+    #[test]
+    fn unset_device_and_ip_options_are_empty() {
+        let options = SocketOptions::default();
+        assert_eq!(
+            options.get(libc::SOL_SOCKET, libc::SO_BINDTODEVICE),
+            Some(Vec::new())
+        );
+        assert_eq!(
+            options.get(libc::IPPROTO_IP, libc::IP_OPTIONS),
+            Some(Vec::new())
+        );
+    }
+
+    #[test]
+    fn unset_linger_is_off() {
+        let options = SocketOptions::default();
+        assert_eq!(
+            options.get(libc::SOL_SOCKET, libc::SO_LINGER),
+            Some(vec![0u8; 8])
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use super::offload::{self, MAX_IP_PACKET, VNET_HDR_LEN};
+use crate::offload::{self, MAX_IP_PACKET, VNET_HDR_LEN};
 
 /// Index of a frame buffer inside its pool.
 pub type FrameIndex = u16;

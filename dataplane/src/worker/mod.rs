@@ -7,7 +7,6 @@ mod command;
 mod conn;
 mod device;
 mod listener;
-mod offload;
 mod ring;
 mod stack;
 
