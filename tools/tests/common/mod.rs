@@ -434,3 +434,137 @@ fn tail(text: &str) -> String {
     }
     format!("[... {start} bytes cut ...]\n{}", &text[start..])
 }
+
+/// Returns the version of the installed Debian package `package` (`dpkg-query`). Panics when
+/// it is not installed, naming the README's test command that installs it.
+pub fn package_version(package: &str) -> String {
+    let output = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", package])
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run dpkg-query for {package}: {err}"));
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        output.status.success() && !version.is_empty(),
+        "Debian package {package} is not installed; install it with the README's test command"
+    );
+    version
+}
+
+/// Writes one row of the compatibility table (program, version, role, result) to
+/// `CARGO_TARGET_TMPDIR/compat/PROGRAM-ROLE.tsv`, which the README's table is copied from.
+pub fn record_compat(program: &str, version: &str, role: &str, result: &str) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compat");
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|err| panic!("cannot create {}: {err}", dir.display()));
+    let file = dir.join(format!("{program}-{role}.tsv").replace([' ', '/'], "_"));
+    let row = format!("{program}\t{version}\t{role}\t{result}\n");
+    std::fs::write(&file, row)
+        .unwrap_or_else(|err| panic!("cannot write {}: {err}", file.display()));
+    println!("compatibility: {program} {version}, {role}: {result}");
+}
+
+/// Waits up to `timeout` until a TCP connection from inside `netns` to netcon's address on
+/// `port` succeeds, so a server run through netcon (whose listener `ss` cannot see) is ready.
+/// Each probe connects and closes at once. Panics when `server` exits first or time runs out.
+pub fn wait_for_netcon_listener(netns: &Netns, port: u16, server: &mut Process, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let probe = format!("exec 3<>/dev/tcp/{NETCON_IP}/{port}");
+    loop {
+        let mut command = netns.command("bash");
+        command.args(["-c", &probe]);
+        if run_bounded(command, "connect probe", Duration::from_secs(3)).succeeded() {
+            return;
+        }
+        if let Some(status) = server.try_wait() {
+            let (stdout, stderr) = server.output_so_far();
+            panic!(
+                "{} exited ({status}) before listening on port {port}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                server.label()
+            );
+        }
+        if Instant::now() >= deadline {
+            let (stdout, stderr) = server.output_so_far();
+            panic!(
+                "{} accepts no connection on {NETCON_IP}:{port} after {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                server.label()
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What one wrk run reported.
+#[derive(Debug, Default)]
+pub struct WrkReport {
+    pub requests: u64,
+    /// Connect, read, write and timeout errors added up.
+    pub socket_errors: u64,
+    pub non_success: u64,
+    pub output: String,
+}
+
+/// Runs wrk from inside `netns` against `url` for `seconds` with `connections` connections on
+/// two threads. wrk's per-request timeout is raised from 2 s to 10 s: the data plane's worker
+/// shares its core with the servers under test, and a request that still times out is lost.
+/// Panics when wrk fails.
+pub fn run_wrk(netns: &Netns, url: &str, seconds: u32, connections: u32) -> WrkReport {
+    let mut wrk = netns.command("wrk");
+    wrk.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--timeout",
+        "10s",
+        url,
+    ]);
+    let run = run_bounded(
+        wrk,
+        "wrk in the namespace",
+        Duration::from_secs(seconds as u64 + 30),
+    );
+    run.assert_success();
+    parse_wrk(&run.stdout)
+}
+
+/// Reads the request count, the socket errors and the non-2xx/3xx count from wrk's output.
+fn parse_wrk(output: &str) -> WrkReport {
+    let mut report = WrkReport {
+        output: output.to_owned(),
+        ..WrkReport::default()
+    };
+    for line in output.lines().map(str::trim) {
+        if let Some((count, _)) = line.split_once(" requests in ") {
+            report.requests = count.trim().parse().unwrap_or(0);
+        } else if let Some(errors) = line.strip_prefix("Socket errors:") {
+            report.socket_errors = errors
+                .split(',')
+                .filter_map(|part| part.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+        } else if let Some(count) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            report.non_success = count.trim().parse().unwrap_or(0);
+        }
+    }
+    report
+}
+
+/// Creates a temporary directory that every user may read and search (mode 0755), for
+/// servers that switch to an unprivileged user.
+pub fn shared_temp_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("cannot make the temporary directory readable");
+    dir
+}
+
+/// Returns the uid of the user `name` (`id -u`). Panics when the user does not exist.
+pub fn user_id(name: &str) -> u32 {
+    let output = Command::new("id")
+        .args(["-u", name])
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run id for {name}: {err}"));
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("user {name} does not exist"))
+}

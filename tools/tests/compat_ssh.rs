@@ -1,0 +1,218 @@
+//! OpenSSH through netcon: sshd as a server that ssh in the namespace logs in to with a key,
+//! and ssh and sftp as clients of an sshd in the namespace.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{
+    NETCON_IP, PEER_IP, Process, Topology, package_version, record_compat, run_bounded,
+    sha256_file, wait_for_listener, wait_for_netcon_listener, write_random_file,
+};
+use netcon_tools::topology::{netcon_command, require_root};
+
+const SSHD: &str = "/usr/sbin/sshd";
+const PORT: u16 = 2222;
+
+/// How long a connection may take until sshd's banner arrives. sshd once took 15–20 s to
+/// accept through the 2015 netcon.
+const MAX_BANNER_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a whole key login with one command may take (key exchange included).
+const MAX_LOGIN: Duration = Duration::from_secs(5);
+
+/// Bytes moved each way by sftp.
+const SFTP_FILE_LEN: u64 = 5 * 1024 * 1024;
+
+/// A host key, a client key authorised for root, and an sshd_config, in a temporary directory.
+struct SshFiles {
+    dir: tempfile::TempDir,
+}
+
+impl SshFiles {
+    /// Generates the keys and writes a config that listens on `listen` port [`PORT`].
+    fn create(listen: &str) -> SshFiles {
+        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        for key in ["host_key", "client_key"] {
+            let mut keygen = Command::new("ssh-keygen");
+            keygen
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.path().join(key));
+            run_bounded(keygen, "ssh-keygen", Duration::from_secs(20)).assert_success();
+        }
+        std::fs::copy(
+            dir.path().join("client_key.pub"),
+            dir.path().join("authorized_keys"),
+        )
+        .expect("cannot write authorized_keys");
+
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let config = format!(
+            "Port {PORT}\nListenAddress {listen}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+             PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nUseDNS no\n\
+             Subsystem sftp internal-sftp\n",
+            path("host_key"),
+            path("authorized_keys"),
+            path("sshd.pid"),
+        );
+        std::fs::write(dir.path().join("sshd_config"), config).expect("cannot write sshd_config");
+        // sshd needs its privilege separation directory, which the Debian service creates.
+        std::fs::create_dir_all("/run/sshd").expect("cannot create /run/sshd");
+        SshFiles { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("sshd_config")
+    }
+
+    /// Returns the client options shared by ssh and sftp: this key only, no host key checks,
+    /// no prompts, no user configuration.
+    fn client_options(&self) -> Vec<String> {
+        let key = self.dir.path().join("client_key");
+        [
+            "-F",
+            "/dev/null",
+            "-i",
+            &key.display().to_string(),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+/// Returns the time from connecting to `addr`:[`PORT`] inside the namespace until sshd's
+/// identification line arrives, and the line.
+fn banner_wait(topology: &Topology, addr: &str) -> (Duration, String) {
+    let script = format!("exec 3<>/dev/tcp/{addr}/{PORT} && read -r -t 10 line <&3 && echo $line");
+    let mut probe = topology.netns.command("bash");
+    probe.args(["-c", &script]);
+    let started = Instant::now();
+    let run = run_bounded(probe, "banner probe", Duration::from_secs(15));
+    let waited = started.elapsed();
+    run.assert_success();
+    (waited, run.stdout.trim().to_owned())
+}
+
+#[test]
+fn sshd_through_netcon_accepts_key_login() {
+    if !require_root("sshd_through_netcon_accepts_key_login") {
+        return;
+    }
+    let version = package_version("openssh-server");
+    let topology = Topology::start("ncsshd");
+    let files = SshFiles::create("0.0.0.0");
+
+    let mut sshd = netcon_command(topology.socket(), SSHD);
+    sshd.args(["-D", "-e", "-f"]).arg(files.config());
+    let mut sshd = Process::spawn(sshd, "sshd through netcon");
+    wait_for_netcon_listener(&topology.netns, PORT, &mut sshd, Duration::from_secs(15));
+
+    for attempt in 1..=3 {
+        let (waited, banner) = banner_wait(&topology, NETCON_IP);
+        assert!(
+            banner.starts_with("SSH-2.0-OpenSSH"),
+            "connection {attempt}: unexpected banner {banner:?}"
+        );
+        assert!(
+            waited < MAX_BANNER_WAIT,
+            "connection {attempt}: sshd's banner took {waited:?}"
+        );
+    }
+
+    for attempt in 1..=3 {
+        let mut ssh = topology.netns.command("ssh");
+        ssh.args(files.client_options())
+            .args(["-p", &PORT.to_string(), &format!("root@{NETCON_IP}")])
+            .args(["echo", "logged-in-through-netcon"]);
+        let started = Instant::now();
+        let login = run_bounded(ssh, "ssh in the namespace", Duration::from_secs(30));
+        let took = started.elapsed();
+        if !login.succeeded() {
+            let (_, stderr) = sshd.output_so_far();
+            panic!("login {attempt} failed\n{login}\nsshd stderr:\n{stderr}");
+        }
+        assert_eq!(login.stdout.trim(), "logged-in-through-netcon");
+        assert!(took < MAX_LOGIN, "login {attempt} took {took:?}");
+    }
+    record_compat("sshd", &version, "server", "pass");
+}
+
+#[test]
+fn ssh_and_sftp_through_netcon_reach_namespace_sshd() {
+    if !require_root("ssh_and_sftp_through_netcon_reach_namespace_sshd") {
+        return;
+    }
+    let version = package_version("openssh-client");
+    let topology = Topology::start("ncssh");
+    let files = SshFiles::create(PEER_IP);
+
+    let mut sshd = topology.netns.command(SSHD);
+    sshd.args(["-D", "-e", "-f"]).arg(files.config());
+    let mut sshd = Process::spawn(sshd, "sshd in the namespace");
+    wait_for_listener(&topology.netns, PORT, &mut sshd);
+
+    let mut ssh = netcon_command(topology.socket(), "ssh");
+    ssh.args(files.client_options())
+        .args(["-p", &PORT.to_string(), &format!("root@{PEER_IP}")])
+        .args(["echo", "remote-command-ran"]);
+    let run = run_bounded(ssh, "ssh through netcon", Duration::from_secs(30));
+    run.assert_success();
+    assert_eq!(run.stdout.trim(), "remote-command-ran");
+
+    let work = tempfile::tempdir().expect("cannot create a temporary directory");
+    let local = work.path().join("local.bin");
+    let remote = work.path().join("remote.bin");
+    let fetched = work.path().join("fetched.bin");
+    write_random_file(&local, SFTP_FILE_LEN);
+    let batch = work.path().join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {} {}\nget {} {}\n",
+            local.display(),
+            remote.display(),
+            remote.display(),
+            fetched.display()
+        ),
+    )
+    .expect("cannot write the sftp batch file");
+
+    let mut sftp = netcon_command(topology.socket(), "sftp");
+    sftp.args(files.client_options())
+        .args(["-P", &PORT.to_string(), "-b"])
+        .arg(&batch)
+        .arg(format!("root@{PEER_IP}"));
+    let run = run_bounded(sftp, "sftp through netcon", Duration::from_secs(60));
+    run.assert_success();
+    assert_same_content(&local, &remote, "uploaded");
+    assert_same_content(&local, &fetched, "downloaded");
+    record_compat("ssh, sftp", &version, "client", "pass");
+}
+
+/// Asserts that `copy` exists and has the content of `original`.
+fn assert_same_content(original: &Path, copy: &Path, direction: &str) {
+    assert!(
+        copy.exists(),
+        "the {direction} file {} is missing",
+        copy.display()
+    );
+    assert_eq!(
+        sha256_file(copy),
+        sha256_file(original),
+        "the {direction} file differs from the original"
+    );
+}
