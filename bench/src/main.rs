@@ -1,0 +1,216 @@
+//! netcon-bench: runs throughput, latency and connection-rate workloads through kernel veth,
+//! slirp4netns, pasta and netcon side by side, and writes a table, a JSON file and a plot.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use netcon_bench::connect_rate::{ConnectRateOptions, connect_rate};
+use netcon_bench::contender::{Contender, Stack};
+use netcon_bench::plan::{NETCON_WORKERS, Plan};
+use netcon_bench::plot::DEFAULT_FONT;
+use netcon_bench::runner::{self, progress};
+use netcon_bench::serial_echo;
+use netcon_bench::table::markdown;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netcon-bench",
+    version,
+    about = "Compare netcon with kernel veth, slirp4netns and pasta on this machine (needs root)",
+    long_about = "Sets up each contender in network namespaces made for the run, runs the same \
+                  iperf3 throughput, round-trip and connection-rate workloads through each, \
+                  removes everything it made, and writes a Markdown table (also printed on \
+                  stdout), a JSON file and a PNG plot. Progress goes to stderr.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Commands>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Run a short subset: MTU 1500, 2 s tests, one stream each way (about a minute)
+    #[arg(long)]
+    quick: bool,
+    /// Directory the table, JSON file and plot are written to
+    #[arg(long, value_name = "DIR", default_value = "bench/results")]
+    output: PathBuf,
+    /// Time of each iperf3 test and connection-rate run, in seconds [default: 5, with --quick 2]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
+    seconds: Option<u64>,
+    /// Measured round trips per latency run [default: 20000, with --quick 2000]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    rounds: Option<u64>,
+    /// Link MTU in bytes, repeated for several [default: 1500 and 65520, with --quick 1500]
+    #[arg(long = "mtu", value_name = "BYTES", value_parser = clap::value_parser!(u32).range(576..=65535))]
+    mtus: Vec<u32>,
+    /// Stack to compare, repeated for several [default: all]
+    #[arg(long = "stack", value_enum)]
+    stacks: Vec<Stack>,
+    /// netcon-dp worker count, repeated for several [default: 1, 2 and 4]
+    #[arg(long = "workers", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: Vec<u16>,
+    /// TrueType font the plot's text is drawn with
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_FONT)]
+    font: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Open short connections (connect, request, reply, close) to an echo server one after
+    /// another and print the rate.
+    #[command(hide = true)]
+    ConnectRate {
+        /// Echo server address and port
+        #[arg(long, value_name = "ADDR:PORT")]
+        connect: SocketAddr,
+        /// Time after which no new connection starts, in seconds
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+        seconds: u64,
+        /// Connections after which the run stops even before the time is up
+        #[arg(long, default_value_t = 1_000_000)]
+        max_connections: u64,
+        /// Request size in bytes
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+        size: u64,
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve TCP echo on ADDR:PORT one connection at a time, for a bounded time (the
+    /// connection-rate peer).
+    #[command(hide = true)]
+    SerialEchoServer {
+        /// Address and port to listen on
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: SocketAddr,
+        /// Time after which the server exits, in seconds
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Some(Commands::ConnectRate {
+            connect,
+            seconds,
+            max_connections,
+            size,
+            json,
+        }) => connect_rate_command(
+            &ConnectRateOptions {
+                connect,
+                duration: Duration::from_secs(seconds),
+                max_connections,
+                size: size as usize,
+            },
+            json,
+        ),
+        Some(Commands::SerialEchoServer { listen, seconds }) => {
+            match serial_echo::serve(listen, Duration::from_secs(seconds)) {
+                Ok(()) => 0,
+                Err(err) => {
+                    eprintln!("netcon-bench: error: serial-echo-server on {listen} failed: {err}");
+                    1
+                }
+            }
+        }
+        None => run_command(&cli.run),
+    };
+    ExitCode::from(code)
+}
+
+fn run_command(args: &RunArgs) -> u8 {
+    let plan = plan_from(args);
+    let command = std::iter::once("netcon-bench".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let report = match runner::run(&plan, command) {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("netcon-bench: error: {err}");
+            return 1;
+        }
+    };
+
+    print!("{}", markdown(&report));
+    let outputs = match runner::write_outputs(&report, &args.output, &args.font) {
+        Ok(outputs) => outputs,
+        Err(err) => {
+            eprintln!("netcon-bench: error: {err}");
+            return 1;
+        }
+    };
+    progress(&format!("table written to {}", outputs.markdown.display()));
+    progress(&format!("results written to {}", outputs.json.display()));
+    match &outputs.plot {
+        Ok(path) => progress(&format!("plot written to {}", path.display())),
+        Err(reason) => eprintln!("netcon-bench: warning: no plot: {reason}"),
+    }
+    if report.interrupted { 130 } else { 0 }
+}
+
+/// Returns the plan the options select: the full or quick plan, narrowed or changed by the
+/// other options.
+fn plan_from(args: &RunArgs) -> Plan {
+    let mut plan = if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    if let Some(seconds) = args.seconds {
+        plan.seconds = seconds;
+    }
+    if let Some(rounds) = args.rounds {
+        plan.rounds = rounds;
+    }
+    if !args.mtus.is_empty() {
+        plan.mtus = args.mtus.clone();
+    }
+    let workers: Vec<usize> = if args.workers.is_empty() {
+        NETCON_WORKERS.to_vec()
+    } else {
+        args.workers.iter().map(|&n| usize::from(n)).collect()
+    };
+    let mut contenders = Vec::new();
+    for stack in [Stack::Veth, Stack::Slirp4netns, Stack::Pasta, Stack::Netcon] {
+        if !args.stacks.is_empty() && !args.stacks.contains(&stack) {
+            continue;
+        }
+        match stack {
+            Stack::Netcon => contenders.extend(workers.iter().map(|&n| Contender::netcon(n))),
+            _ => contenders.push(Contender::new(stack)),
+        }
+    }
+    plan.contenders = contenders;
+    plan
+}
+
+fn connect_rate_command(options: &ConnectRateOptions, json: bool) -> u8 {
+    match connect_rate(options) {
+        Ok(summary) if json => {
+            println!("{}", summary.to_json());
+            0
+        }
+        Ok(summary) => {
+            println!("{summary}");
+            0
+        }
+        Err(err) => {
+            eprintln!(
+                "netcon-bench: error: connect-rate to {} failed: {err}",
+                options.connect
+            );
+            1
+        }
+    }
+}
