@@ -1,8 +1,23 @@
 //! Socket options as the program set them: stored per socket so `getsockopt` reads back what
 //! `setsockopt` wrote, with Linux's defaults for the rest. The subset the stack honours
-//! (TCP_NODELAY, SO_KEEPALIVE) is applied by the worker that owns the connection.
+//! (TCP_NODELAY and the keepalive family) is applied by the worker that owns the connection.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Linux's keepalive defaults (`net.ipv4.tcp_keepalive_time`, `_intvl`, `_probes`).
+const DEFAULT_KEEPIDLE_SECONDS: u64 = 7200;
+const DEFAULT_KEEPINTVL_SECONDS: u64 = 75;
+const DEFAULT_KEEPCNT: u64 = 9;
+
+/// How a connection with SO_KEEPALIVE probes its peer (see [`SocketOptions::keepalive`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Idle time before the first probe, and between probes.
+    pub idle: Duration,
+    /// Time without any packet from the peer after which the connection is aborted.
+    pub give_up: Duration,
+}
 
 /// Linux's default SO_SNDBUF for TCP (`net.ipv4.tcp_wmem` middle value).
 const DEFAULT_SNDBUF: i32 = 16384;
@@ -43,9 +58,15 @@ impl SocketOptions {
         };
         self.values.insert((level, name), stored);
         let outcome = match (level, name) {
-            (libc::IPPROTO_TCP, libc::TCP_NODELAY) | (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
-                SetOutcome::Applied
-            }
+            (libc::IPPROTO_TCP, libc::TCP_NODELAY)
+            | (libc::SOL_SOCKET, libc::SO_KEEPALIVE)
+            | (
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPIDLE
+                | libc::TCP_KEEPINTVL
+                | libc::TCP_KEEPCNT
+                | libc::TCP_USER_TIMEOUT,
+            ) => SetOutcome::Applied,
             _ => SetOutcome::StoredOnly,
         };
         if outcome == SetOutcome::StoredOnly {
@@ -66,6 +87,44 @@ impl SocketOptions {
             _ => return default_struct(level, name).map(|len| vec![0u8; len]),
         };
         Some(default.to_ne_bytes().to_vec())
+    }
+
+    /// The keepalive a connection with these options runs, or `None` without SO_KEEPALIVE.
+    ///
+    /// smoltcp probes at one fixed interval and aborts a connection that received nothing for
+    /// a set time, so Linux's idle/interval/count become: a probe after TCP_KEEPIDLE of idleness
+    /// (and every TCP_KEEPIDLE after), and abort after TCP_KEEPIDLE + TCP_KEEPINTVL ×
+    /// TCP_KEEPCNT without a packet from the peer, or after TCP_USER_TIMEOUT when that is set.
+    /// A peer that is gone is detected when Linux would detect it; a live one answers each
+    /// probe, so its connection is kept.
+    pub fn keepalive(&self) -> Option<KeepAlive> {
+        if !self.flag(libc::SOL_SOCKET, libc::SO_KEEPALIVE) {
+            return None;
+        }
+        let seconds = |name, default: u64| {
+            self.int(libc::IPPROTO_TCP, name)
+                .filter(|v| *v > 0)
+                .map_or(default, |v| v as u64)
+        };
+        let idle = seconds(libc::TCP_KEEPIDLE, DEFAULT_KEEPIDLE_SECONDS);
+        let interval = seconds(libc::TCP_KEEPINTVL, DEFAULT_KEEPINTVL_SECONDS);
+        let count = seconds(libc::TCP_KEEPCNT, DEFAULT_KEEPCNT);
+        let user_timeout_ms = self
+            .int(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)
+            .filter(|v| *v > 0);
+        let give_up = match user_timeout_ms {
+            Some(ms) => Duration::from_millis(ms as u64),
+            None => Duration::from_secs(idle + interval * count),
+        };
+        Some(KeepAlive {
+            idle: Duration::from_secs(idle),
+            give_up,
+        })
+    }
+
+    fn int(&self, level: i32, name: i32) -> Option<i32> {
+        let value = self.values.get(&(level, name))?.get(..4)?;
+        Some(i32::from_ne_bytes(value.try_into().expect("4 bytes")))
     }
 
     /// Whether the program set (`level`, `name`) at all.
@@ -213,6 +272,36 @@ mod tests {
             options.get(libc::SOL_SOCKET, libc::SO_LINGER),
             Some(vec![0u8; 8])
         );
+    }
+
+    #[test]
+    fn keepalive_from_linux_knobs() {
+        let mut options = SocketOptions::default();
+        assert_eq!(options.keepalive(), None);
+        options
+            .set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, &int(1))
+            .unwrap();
+        let defaults = options.keepalive().unwrap();
+        assert_eq!(defaults.idle, Duration::from_secs(7200));
+        assert_eq!(defaults.give_up, Duration::from_secs(7200 + 75 * 9));
+        options
+            .set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, &int(2))
+            .unwrap();
+        options
+            .set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, &int(1))
+            .unwrap();
+        options
+            .set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, &int(3))
+            .unwrap();
+        assert_eq!(options.keepalive().unwrap().give_up, Duration::from_secs(5));
+        options
+            .set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, &int(1500))
+            .unwrap();
+        assert_eq!(
+            options.keepalive().unwrap().give_up,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(options.unhonoured, 0);
     }
 
     #[test]

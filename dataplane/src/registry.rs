@@ -3,7 +3,7 @@
 //! connection is established, accepted or closed. It is locked only on those events, never per
 //! packet.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddrV4;
 use std::sync::{Mutex, MutexGuard};
 
@@ -72,7 +72,7 @@ const CLOSED_ENTRIES_KEPT: usize = 4096;
 pub struct Table {
     pub sockets: HashMap<Inode, SocketEntry>,
     /// Local ports taken by bound, listening or connected sockets.
-    ports: BTreeSet<u16>,
+    ports: BTreeMap<u16, PortUse>,
     next_ephemeral: u16,
     closed_order: VecDeque<Inode>,
 }
@@ -80,11 +80,35 @@ pub struct Table {
 impl Table {
     /// Takes `port` for a socket; false when it is already taken.
     pub fn claim_port(&mut self, port: u16) -> bool {
-        self.ports.insert(port)
+        if self.ports.contains_key(&port) {
+            return false;
+        }
+        self.ports.insert(port, PortUse::Exclusive);
+        true
     }
 
-    /// Gives a port back.
+    /// Takes `port` for a socket that set SO_REUSEPORT; false when a socket without it holds
+    /// the port. As on Linux, any number of SO_REUSEPORT sockets may bind the same port.
+    // TODO: Linux also requires the same effective uid for every socket on a shared port; the
+    // registry does not record uids, so any allowed client may join a shared port.
+    pub fn claim_shared_port(&mut self, port: u16) -> bool {
+        match self.ports.entry(port).or_insert(PortUse::Shared(0)) {
+            PortUse::Shared(holders) => {
+                *holders += 1;
+                true
+            }
+            PortUse::Exclusive => false,
+        }
+    }
+
+    /// Gives a port back (one holder's share of a shared port).
     pub fn release_port(&mut self, port: u16) {
+        if let Some(PortUse::Shared(holders)) = self.ports.get_mut(&port)
+            && *holders > 1
+        {
+            *holders -= 1;
+            return;
+        }
         self.ports.remove(&port);
     }
 
@@ -103,7 +127,7 @@ impl Table {
             }
             let port = self.next_ephemeral;
             self.next_ephemeral = self.next_ephemeral.wrapping_add(1);
-            if accept(port) && self.ports.insert(port) {
+            if accept(port) && self.claim_port(port) {
                 return Some(port);
             }
         }
@@ -116,15 +140,17 @@ impl Table {
         let Some(entry) = self.sockets.get_mut(&inode) else {
             return;
         };
-        if entry.owns_port
-            && let Some(local) = entry.local
-        {
-            self.ports.remove(&local.port());
-        }
+        let port = entry
+            .local
+            .filter(|_| entry.owns_port)
+            .map(|local| local.port());
         entry.owns_port = false;
         entry.state = SocketState::Closed;
         if errno != 0 {
             entry.pending_error = errno;
+        }
+        if let Some(port) = port {
+            self.release_port(port);
         }
         self.closed_order.push_back(inode);
         while self.closed_order.len() > CLOSED_ENTRIES_KEPT {
@@ -145,9 +171,18 @@ impl Table {
             && entry.owns_port
             && let Some(local) = entry.local
         {
-            self.ports.remove(&local.port());
+            self.release_port(local.port());
         }
     }
+}
+
+/// Who holds a local port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PortUse {
+    /// One socket.
+    Exclusive,
+    /// This many sockets, all with SO_REUSEPORT.
+    Shared(u32),
 }
 
 /// The shared socket table.
@@ -177,6 +212,25 @@ mod tests {
         assert_ne!(a, b);
         assert!(EPHEMERAL_PORTS.contains(&a));
         assert!(!table.claim_port(a));
+    }
+
+    #[test]
+    fn reuseport_sockets_share_a_port() {
+        let mut table = Table::default();
+        assert!(table.claim_shared_port(8080));
+        assert!(table.claim_shared_port(8080));
+        assert!(!table.claim_port(8080));
+        table.release_port(8080);
+        assert!(!table.claim_port(8080), "one holder still has the port");
+        table.release_port(8080);
+        assert!(table.claim_port(8080));
+    }
+
+    #[test]
+    fn exclusive_port_rejects_reuseport() {
+        let mut table = Table::default();
+        assert!(table.claim_port(8080));
+        assert!(!table.claim_shared_port(8080));
     }
 
     #[test]

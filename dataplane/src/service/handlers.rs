@@ -110,15 +110,19 @@ impl Service {
             return error(libc::EADDRNOTAVAIL);
         }
         let mut table = self.registry.lock();
-        if table.sockets[&inode].state != SocketState::Fresh {
+        let entry = &table.sockets[&inode];
+        if entry.state != SocketState::Fresh {
             return error(libc::EINVAL);
         }
+        let reuseport = entry.options.flag(libc::SOL_SOCKET, libc::SO_REUSEPORT);
         let port = if addr.port() == 0 {
             match table.claim_ephemeral_port() {
                 Some(port) => port,
                 None => return error(libc::EADDRINUSE),
             }
-        } else if table.claim_port(addr.port()) {
+        } else if reuseport && table.claim_shared_port(addr.port()) {
+            addr.port()
+        } else if !reuseport && table.claim_port(addr.port()) {
             addr.port()
         } else {
             return error(libc::EADDRINUSE);
@@ -157,6 +161,7 @@ impl Service {
         entry.local = Some(local);
         entry.owns_port = true;
         let nodelay = entry.options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY);
+        let keepalive = entry.options.keepalive();
         table.sockets.insert(listener_inode, entry);
         drop(table);
         let _ = self.take_pending(inode);
@@ -173,6 +178,7 @@ impl Service {
                 local,
                 backlog,
                 nodelay,
+                keepalive,
             }));
         }
         Some((Reply::ok(1), Some(app)))
@@ -214,7 +220,7 @@ impl Service {
         entry.remote = Some(remote);
         entry.owns_port = true;
         let nodelay = entry.options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY);
-        let keepalive = entry.options.flag(libc::SOL_SOCKET, libc::SO_KEEPALIVE);
+        let keepalive = entry.options.keepalive();
         let stats = entry.stats.clone();
         drop(table);
 
@@ -319,7 +325,7 @@ impl Service {
         let job = OptionJob {
             inode,
             nodelay: entry.options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY),
-            keepalive: entry.options.flag(libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+            keepalive: entry.options.keepalive(),
         };
         drop(table);
         if outcome == SetOutcome::Applied && live {

@@ -1,10 +1,22 @@
-//! Opening a TAP (or TUN) queue through `/dev/net/tun` with `TUNSETIFF`.
+//! Opening a TAP (or TUN) queue through `/dev/net/tun` with `TUNSETIFF`, and reading what the
+//! kernel says about an interface before or after an attach fails.
+
+mod inspect;
+
+pub use inspect::{
+    Inspection, LinkState, TapAttributes, interface_index, is_in_group, has_net_admin, inspect,
+    link_state,
+};
 
 use std::ffi::CString;
+use std::fmt;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use super::cvt;
+
+/// The clone device every TUN/TAP queue is opened through.
+pub const CLONE_DEVICE: &str = "/dev/net/tun";
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
@@ -33,26 +45,80 @@ pub enum Medium {
     Ip,
 }
 
+impl fmt::Display for Medium {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Medium::Ethernet => "tap",
+            Medium::Ip => "tun",
+        })
+    }
+}
+
+/// The system call of [`open_queue`] that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueStep {
+    /// `open("/dev/net/tun")`.
+    OpenCloneDevice,
+    /// `TUNSETIFF`, which creates the interface or attaches the queue to it.
+    SetInterface,
+    /// `TUNSETOFFLOAD`.
+    SetOffload,
+}
+
+/// Why [`open_queue`] failed: the step and the kernel's error.
+#[derive(Debug)]
+pub struct QueueError {
+    pub step: QueueStep,
+    pub error: io::Error,
+}
+
+impl QueueError {
+    /// Returns the errno of the failed call, or 0 when it had none.
+    pub fn errno(&self) -> i32 {
+        self.error.raw_os_error().unwrap_or(0)
+    }
+}
+
+impl fmt::Display for QueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.step {
+            QueueStep::OpenCloneDevice => write!(f, "cannot open {CLONE_DEVICE}: {}", self.error),
+            QueueStep::SetInterface => write!(f, "TUNSETIFF failed: {}", self.error),
+            QueueStep::SetOffload => write!(f, "TUNSETOFFLOAD failed: {}", self.error),
+        }
+    }
+}
+
+impl std::error::Error for QueueError {}
+
 /// Opens one queue of the TAP/TUN interface `name`, creating the interface when it does not
 /// exist (that needs CAP_NET_ADMIN) or attaching to it when it does (that needs ownership or
-/// CAP_NET_ADMIN). The fd is blocking (io_uring waits on it without blocking the thread) and
-/// close-on-exec. With `offload`, every frame carries a `virtio_net_hdr` and the kernel may
-/// exchange TCP segments of up to 64 KiB with it (checksum and TSO4 offload).
+/// CAP_NET_ADMIN). `multi_queue` must match how an existing interface was created, or the
+/// kernel returns EINVAL. The fd is blocking (io_uring waits on it without blocking the
+/// thread) and close-on-exec. With `offload`, every frame carries a `virtio_net_hdr` and the
+/// kernel may exchange TCP segments of up to 64 KiB with it (checksum and TSO4 offload).
 pub fn open_queue(
     name: &str,
     medium: Medium,
     multi_queue: bool,
     offload: bool,
-) -> io::Result<OwnedFd> {
+) -> Result<OwnedFd, QueueError> {
+    let at = |step| move |error| QueueError { step, error };
     if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains(['/', ' ']) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("interface name {name:?} must be 1 to {MAX_NAME_LEN} bytes without '/' or ' '"),
-        ));
+        return Err(QueueError {
+            step: QueueStep::SetInterface,
+            error: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "interface name {name:?} must be 1 to {MAX_NAME_LEN} bytes without '/' or ' '"
+                ),
+            ),
+        });
     }
-    let path = CString::new("/dev/net/tun").expect("no NUL");
+    let path = CString::new(CLONE_DEVICE).expect("no NUL");
     // SAFETY: path is a valid NUL-terminated string; open has no other preconditions.
-    let raw = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    let raw = cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })
+        .map_err(at(QueueStep::OpenCloneDevice))?;
     // SAFETY: open returned a fresh fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
@@ -74,10 +140,12 @@ pub fn open_queue(
     }
     // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which IfReq matches in size (40
     // bytes) and in the layout of the two fields the kernel uses.
-    cvt(unsafe { libc::ioctl(raw, TUNSETIFF, &mut req as *mut IfReq) })?;
+    cvt(unsafe { libc::ioctl(raw, TUNSETIFF, &mut req as *mut IfReq) })
+        .map_err(at(QueueStep::SetInterface))?;
     if offload {
         // SAFETY: TUNSETOFFLOAD takes the offload flags as a plain integer argument.
-        cvt(unsafe { libc::ioctl(raw, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) })?;
+        cvt(unsafe { libc::ioctl(raw, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) })
+            .map_err(at(QueueStep::SetOffload))?;
     }
     Ok(fd)
 }

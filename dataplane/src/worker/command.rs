@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 
 use netcon_control::Reply;
 
+use crate::options::KeepAlive;
 use crate::registry::Inode;
 use crate::stats::{ConnStats, LatencySet};
 use crate::steer::WorkerId;
@@ -30,7 +31,7 @@ pub struct ConnectJob {
     /// ends; the worker reads them back once it succeeds.
     pub filler: usize,
     pub nodelay: bool,
-    pub keepalive: bool,
+    pub keepalive: Option<KeepAlive>,
     /// Counters `netcon-ctl show` reads.
     pub stats: Arc<ConnStats>,
     /// Set for a blocking connect.
@@ -45,6 +46,8 @@ pub struct ListenJob {
     pub local: SocketAddrV4,
     pub backlog: usize,
     pub nodelay: bool,
+    /// Accepted connections inherit the listener's keepalive, as on Linux.
+    pub keepalive: Option<KeepAlive>,
 }
 
 /// An option change on a connection a worker already owns.
@@ -52,7 +55,7 @@ pub struct ListenJob {
 pub struct OptionJob {
     pub inode: Inode,
     pub nodelay: bool,
-    pub keepalive: bool,
+    pub keepalive: Option<KeepAlive>,
 }
 
 /// A copy of a worker's latency histograms, in total and per connection.

@@ -18,6 +18,7 @@ use smoltcp::time::Duration;
 
 use super::stack::{endpoint, socket_addr};
 use super::{ConnectJob, OptionJob, ReplyTo, Worker};
+use crate::options::KeepAlive;
 use crate::registry::{Inode, SocketState};
 use crate::stats::{ConnStats, LatencySet, Sampler};
 use crate::sys::socket::{epoll_add, recv, send, set_int_option, shutdown};
@@ -32,9 +33,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a connection whose program has closed may take to finish its FIN exchange.
 const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Interval of keepalive probes when SO_KEEPALIVE is set (Linux's `tcp_keepalive_intvl`).
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(75);
 
 /// SO_PEEK_OFF: Linux's option number, which the libc crate does not export.
 const SO_PEEK_OFF: libc::c_int = 42;
@@ -66,7 +64,6 @@ pub struct Conn {
     app_gone: bool,
     /// The peer's FIN was passed on as `shutdown(SHUT_WR)`.
     peer_eof_sent: bool,
-    last_state: State,
     started: std::time::Instant,
     /// Bytes moved from the program into the stack, and from the stack to the program.
     to_stack: u64,
@@ -76,6 +73,8 @@ pub struct Conn {
     pub latency: Option<Box<LatencySet>>,
     ack_sampler: Sampler,
     ingress_sampler: Sampler,
+    /// Keepalive to start once the handshake ends.
+    keepalive: Option<KeepAlive>,
 }
 
 impl Conn {
@@ -98,11 +97,6 @@ impl Conn {
             app_eof: false,
             app_gone: false,
             peer_eof_sent: false,
-            last_state: if open {
-                State::Established
-            } else {
-                State::SynSent
-            },
             started: std::time::Instant::now(),
             to_stack: 0,
             to_app: 0,
@@ -110,6 +104,7 @@ impl Conn {
             latency: None,
             ack_sampler: Sampler::default(),
             ingress_sampler: Sampler::default(),
+            keepalive: None,
         }
     }
 
@@ -204,9 +199,7 @@ impl Worker {
         let mut socket = self.stack.tcp_socket();
         socket.set_nagle_enabled(!job.nodelay);
         socket.set_timeout(Some(CONNECT_TIMEOUT));
-        if job.keepalive {
-            socket.set_keep_alive(Some(KEEPALIVE_INTERVAL));
-        }
+
         let remote = endpoint(job.remote);
         let local = endpoint(job.local);
         let result = socket.connect(self.iface.context(), remote, local);
@@ -222,6 +215,7 @@ impl Worker {
         let phase = Phase::Connecting { filler: job.filler };
         let mut conn = Conn::new(handle, job.fd, job.inode, phase, job.stats);
         conn.reply = job.reply;
+        conn.keepalive = job.keepalive;
         self.insert_conn(conn);
     }
 
@@ -255,7 +249,10 @@ impl Worker {
         };
         let socket = self.sockets.get_mut::<tcp::Socket>(self.conns[key].handle);
         socket.set_nagle_enabled(!job.nodelay);
-        socket.set_keep_alive(job.keepalive.then_some(KEEPALIVE_INTERVAL));
+        self.conns[key].keepalive = job.keepalive;
+        if self.conns[key].phase == Phase::Open {
+            apply_keepalive(socket, job.keepalive);
+        }
     }
 
     /// Pumps every connection once; returns whether any bytes or states moved.
@@ -285,7 +282,6 @@ impl Worker {
         let conn = &mut self.conns[key];
         let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
         let state = socket.state();
-        let previous = std::mem::replace(&mut conn.last_state, state);
 
         if let Phase::Connecting { filler } = conn.phase {
             return match state {
@@ -305,7 +301,7 @@ impl Worker {
                     }
                 }
                 _ => {
-                    socket.set_timeout(None);
+                    apply_keepalive(socket, conn.keepalive);
                     let local = socket.local_endpoint();
                     match complete_handshake(conn, filler) {
                         Ok(()) => {
@@ -356,8 +352,10 @@ impl Worker {
             moved = true;
         }
 
+        // Closed after both FINs is an orderly end; reaching Closed any other way was a reset
+        // or a timeout, which the program must see as an error, not as EOF.
         match state {
-            State::Closed if was_reset(previous) => Step::Finished {
+            State::Closed if !(conn.peer_eof_sent && conn.app_eof) => Step::Finished {
                 errno: libc::ECONNRESET,
                 reset_app: true,
             },
@@ -438,6 +436,13 @@ pub fn prepare_pair(app: BorrowedFd<'_>, service: BorrowedFd<'_>) -> io::Result<
     set_int_option(service, libc::SOL_SOCKET, SO_PEEK_OFF, 1)?;
     set_int_option(service, libc::SOL_SOCKET, libc::SO_SNDBUF, SERVICE_SNDBUF)?;
     Ok(())
+}
+
+/// Starts or stops keepalive probes; the abort timer only runs with them, so an idle
+/// connection without keepalive is never cut.
+pub fn apply_keepalive(socket: &mut tcp::Socket, keepalive: Option<KeepAlive>) {
+    socket.set_keep_alive(keepalive.map(|k| k.idle.into()));
+    socket.set_timeout(keepalive.map(|k| k.give_up.into()));
 }
 
 /// Reads back the filler that kept the program's end unwritable, and restores the peek offset.
@@ -555,12 +560,6 @@ fn discard_received(socket: &mut tcp::Socket) {
 fn peer_sent_fin(state: State) -> bool {
     matches!(
         state,
-        State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
+        State::CloseWait | State::LastAck | State::Closing | State::TimeWait
     )
-}
-
-/// A connection that reaches Closed from any state but the end of an orderly close was reset
-/// (or timed out, which the program must also see as an error).
-fn was_reset(previous: State) -> bool {
-    !matches!(previous, State::LastAck | State::TimeWait | State::Closed)
 }

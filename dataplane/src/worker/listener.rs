@@ -17,6 +17,7 @@ use smoltcp::wire::{IpAddress, IpListenEndpoint};
 use super::conn::Conn;
 use super::stack::socket_addr;
 use super::{LISTENER_TOKEN, ListenJob, Worker};
+use crate::options::KeepAlive;
 use crate::registry::{Inode, SocketEntry, SocketState};
 use crate::sys::socket::{epoll_add, inode, set_nonblocking, socketpair};
 
@@ -35,6 +36,7 @@ pub struct Listener {
     /// Established connections the program has not had room to receive yet.
     ready: VecDeque<SocketHandle>,
     nodelay: bool,
+    keepalive: Option<KeepAlive>,
     /// Set by EPOLLOUT: the seqpacket queue has room again.
     writable: bool,
     /// Set by EPOLLHUP: every copy of the program's listening fd is closed.
@@ -63,6 +65,7 @@ impl Worker {
             handshaking: Vec::new(),
             ready: VecDeque::new(),
             nodelay: job.nodelay,
+            keepalive: job.keepalive,
             writable: true,
             closed: false,
         };
@@ -201,6 +204,7 @@ impl Worker {
         let local = socket.local_endpoint().and_then(socket_addr);
         let remote = socket.remote_endpoint().and_then(socket_addr);
         socket.set_nagle_enabled(!self.listeners[key].nodelay);
+        super::conn::apply_keepalive(socket, self.listeners[key].keepalive);
 
         let (app, service) = socketpair(libc::SOCK_STREAM)?;
         super::conn::prepare_pair(app.as_fd(), service.as_fd())?;

@@ -1,0 +1,140 @@
+//! TCP keepalive through netcon: with SO_KEEPALIVE and short TCP_KEEPIDLE/INTVL/CNT, a peer
+//! that vanishes (its packets dropped with nftables) is detected at about the configured time,
+//! and a healthy idle connection outlives that time.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{PEER_IP, PYTHON, Process, Topology, wait_for_listener};
+use netcon_tools::topology::{netcon_command, require_root};
+
+const ECHO_PORT: u16 = 7500;
+
+/// Connects with keepalive (idle 1 s, interval 1 s, 2 probes: the peer is declared gone about
+/// 3 s after the last packet from it), echoes once, prints "connected", then waits for data
+/// for up to 30 s and prints how it ended and after how many seconds.
+const KEEPALIVE_CLIENT: &str = r#"
+import socket, sys, time
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+conn.sendall(b"x")
+assert conn.recv(1) == b"x"
+print("connected", flush=True)
+idle = float(sys.argv[3])
+conn.settimeout(idle if idle > 0 else 30)
+start = time.monotonic()
+try:
+    data = conn.recv(1)
+    print(f"data {data!r} after {time.monotonic() - start:.1f}", flush=True)
+except socket.timeout:
+    conn.sendall(b"y")
+    print(f"alive {conn.recv(1)!r} after {time.monotonic() - start:.1f}", flush=True)
+except OSError as err:
+    print(f"error {err.errno} after {time.monotonic() - start:.1f}", flush=True)
+"#;
+
+fn start_echo(topology: &Topology) -> Process {
+    let mut command = topology.netns.command("socat");
+    command.args([
+        &format!("TCP4-LISTEN:{ECHO_PORT},bind={PEER_IP},fork,reuseaddr"),
+        "EXEC:cat",
+    ]);
+    let mut server = Process::spawn(command, "socat echo server in the namespace");
+    wait_for_listener(&topology.netns, ECHO_PORT, &mut server);
+    server
+}
+
+fn wait_for_output(process: &Process, needle: &str, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let (stdout, stderr) = process.output_so_far();
+        if stdout.contains(needle) {
+            return stdout;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not print {needle:?} in {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            process.label()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn seconds_after(line: &str) -> f64 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .expect("seconds at line end")
+}
+
+#[test]
+fn keepalive_detects_vanished_peer() {
+    if !require_root("keepalive_detects_vanished_peer") {
+        return;
+    }
+    let topology = Topology::start("nckeep");
+    let _echo = start_echo(&topology);
+    let mut client = netcon_command(topology.socket(), PYTHON);
+    client.args(["-c", KEEPALIVE_CLIENT, PEER_IP, &ECHO_PORT.to_string(), "0"]);
+    let client = Process::spawn(client, "keepalive client through netcon");
+    wait_for_output(&client, "connected", Duration::from_secs(15));
+
+    // The peer vanishes: the namespace drops everything on the TAP from now on.
+    let tap = topology.dataplane.options().tap.clone();
+    let rules = format!(
+        "table inet vanish {{ chain input {{ type filter hook input priority 0; iifname \"{tap}\" drop; }}; \
+         chain output {{ type filter hook output priority 0; oifname \"{tap}\" drop; }}; }}"
+    );
+    let mut nft = topology.netns.command("nft");
+    nft.args(["-f", "-"]);
+    let mut nft = nft
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft runs");
+    use std::io::Write;
+    nft.stdin
+        .take()
+        .expect("piped")
+        .write_all(rules.as_bytes())
+        .expect("rules written");
+    assert!(
+        nft.wait().expect("nft exits").success(),
+        "nft rejected the rules"
+    );
+
+    let output = wait_for_output(&client, "after", Duration::from_secs(20));
+    let line = output.lines().last().expect("a result line");
+    assert!(
+        line.starts_with("error"),
+        "the connection should fail: {line}"
+    );
+    let seconds = seconds_after(line);
+    assert!(
+        (2.0..=8.0).contains(&seconds),
+        "detected after {seconds} s, configured ~3 s: {line}"
+    );
+}
+
+#[test]
+fn keepalive_keeps_healthy_idle_connection() {
+    if !require_root("keepalive_keeps_healthy_idle_connection") {
+        return;
+    }
+    let topology = Topology::start("nckeepok");
+    let _echo = start_echo(&topology);
+    let mut client = netcon_command(topology.socket(), PYTHON);
+    // Idle for 6 s, twice the time after which a silent peer would be declared gone.
+    client.args(["-c", KEEPALIVE_CLIENT, PEER_IP, &ECHO_PORT.to_string(), "6"]);
+    let client = Process::spawn(client, "keepalive client through netcon");
+    let run = client.finish(Duration::from_secs(30));
+    run.assert_success();
+    let line = run.stdout.lines().last().unwrap_or_default().to_string();
+    assert!(
+        line.starts_with("alive b'y'"),
+        "the idle connection should survive: {run}"
+    );
+}
