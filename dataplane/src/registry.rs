@@ -87,7 +87,7 @@ impl Table {
         true
     }
 
-    /// Takes `port` for a socket that set SO_REUSEPORT; false when a socket without it holds
+    /// Takes `port` for a socket that set SO_REUSEPORT; false when a socket without it has
     /// the port. As on Linux, any number of SO_REUSEPORT sockets may bind the same port.
     // TODO: Linux also requires the same effective uid for every socket on a shared port; the
     // registry does not record uids, so any allowed client may join a shared port.
@@ -176,7 +176,7 @@ impl Table {
     }
 }
 
-/// Who holds a local port.
+/// The sockets bound to a local port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PortUse {
     /// One socket.
