@@ -6,7 +6,7 @@ mod common;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{PEER_IP, PYTHON, Process, Topology, describe_fds, run_bounded, wait_for_listener};
+use common::{PEER_IP, PYTHON, Topology, describe_fds, run_bounded, start_socat_echo};
 use netcon_tools::topology::{netcon_command, require_root};
 
 const ECHO_PORT: u16 = 7000;
@@ -38,18 +38,6 @@ for cycle in range(cycles):
         sys.exit(f"cycle {cycle}: sent {len(payload)} bytes, echo has {len(echo)}: {echo[:80]!r}")
 print(f"{cycles} cycles passed")
 "#;
-
-/// Starts a forking socat echo server on 10.77.0.1 inside the topology's namespace.
-fn start_echo_server(topology: &Topology) -> Process {
-    let mut command = topology.netns.command("socat");
-    command.args([
-        &format!("TCP4-LISTEN:{ECHO_PORT},bind={PEER_IP},fork,reuseaddr"),
-        "EXEC:cat",
-    ]);
-    let mut server = Process::spawn(command, "socat echo server in the namespace");
-    wait_for_listener(&topology.netns, ECHO_PORT, &mut server);
-    server
-}
 
 /// Runs the echo client through netcon for `cycles` cycles and asserts that it passed.
 fn run_echo_client(topology: &Topology, cycles: u32, timeout: Duration) {
@@ -104,7 +92,7 @@ fn echo_cycles_in_one_process() {
         return;
     }
     let mut topology = Topology::start("nccycles");
-    let _server = start_echo_server(&topology);
+    let _server = start_socat_echo(&topology, ECHO_PORT);
     let baseline = topology.dataplane.fd_count();
     assert!(baseline > 0, "cannot count netcon-dp's fds");
 
@@ -119,7 +107,7 @@ fn echo_cycles_one_process_each() {
         return;
     }
     let mut topology = Topology::start("nccycles");
-    let _server = start_echo_server(&topology);
+    let _server = start_socat_echo(&topology, ECHO_PORT);
     let baseline = topology.dataplane.fd_count();
     assert!(baseline > 0, "cannot count netcon-dp's fds");
 

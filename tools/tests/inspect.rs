@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    PEER_IP, PYTHON, Process, Topology, run_bounded, wait_for_listener, write_random_file,
+    PEER_IP, PYTHON, Process, Topology, run_bounded, start_socat_echo, wait_for_listener,
+    wait_for_stdout, write_random_file,
 };
 use netcon_tools::topology::{binary_path, netcon_command, require_root};
 use serde_json::Value;
@@ -46,16 +47,10 @@ fn ctl(socket: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run}"))
 }
 
-fn wait_for_line(process: &Process, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (stdout, _) = process.output_so_far();
-        if let Some(line) = stdout.lines().next() {
-            return line.trim().to_string();
-        }
-        assert!(Instant::now() < deadline, "{what} printed nothing in 15 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// The first line `process` prints, waiting up to 15 s for it.
+fn first_line(process: &Process) -> String {
+    let stdout = wait_for_stdout(process, "\n", Duration::from_secs(15));
+    stdout.lines().next().unwrap_or_default().trim().to_string()
 }
 
 /// The parent pid of `pid`, from /proc/PID/stat.
@@ -68,17 +63,6 @@ fn parent_pid(pid: i64) -> Option<u32> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-fn echo_server(topology: &Topology) -> Process {
-    let mut command = topology.netns.command("socat");
-    command.args([
-        &format!("TCP4-LISTEN:{ECHO_PORT},bind={PEER_IP},fork,reuseaddr"),
-        "EXEC:cat",
-    ]);
-    let mut server = Process::spawn(command, "socat echo server in the namespace");
-    wait_for_listener(&topology.netns, ECHO_PORT, &mut server);
-    server
 }
 
 #[test]
@@ -100,7 +84,7 @@ fn show_lists_exactly_the_open_sockets() {
     http.arg("--directory").arg(dir.path());
     let mut http = Process::spawn(http, "http.server in the namespace");
     wait_for_listener(&topology.netns, HTTP_PORT, &mut http);
-    let _echo = echo_server(&topology);
+    let _echo = start_socat_echo(&topology, ECHO_PORT);
 
     let url = format!("http://{PEER_IP}:{HTTP_PORT}/file");
     let downloads: Vec<Process> = (0..3)
@@ -113,9 +97,7 @@ fn show_lists_exactly_the_open_sockets() {
     let mut idle = netcon_command(topology.socket(), PYTHON);
     idle.args(["-c", IDLE_CLIENT, PEER_IP, &ECHO_PORT.to_string()]);
     let idle = Process::spawn(idle, "idle connection through netcon");
-    let idle_fd: i64 = wait_for_line(&idle, "the idle client")
-        .parse()
-        .expect("an fd number");
+    let idle_fd: i64 = first_line(&idle).parse().expect("an fd number");
 
     // Give the downloads time to connect.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -199,7 +181,7 @@ fn status_counters_follow_traffic() {
         return;
     }
     let topology = Topology::start("ncstatus");
-    let _echo = echo_server(&topology);
+    let _echo = start_socat_echo(&topology, ECHO_PORT);
     let before = ctl(topology.socket(), &["status"]);
 
     const BYTES: u64 = 8 << 20;
@@ -212,7 +194,7 @@ fn status_counters_follow_traffic() {
         &BYTES.to_string(),
     ]);
     let client = Process::spawn(client, "sending client through netcon");
-    assert_eq!(wait_for_line(&client, "the sending client"), "done");
+    assert_eq!(first_line(&client), "done");
     let after = ctl(topology.socket(), &["status"]);
 
     let sent = total(&after, "bytes_out") - total(&before, "bytes_out");

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PEER_IP, PYTHON, Process, Topology, wait_for_listener};
+use common::{PEER_IP, PYTHON, Process, Topology, start_socat_echo, wait_for_stdout};
 use netcon_tools::topology::{netcon_command, require_root};
 
 const ECHO_PORT: u16 = 7500;
@@ -37,33 +37,6 @@ except OSError as err:
     print(f"error {err.errno} after {time.monotonic() - start:.1f}", flush=True)
 "#;
 
-fn start_echo(topology: &Topology) -> Process {
-    let mut command = topology.netns.command("socat");
-    command.args([
-        &format!("TCP4-LISTEN:{ECHO_PORT},bind={PEER_IP},fork,reuseaddr"),
-        "EXEC:cat",
-    ]);
-    let mut server = Process::spawn(command, "socat echo server in the namespace");
-    wait_for_listener(&topology.netns, ECHO_PORT, &mut server);
-    server
-}
-
-fn wait_for_output(process: &Process, needle: &str, timeout: Duration) -> String {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let (stdout, stderr) = process.output_so_far();
-        if stdout.contains(needle) {
-            return stdout;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} did not print {needle:?} in {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            process.label()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn seconds_after(line: &str) -> f64 {
     line.rsplit(' ')
         .next()
@@ -77,11 +50,11 @@ fn keepalive_detects_vanished_peer() {
         return;
     }
     let topology = Topology::start("nckeep");
-    let _echo = start_echo(&topology);
+    let _echo = start_socat_echo(&topology, ECHO_PORT);
     let mut client = netcon_command(topology.socket(), PYTHON);
     client.args(["-c", KEEPALIVE_CLIENT, PEER_IP, &ECHO_PORT.to_string(), "0"]);
     let client = Process::spawn(client, "keepalive client through netcon");
-    wait_for_output(&client, "connected", Duration::from_secs(15));
+    wait_for_stdout(&client, "connected", Duration::from_secs(15));
 
     // The peer vanishes: the namespace drops everything on the TAP from now on.
     let tap = topology.dataplane.options().tap.clone();
@@ -106,7 +79,7 @@ fn keepalive_detects_vanished_peer() {
         "nft rejected the rules"
     );
 
-    let output = wait_for_output(&client, "after", Duration::from_secs(20));
+    let output = wait_for_stdout(&client, "after", Duration::from_secs(20));
     let line = output.lines().last().expect("a result line");
     assert!(
         line.starts_with("error"),
@@ -125,7 +98,7 @@ fn keepalive_keeps_healthy_idle_connection() {
         return;
     }
     let topology = Topology::start("nckeepok");
-    let _echo = start_echo(&topology);
+    let _echo = start_socat_echo(&topology, ECHO_PORT);
     let mut client = netcon_command(topology.socket(), PYTHON);
     // Idle for 6 s, twice the time after which a silent peer would be declared gone.
     client.args(["-c", KEEPALIVE_CLIENT, PEER_IP, &ECHO_PORT.to_string(), "6"]);

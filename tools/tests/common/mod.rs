@@ -568,3 +568,34 @@ pub fn user_id(name: &str) -> u32 {
         .parse()
         .unwrap_or_else(|_| panic!("user {name} does not exist"))
 }
+
+/// Starts a forking socat echo server on 10.77.0.1:`port` inside the topology's namespace and
+/// waits until it listens.
+pub fn start_socat_echo(topology: &Topology, port: u16) -> Process {
+    let mut command = topology.netns.command("socat");
+    command.args([
+        &format!("TCP4-LISTEN:{port},bind={PEER_IP},fork,reuseaddr"),
+        "EXEC:cat",
+    ]);
+    let mut server = Process::spawn(command, "socat echo server in the namespace");
+    wait_for_listener(&topology.netns, port, &mut server);
+    server
+}
+
+/// Waits until `process` has printed `needle` on stdout and returns its stdout so far. Panics
+/// with both outputs after `timeout`.
+pub fn wait_for_stdout(process: &Process, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (stdout, stderr) = process.output_so_far();
+        if stdout.contains(needle) {
+            return stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not print {needle:?} in {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            process.label()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
