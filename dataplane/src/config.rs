@@ -35,10 +35,19 @@ impl Switch {
     }
 }
 
+/// How to run netcon-dp without privileges, shown after the options in `--help`.
+const ROOTLESS_HELP: &str = "\
+Without root: netcon-dp needs CAP_NET_ADMIN to create, move or configure interfaces, but not to
+attach to a TAP its user owns. Have root prepare one for user U (uid), then run netcon-dp as U:
+    ip tuntap add dev NAME mode tap user U multi_queue
+    ip link set dev NAME up            (and `master BRIDGE` to join a bridge)
+    netcon-dp --tap NAME --socket PATH
+/dev/net/tun must be readable and writable by U (udev gives it mode 0666).";
+
 /// netcon-dp: the netcon data plane. Runs a user-space TCP/IP stack on a TAP device and serves
 /// the sockets of programs started with `netcon-ctl run`.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "netcon-dp", version)]
+#[command(name = "netcon-dp", version, after_help = ROOTLESS_HELP)]
 pub struct Args {
     /// TAP (or TUN) interface to create, or to attach to when it exists.
     #[arg(long, default_value = "netcon0", value_name = "NAME")]
@@ -66,13 +75,20 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
-    /// Move the TAP into this existing network namespace after creating it.
+    /// Move the TAP into this existing network namespace after opening it (needs
+    /// CAP_NET_ADMIN).
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
 
     /// With --netns: address and prefix for the kernel side of the TAP inside the namespace.
     #[arg(long, value_name = "CIDR", requires = "netns", value_parser = parse_cidr)]
     pub peer_address: Option<Ipv4Cidr>,
+
+    /// Make the TAP a port of this existing bridge (inside --netns when given), so the stack
+    /// shares a layer-2 segment with the bridge's other ports. The kernel side's address then
+    /// belongs on the bridge, not on the TAP (needs CAP_NET_ADMIN).
+    #[arg(long, value_name = "NAME", conflicts_with = "peer_address")]
+    pub bridge: Option<String>,
 
     /// Segmentation offload: exchange TCP segments of up to 64 KiB with the kernel, which
     /// cuts them to the link MTU (IFF_VNET_HDR with TSO4).
@@ -104,6 +120,7 @@ pub struct Args {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConfigError {
     TapName(String),
+    BridgeName(String),
     Workers(usize),
     Address(Ipv4Cidr),
     PeerAddress { peer: Ipv4Cidr, stack: Ipv4Cidr },
@@ -116,6 +133,12 @@ impl std::fmt::Display for ConfigError {
                 write!(
                     f,
                     "invalid --tap {name:?}: use 1 to {MAX_NAME_LEN} bytes without '/' or spaces"
+                )
+            }
+            ConfigError::BridgeName(name) => {
+                write!(
+                    f,
+                    "invalid --bridge {name:?}: use 1 to {MAX_NAME_LEN} bytes without '/' or spaces"
                 )
             }
             ConfigError::Workers(n) => write!(f, "invalid --workers {n}: use 1 to {MAX_WORKERS}"),
@@ -149,8 +172,11 @@ impl Args {
 
     /// Checks what clap cannot: names, counts and how the addresses relate.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.tap.is_empty() || self.tap.len() > MAX_NAME_LEN || self.tap.contains(['/', ' ']) {
+        if !is_interface_name(&self.tap) {
             return Err(ConfigError::TapName(self.tap.clone()));
+        }
+        if let Some(bridge) = self.bridge.as_ref().filter(|name| !is_interface_name(name)) {
+            return Err(ConfigError::BridgeName(bridge.clone()));
         }
         let workers = self.worker_count();
         if !(1..=MAX_WORKERS).contains(&workers) {
@@ -181,6 +207,11 @@ impl Args {
         }
         Ok(())
     }
+}
+
+/// Returns true for a name Linux accepts for an interface: 1 to 15 bytes without '/' or spaces.
+fn is_interface_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.contains(['/', ' '])
 }
 
 /// Parses `A.B.C.D/N`.
@@ -259,6 +290,24 @@ mod tests {
         assert!(args(&["--workers", "65"]).unwrap().validate().is_err());
         assert_eq!(args(&["--workers", "4"]).unwrap().validate(), Ok(()));
         assert!(args(&[]).unwrap().worker_count() >= 1);
+    }
+
+    #[test]
+    fn bridge_excludes_peer_address() {
+        let both = [
+            "--netns",
+            "x",
+            "--peer-address",
+            "10.77.0.1/24",
+            "--bridge",
+            "br0",
+        ];
+        assert!(args(&both).is_err());
+        let parsed = args(&["--netns", "x", "--bridge", "br0"]).unwrap();
+        assert_eq!(parsed.bridge.as_deref(), Some("br0"));
+        assert_eq!(parsed.validate(), Ok(()));
+        let parsed = args(&["--bridge", "bridge/with/slashes"]).unwrap();
+        assert!(matches!(parsed.validate(), Err(ConfigError::BridgeName(_))));
     }
 
     #[test]

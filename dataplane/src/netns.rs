@@ -1,5 +1,6 @@
-//! Moving the TAP interface into a network namespace and configuring its kernel side, with
-//! iproute2's `ip` command (the TAP fd stays valid after the move).
+//! Configuring the kernel side of the TAP with iproute2's `ip` command: its MTU, moving it into
+//! a network namespace (the TAP fd stays valid after the move), its address, the bridge it
+//! joins, and bringing it up.
 
 use std::process::Command;
 
@@ -20,10 +21,16 @@ impl std::fmt::Display for NetnsError {
 
 impl std::error::Error for NetnsError {}
 
-fn ip(args: &[&str]) -> Result<(), NetnsError> {
-    let step = format!("ip {}", args.join(" "));
+/// Runs `ip [-n NETNS] ARGS`, so `netns: None` acts on the caller's namespace.
+fn ip(netns: Option<&str>, args: &[&str]) -> Result<(), NetnsError> {
+    let mut full: Vec<&str> = Vec::with_capacity(args.len() + 2);
+    if let Some(netns) = netns {
+        full.extend(["-n", netns]);
+    }
+    full.extend_from_slice(args);
+    let step = format!("ip {}", full.join(" "));
     let output = Command::new("ip")
-        .args(args)
+        .args(&full)
         .output()
         .map_err(|e| NetnsError {
             step: step.clone(),
@@ -39,21 +46,43 @@ fn ip(args: &[&str]) -> Result<(), NetnsError> {
 /// Sets the kernel side's MTU of `tap` (in the caller's namespace), so the kernel's TCP uses
 /// the same segment size as the stack.
 pub fn set_mtu(tap: &str, mtu: u32) -> Result<(), NetnsError> {
-    ip(&["link", "set", "dev", tap, "mtu", &mtu.to_string()])
+    ip(None, &["link", "set", "dev", tap, "mtu", &mtu.to_string()])
 }
 
-/// Moves `tap` into the existing namespace `netns`, gives the kernel side `peer` and brings the
-/// link and the namespace's loopback up.
+/// Moves `tap` into the existing namespace `netns`, gives the kernel side `peer` when set, and
+/// brings the namespace's loopback up. The TAP itself stays down until [`bring_up`].
 pub fn move_tap(tap: &str, netns: &str, peer: Option<Ipv4Cidr>) -> Result<(), NetnsError> {
-    ip(&["link", "set", "dev", tap, "netns", netns])?;
+    ip(None, &["link", "set", "dev", tap, "netns", netns])?;
     if let Some(peer) = peer {
-        ip(&["-n", netns, "addr", "add", &peer.to_string(), "dev", tap])?;
+        ip(Some(netns), &["addr", "add", &peer.to_string(), "dev", tap])?;
     }
-    ip(&["-n", netns, "link", "set", "dev", tap, "up"])?;
-    ip(&["-n", netns, "link", "set", "dev", "lo", "up"])
+    ip(Some(netns), &["link", "set", "dev", "lo", "up"])
 }
 
-/// Brings `tap` up in the caller's namespace (attached or created without `--netns`).
-pub fn bring_up(tap: &str) -> Result<(), NetnsError> {
-    ip(&["link", "set", "dev", tap, "up"])
+/// Makes `tap` a port of the existing bridge `bridge`, in `netns` or in the caller's namespace.
+/// Fails with a hint when no interface of that name exists there.
+pub fn join_bridge(tap: &str, netns: Option<&str>, bridge: &str) -> Result<(), NetnsError> {
+    if let Err(error) = ip(netns, &["link", "show", "dev", bridge]) {
+        let place = netns.map_or_else(
+            || "this namespace".to_owned(),
+            |ns| format!("namespace {ns}"),
+        );
+        let create = match netns {
+            Some(ns) => format!("ip -n {ns} link add {bridge} type bridge"),
+            None => format!("ip link add {bridge} type bridge"),
+        };
+        return Err(NetnsError {
+            step: error.step,
+            detail: format!(
+                "no bridge {bridge} in {place} ({}); create it first: {create}",
+                error.detail
+            ),
+        });
+    }
+    ip(netns, &["link", "set", "dev", tap, "master", bridge])
+}
+
+/// Brings `tap` up, in `netns` or in the caller's namespace.
+pub fn bring_up(tap: &str, netns: Option<&str>) -> Result<(), NetnsError> {
+    ip(netns, &["link", "set", "dev", tap, "up"])
 }

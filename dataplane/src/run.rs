@@ -1,4 +1,8 @@
-//! Start-up and shutdown of netcon-dp: control socket, TAP, workers, then the control loop.
+//! Start-up and shutdown of netcon-dp: TAP, control socket, workers, then the control loop.
+
+mod attach;
+
+pub use attach::{Privileges, TapAccessError};
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -8,11 +12,10 @@ use std::sync::atomic::AtomicBool;
 use smoltcp::phy::Medium;
 
 use crate::config::{Args, ConfigError, MediumArg};
-use crate::netns::{self, NetnsError};
 use crate::registry::Registry;
 use crate::service::{ControlSocket, ControlSocketError, Service};
 use crate::sys::socket::eventfd;
-use crate::sys::tap::{self, Medium as TapMedium};
+use crate::sys::tap::Medium as TapMedium;
 use crate::worker::{self, CompletionSender, StackConfig};
 
 /// Why netcon-dp could not start or stopped with an error.
@@ -20,8 +23,7 @@ use crate::worker::{self, CompletionSender, StackConfig};
 pub enum RunError {
     Config(ConfigError),
     Control(ControlSocketError),
-    Tap { name: String, error: std::io::Error },
-    Netns(NetnsError),
+    Tap(TapAccessError),
     Io(&'static str, std::io::Error),
 }
 
@@ -30,13 +32,7 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::Config(e) => e.fmt(f),
             RunError::Control(e) => e.fmt(f),
-            RunError::Tap { name, error } if error.raw_os_error() == Some(libc::EPERM) => write!(
-                f,
-                "cannot create or attach TAP {name}: {error}; run netcon-dp as root, or have root \
-                 create it for you first: ip tuntap add dev {name} mode tap user $(id -u)"
-            ),
-            RunError::Tap { name, error } => write!(f, "cannot open TAP {name}: {error}"),
-            RunError::Netns(e) => write!(f, "cannot set up the namespace: {e}"),
+            RunError::Tap(e) => e.fmt(f),
             RunError::Io(what, e) => write!(f, "{what}: {e}"),
         }
     }
@@ -53,47 +49,21 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
             log::warn!("could not raise the fd limit ({e}); connections may hit EMFILE early")
         }
     }
+
+    // The TAP comes first: without it nothing else is worth setting up.
+    let (medium, tap_medium) = match args.medium {
+        MediumArg::Ethernet => (Medium::Ethernet, TapMedium::Ethernet),
+        MediumArg::Ip => (Medium::Ip, TapMedium::Ip),
+    };
+    let privileges = Privileges::current();
+    let queues = attach::open_queues(args, tap_medium, privileges).map_err(RunError::Tap)?;
+    attach::configure_link(args, privileges).map_err(RunError::Tap)?;
+
     let socket_path = args
         .socket
         .clone()
         .unwrap_or_else(netcon_control::path::default_socket_path);
     let control = ControlSocket::bind(&socket_path).map_err(RunError::Control)?;
-
-    let (medium, tap_medium) = match args.medium {
-        MediumArg::Ethernet => (Medium::Ethernet, TapMedium::Ethernet),
-        MediumArg::Ip => (Medium::Ip, TapMedium::Ip),
-    };
-    // One queue per worker; a single worker keeps a plain TAP, so it can attach to one that
-    // was created without multi_queue.
-    let workers = args.worker_count();
-    let multi_queue = workers > 1;
-    let mut queues = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let queue = tap::open_queue(&args.tap, tap_medium, multi_queue, args.offload.enabled())
-            .map_err(|error| RunError::Tap {
-                name: args.tap.clone(),
-                error,
-            })?;
-        queues.push(queue);
-    }
-    if let Err(e) = netns::set_mtu(&args.tap, args.mtu) {
-        log::warn!(
-            "could not set the MTU of {} to {} ({e}); set it yourself",
-            args.tap,
-            args.mtu
-        );
-    }
-    match &args.netns {
-        Some(ns) => netns::move_tap(&args.tap, ns, args.peer_address).map_err(RunError::Netns)?,
-        None => {
-            if let Err(e) = netns::bring_up(&args.tap) {
-                log::warn!(
-                    "could not bring {} up ({e}); bring it up yourself",
-                    args.tap
-                );
-            }
-        }
-    }
 
     let stack = StackConfig {
         medium,
@@ -127,15 +97,22 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     )
     .map_err(|e| RunError::Io("cannot start the control thread", e))?;
     log::info!(
-        "serving {} on {} ({} {}, mtu {})",
+        "serving {} on {} ({}, mac {}{}{}, mtu {}, workers {}, uid {})",
         socket_path.display(),
         args.tap,
         args.address,
+        format_mac(stack.mac),
         args.netns
             .as_deref()
-            .map(|ns| format!("in namespace {ns}"))
+            .map(|ns| format!(", in namespace {ns}"))
             .unwrap_or_default(),
-        args.mtu
+        args.bridge
+            .as_deref()
+            .map(|bridge| format!(", on bridge {bridge}"))
+            .unwrap_or_default(),
+        args.mtu,
+        args.worker_count(),
+        privileges.uid,
     );
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "netcon-dp ready");
@@ -170,6 +147,12 @@ fn allowed_uids(args: &Args) -> Vec<u32> {
     // SAFETY: geteuid has no preconditions.
     let own = unsafe { libc::geteuid() };
     vec![own, 0]
+}
+
+/// Formats a MAC the way iproute2 prints it (`02:6e:63:00:12:34`).
+fn format_mac(mac: [u8; 6]) -> String {
+    let bytes: Vec<String> = mac.iter().map(|byte| format!("{byte:02x}")).collect();
+    bytes.join(":")
 }
 
 /// A locally administered unicast MAC, different per process.

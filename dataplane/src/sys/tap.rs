@@ -1,10 +1,10 @@
-//! Opening a TAP (or TUN) queue through `/dev/net/tun` with `TUNSETIFF`, and reading what the
-//! kernel says about an interface before or after an attach fails.
+//! Opening a TAP (or TUN) queue through `/dev/net/tun` with `TUNSETIFF`, and reading the
+//! kernel's view of an interface before an attach, to explain why one would fail.
 
 mod inspect;
 
 pub use inspect::{
-    Inspection, LinkState, TapAttributes, interface_index, is_in_group, has_net_admin, inspect,
+    Inspection, LinkState, TapAttributes, has_net_admin, inspect, interface_index, is_in_group,
     link_state,
 };
 
