@@ -41,6 +41,9 @@ pub struct SocketEntry {
     /// The local port was claimed for this socket (bound, listening or connecting), so closing
     /// it gives the port back. Accepted connections share their listener's port.
     pub owns_port: bool,
+    /// A non-blocking connect filled the program's end, which stays unwritable until the
+    /// handshake succeeds.
+    pub filled_for_connect: bool,
     /// Counters the owning worker updates, for `netcon-ctl show`.
     pub stats: Arc<ConnStats>,
 }
@@ -55,6 +58,7 @@ impl SocketEntry {
             options: SocketOptions::default(),
             pending_error: 0,
             owns_port: false,
+            filled_for_connect: false,
             stats: Arc::new(ConnStats::default()),
         }
     }

@@ -55,7 +55,7 @@ impl Service {
             Op::Listen => self.listen(inode, &request),
             Op::Connect => self.connect(inode, &request, &fd, to),
             Op::GetSockName => self.local_name(inode),
-            Op::GetPeerName => self.peer_name(inode),
+            Op::GetPeerName => self.peer_name(inode, &fd),
             Op::GetSockOpt => self.get_option(inode, &request),
             Op::SetSockOpt => self.set_option(inode, &request),
             Op::Socket | Op::Identify | Op::Show | Op::Status | Op::Perf => {
@@ -208,10 +208,25 @@ impl Service {
                 }
             }
             SocketState::Bound => entry.local.expect("bound sockets have an address").port(),
+            // The worker makes the program's end writable a moment before it records the
+            // connection as established, and programs that poll for writability then call
+            // connect again (hiredis does) must see EISCONN, as on Linux.
+            SocketState::Connecting if connect_finished(entry, app) => {
+                return error(libc::EISCONN);
+            }
             SocketState::Connecting => return error(libc::EALREADY),
             SocketState::Connected => return error(libc::EISCONN),
             SocketState::Listening => return error(libc::EINVAL),
-            SocketState::Closed => return error(libc::ECONNABORTED),
+            // Linux reports a failed non-blocking connect's error to the next connect.
+            SocketState::Closed => {
+                let entry = table.sockets.get_mut(&inode).expect("checked above");
+                let errno = std::mem::take(&mut entry.pending_error);
+                return error(if errno != 0 {
+                    errno
+                } else {
+                    libc::ECONNABORTED
+                });
+            }
         };
         let local = SocketAddrV4::new(self.local_ip, local_port);
         let entry = table.sockets.get_mut(&inode).expect("checked above");
@@ -229,6 +244,9 @@ impl Service {
         };
         let nonblocking = request.flags & FLAG_NONBLOCK != 0;
         let filler = if nonblocking { fill(app) } else { 0 };
+        if let Some(entry) = self.registry.lock().sockets.get_mut(&inode) {
+            entry.filled_for_connect = filler > 0;
+        }
         let reply = (!nonblocking).then_some(to);
         let job = ConnectJob {
             inode,
@@ -260,11 +278,16 @@ impl Service {
         ok(reply)
     }
 
-    fn peer_name(&self, inode: Inode) -> Handled {
+    fn peer_name(&self, inode: Inode, app: &OwnedFd) -> Handled {
         let table = self.registry.lock();
         let entry = &table.sockets[&inode];
-        match (entry.state, entry.remote) {
-            (SocketState::Connected, Some(remote)) => {
+        let connected = match entry.state {
+            SocketState::Connected => true,
+            SocketState::Connecting => connect_finished(entry, app),
+            _ => false,
+        };
+        match (connected, entry.remote) {
+            (true, Some(remote)) => {
                 let mut reply = Reply::ok(0);
                 reply.remote = WireAddr(Some(remote.into()));
                 ok(reply)
@@ -353,6 +376,25 @@ fn fill(app: &OwnedFd) -> usize {
         }
     }
     written
+}
+
+/// Whether a non-blocking connect's handshake has succeeded, seen from the program's end: the
+/// worker reads back the filler that kept it unwritable only then (on failure it closes its
+/// end instead, which shows as a hang-up). A blocking connect's end was never filled, so this
+/// cannot tell, and returns false.
+fn connect_finished(entry: &SocketEntry, app: &OwnedFd) -> bool {
+    if !entry.filled_for_connect {
+        return false;
+    }
+    let mut poll = libc::pollfd {
+        fd: app.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one valid pollfd and does not wait (timeout 0).
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) } == 1;
+    let hung_up = poll.revents & (libc::POLLHUP | libc::POLLERR) != 0;
+    ready && poll.revents & libc::POLLOUT != 0 && !hung_up
 }
 
 /// The IPv4 address of a request, or the errno for anything else.
