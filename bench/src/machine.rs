@@ -23,6 +23,9 @@ pub struct Machine {
     pub os: String,
     /// Package name and version, "not installed" when dpkg does not list it.
     pub packages: Vec<(String, String)>,
+    /// The 1, 5 and 15 minute load averages from /proc/loadavg when the run started. On a
+    /// 2-core machine anything near 2 or above means other processes competed for the cores.
+    pub load_average: String,
 }
 
 impl Machine {
@@ -38,6 +41,7 @@ impl Machine {
                 .iter()
                 .map(|package| ((*package).to_owned(), package_version(package)))
                 .collect(),
+            load_average: load_average().unwrap_or_else(unknown),
         }
     }
 
@@ -73,6 +77,7 @@ impl Machine {
             "kernel": self.kernel,
             "os": self.os,
             "packages": packages,
+            "load_average": self.load_average,
         })
     }
 }
@@ -94,6 +99,12 @@ fn cpu_model() -> Option<String> {
         .find_map(|line| line.strip_prefix("model name"))
         .and_then(|rest| rest.split_once(':'))
         .map(|(_, model)| model.trim().to_owned())
+}
+
+fn load_average() -> Option<String> {
+    let text = fs::read_to_string("/proc/loadavg").ok()?;
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    (fields.len() == 3).then(|| fields.join(" "))
 }
 
 fn os_name() -> Option<String> {
@@ -194,5 +205,6 @@ mod tests {
         assert!(machine.cores >= 1);
         assert_ne!(machine.kernel, "unknown");
         assert_eq!(machine.packages.len(), PACKAGES.len());
+        assert_eq!(machine.load_average.split(' ').count(), 3);
     }
 }

@@ -22,9 +22,11 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(text, "## netcon-bench results{kind}\n");
     let _ = writeln!(
         text,
-        "Measured {} on {}.  \nPeer programs: {}.  \nCommand: `{}`\n",
+        "Measured {} on {}.  \nLoad average (1, 5, 15 min) at the start: {}.  \nPeer \
+         programs: {}.  \nCommand: `{}`\n",
         utc_text(report.started),
         report.machine.summary(),
+        report.machine.load_average,
         report.machine.package_summary(),
         report.command
     );
