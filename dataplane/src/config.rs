@@ -71,7 +71,8 @@ pub struct Args {
     pub mtu: u32,
 
     /// Path of the control socket that preloaded programs and netcon-ctl connect to
-    /// [default: $XDG_RUNTIME_DIR/netcon/control.sock, or /run/netcon/control.sock for root].
+    /// [default: $XDG_RUNTIME_DIR/netcon/control.sock; without XDG_RUNTIME_DIR,
+    /// /run/netcon/control.sock for root and /tmp/netcon-UID/control.sock for other users].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
