@@ -40,9 +40,15 @@ fn pure_ftpd_root() -> PathBuf {
     }
 }
 
-/// Returns the version in the unpacked package's metadata.
+/// Returns the version at the top of the unpacked package's changelog. A binary-only rebuild
+/// (`+bN`) is recorded in the architecture's own changelog, so that one is read first.
 fn unpacked_version(root: &Path) -> String {
-    let changelog = root.join("usr/share/doc/pure-ftpd/changelog.Debian.gz");
+    let docs = root.join("usr/share/doc/pure-ftpd");
+    let changelog = ["changelog.Debian.amd64.gz", "changelog.Debian.gz"]
+        .iter()
+        .map(|name| docs.join(name))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| panic!("no Debian changelog in {}", docs.display()));
     let output = Command::new("zcat")
         .arg(&changelog)
         .output()
