@@ -8,7 +8,7 @@ use netcon_control::{Op, Reply, Request, SocketKind, WireAddr};
 
 use super::Service;
 use crate::options::{CONGESTION_CONTROL, LinuxTcpState, SetOutcome, tcp_info};
-use crate::registry::{Inode, SocketEntry, SocketState};
+use crate::registry::{Inode, SocketEntry, SocketState, Table};
 use crate::steer;
 use crate::sys::socket::{inode, send, set_nonblocking, socketpair};
 use crate::worker::{Command, ConnectJob, ListenJob, OptionJob, ReplyTo, prepare_pair};
@@ -120,9 +120,7 @@ impl Service {
                 Some(port) => port,
                 None => return error(libc::EADDRINUSE),
             }
-        } else if reuseport && table.claim_shared_port(addr.port()) {
-            addr.port()
-        } else if !reuseport && table.claim_port(addr.port()) {
+        } else if claim_local_port(&mut table, addr.port(), reuseport) {
             addr.port()
         } else {
             return error(libc::EADDRINUSE);
@@ -357,6 +355,15 @@ impl Service {
             }
         }
         ok(Reply::ok(0))
+    }
+}
+
+/// Takes `port` for a bind, shared with other SO_REUSEPORT sockets when `reuseport` is set.
+fn claim_local_port(table: &mut Table, port: u16, reuseport: bool) -> bool {
+    if reuseport {
+        table.claim_shared_port(port)
+    } else {
+        table.claim_port(port)
     }
 }
 
