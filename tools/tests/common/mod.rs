@@ -599,3 +599,131 @@ pub fn wait_for_stdout(process: &Process, needle: &str, timeout: Duration) -> St
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The environment variable that enables the long load runs.
+pub const LONG_TESTS_ENV: &str = "NETCON_LONG_TESTS";
+
+/// Returns true when `NETCON_LONG_TESTS=1`; otherwise prints that `test` was skipped.
+pub fn long_tests_enabled(test: &str) -> bool {
+    if std::env::var(LONG_TESTS_ENV).is_ok_and(|v| v == "1") {
+        return true;
+    }
+    println!("skipped {test}: a long run (set {LONG_TESTS_ENV}=1 to run it)");
+    false
+}
+
+/// A C program compiled with gcc into a temporary directory, which is removed on drop.
+pub struct CProgram {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl CProgram {
+    /// Compiles `source` with `gcc -O1 -Wall -Werror -pthread` into a program named `name`.
+    /// Panics with gcc's output when the compilation fails.
+    pub fn compile(name: &str, source: &str) -> CProgram {
+        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        let source_path = dir.path().join(format!("{name}.c"));
+        std::fs::write(&source_path, source).expect("cannot write the C source");
+        let path = dir.path().join(name);
+        let mut gcc = Command::new("gcc");
+        gcc.args(["-O1", "-Wall", "-Werror", "-pthread", "-o"])
+            .arg(&path)
+            .arg(&source_path);
+        let run = run_bounded(gcc, &format!("gcc {name}.c"), Duration::from_secs(60));
+        assert!(run.succeeded(), "cannot compile {name}.c\n{run}");
+        CProgram { _dir: dir, path }
+    }
+
+    /// Returns the compiled program's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Returns the path as a string, for command lines.
+    pub fn program(&self) -> &str {
+        self.path.to_str().expect("temporary paths are UTF-8")
+    }
+}
+
+/// Waits up to `timeout` until `process` has written `needle` on stdout. Panics when the
+/// process exits first or the wait times out, showing its output.
+pub fn wait_for_output(process: &mut Process, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (stdout, stderr) = process.output_so_far();
+        if stdout.contains(needle) {
+            return;
+        }
+        if let Some(status) = process.try_wait() {
+            let (stdout, stderr) = process.output_so_far();
+            panic!(
+                "{} exited ({status}) before printing {needle:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                process.label()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not print {needle:?} within {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            process.label()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Returns the CPU time process `pid` has used (utime + stime from `/proc/PID/stat`), in clock
+/// ticks, or `None` when the process is gone.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces, so fields are counted after its `)`:
+    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Returns the share of one core that process `pid` used during `window` (1.0 is one busy
+/// core), measured from its CPU time before and after; panics when the process is gone.
+pub fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let before = cpu_ticks(pid).unwrap_or_else(|| panic!("process {pid} is gone"));
+    thread::sleep(window);
+    let after = cpu_ticks(pid).unwrap_or_else(|| panic!("process {pid} is gone"));
+    // SAFETY: sysconf has no memory preconditions.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (after - before) as f64 / ticks_per_second / window.as_secs_f64()
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Loads the nftables `ruleset` (the syntax of `nft -f`) into `netns`'s own tables. Panics
+/// with nft's output when it is rejected.
+pub fn load_nft_rules(netns: &Netns, ruleset: &str) {
+    let mut file = tempfile::NamedTempFile::new().expect("cannot create a temporary file");
+    file.write_all(ruleset.as_bytes())
+        .expect("cannot write the nftables rules");
+    let mut nft = netns.command("nft");
+    nft.arg("-f").arg(file.path());
+    let run = run_bounded(nft, "nft -f in the namespace", Duration::from_secs(15));
+    assert!(run.succeeded(), "nft rejected the rules\n{ruleset}\n{run}");
+}
+
+/// Sends `signal` to process `pid`. Panics when the process does not exist.
+pub fn send_signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill has no memory preconditions; the caller names a process it started and
+    // has not reaped.
+    let result = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(result, 0, "cannot send signal {signal} to pid {pid}");
+}
