@@ -1,0 +1,825 @@
+//! Security and bad input on the control socket: who may connect (SO_PEERCRED against
+//! `--allow-uid`), requests about sockets the caller does not hold, malformed and oversized
+//! messages, attached fds the service did not ask for, a client that never reads its replies,
+//! and limits on what netcon-dp holds. netcon-dp must answer with an error or drop the client,
+//! never crash, leak fds or stop serving others.
+
+mod common;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{
+    CProgram, Finished, PEER_IP, PYTHON, Process, Topology, cpu_share, describe_fds, run_bounded,
+    start_socat_echo, wait_for_output, wait_until,
+};
+use netcon_control::wire::{OPT_MAX, REPLY_LEN, REQUEST_LEN};
+use netcon_control::{Op, Reply, Request, WireAddr, fdpass};
+use netcon_tools::topology::{DataplaneOptions, Netns, binary_path, netcon_command, require_root};
+
+/// The raw control socket client, for requests sent as another user.
+const PROBE_SOURCE: &str = include_str!("programs/security_probe.c");
+
+/// The uid and name of the unprivileged user the tests switch to.
+const NOBODY_UID: u32 = 65534;
+
+/// How long the service gets to answer one request.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Creates an AF_INET stream socket with the preload loaded; prints "created" or the errno
+/// name of the failure.
+const SOCKET_PROBE: &str = r#"
+import errno, socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+    print("created")
+except OSError as err:
+    print(errno.errorcode.get(err.errno, err.errno))
+"#;
+
+/// Connects to HOST:PORT, echoes one line through it and prints "echoed".
+const ECHO_PROBE: &str = r#"
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as conn:
+    conn.sendall(b"ping\n")
+    assert conn.makefile("rb").readline() == b"ping\n"
+print("echoed")
+"#;
+
+/// Collects the inode numbers of the regular files under /usr, then creates AF_INET stream
+/// sockets (closing each) until one gets the inode number of such a file, for up to 90 s.
+/// Prints "INODE PATH" and holds that socket for 60 s, or prints "none" when none matched.
+const INODE_HUNTER: &str = r#"
+import os, socket, stat, time
+files = {}
+for root, _, names in os.walk("/usr"):
+    for name in names:
+        path = os.path.join(root, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            files[info.st_ino] = path
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    inode = os.fstat(sock.fileno()).st_ino
+    if inode in files:
+        print(inode, files[inode], flush=True)
+        time.sleep(60)
+        break
+    sock.close()
+else:
+    print("none", flush=True)
+"#;
+
+/// Opens AF_INET stream sockets until socket() fails, prints "failed ERRNO after N", then
+/// holds the sockets for 30 s.
+const SOCKET_HOARDER: &str = r#"
+import errno, socket, time
+held = []
+while len(held) < 100000:
+    try:
+        held.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    except OSError as err:
+        print(f"failed {errno.errorcode.get(err.errno, err.errno)} after {len(held)}", flush=True)
+        break
+time.sleep(30)
+"#;
+
+/// What came back for one request.
+#[derive(Debug)]
+enum Answer {
+    Reply(Box<Reply>),
+    /// A message that is not a reply, with its length.
+    Undecodable(usize),
+    /// The service closed the connection.
+    Closed,
+    Timeout,
+}
+
+/// A connection to the control socket that speaks the RPC directly, without the preload.
+struct ControlClient {
+    fd: OwnedFd,
+}
+
+impl ControlClient {
+    fn connect(path: &Path) -> ControlClient {
+        // SAFETY: socket takes plain integers and returns a fresh fd or -1.
+        let raw =
+            unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+        assert!(raw >= 0, "socket: {}", io::Error::last_os_error());
+        // SAFETY: raw is a fresh fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: an all-zero sockaddr_un is valid.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_encoded_bytes();
+        assert!(bytes.len() < addr.sun_path.len(), "socket path too long");
+        for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+            *dst = src as libc::c_char;
+        }
+        let len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        // SAFETY: addr is a valid sockaddr_un of the length given.
+        let ret = unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        };
+        assert_eq!(
+            ret,
+            0,
+            "cannot connect to {}: {}",
+            path.display(),
+            io::Error::last_os_error()
+        );
+        ControlClient { fd }
+    }
+
+    /// Sends one message with `fds` attached (SCM_RIGHTS).
+    fn send(&self, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+        send_with_fds(self.fd.as_raw_fd(), bytes, fds)
+    }
+
+    /// Waits up to `timeout` for one message; an attached fd is closed.
+    fn receive(&self, timeout: Duration) -> Answer {
+        let mut poll = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes the one pollfd given.
+        let ready = unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as libc::c_int) };
+        if ready == 0 {
+            return Answer::Timeout;
+        }
+        let mut buf = vec![0u8; REPLY_LEN + 1];
+        match fdpass::recv(self.fd.as_raw_fd(), &mut buf) {
+            Ok((0, _)) => Answer::Closed,
+            Ok((len, _fd)) => match Reply::decode(&buf[..len]) {
+                Ok(reply) => Answer::Reply(Box::new(reply)),
+                Err(_) => Answer::Undecodable(len),
+            },
+            Err(_) => Answer::Closed,
+        }
+    }
+
+    /// Sends `request` with `fds` and returns the answer.
+    fn call(&self, request: &Request, fds: &[RawFd]) -> Answer {
+        if self.send(&request.encode(), fds).is_err() {
+            return Answer::Closed;
+        }
+        self.receive(REPLY_TIMEOUT)
+    }
+}
+
+/// `sendmsg` of `bytes` with any number of fds attached.
+fn send_with_fds(socket: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    let fd_bytes = std::mem::size_of_val(fds) as u32;
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes) } as usize;
+    // u64 elements keep the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: msg_control points at `space` writable bytes, enough for one header and
+        // `fd_bytes` of data, so CMSG_FIRSTHDR is not null and CMSG_DATA has room for fds.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(fd_bytes) as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr().cast::<u8>(),
+                libc::CMSG_DATA(cmsg),
+                fd_bytes as usize,
+            );
+        }
+    }
+    // SAFETY: msg and everything it points to stay valid for the call.
+    let sent = unsafe { libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+/// Returns the errno of a reply, panicking with `what` when the answer is not a reply.
+fn reply_errno(what: &str, answer: &Answer) -> i32 {
+    match answer {
+        Answer::Reply(reply) => reply.errno,
+        Answer::Undecodable(len) => panic!("{what}: got {len} bytes that are not a reply"),
+        other => panic!("{what}: expected a reply, got {other:?}"),
+    }
+}
+
+/// Panics unless netcon-dp is still running and answers a fresh client.
+fn assert_still_serving(topology: &mut Topology, what: &str) {
+    let exited = topology
+        .dataplane
+        .try_wait()
+        .expect("cannot poll netcon-dp");
+    assert!(
+        exited.is_none(),
+        "{what}: netcon-dp exited ({exited:?})\nstderr:\n{}",
+        topology.dataplane.stderr_text()
+    );
+    let client = ControlClient::connect(topology.socket());
+    let answer = client.call(&Request::new(Op::Identify), &[]);
+    assert_eq!(
+        reply_errno(what, &answer),
+        libc::EBADF,
+        "{what}: an Identify without an fd got the wrong answer"
+    );
+    topology.assert_intercepting();
+}
+
+/// Panics unless netcon-dp's fd count drops back to `baseline` within 10 s.
+fn assert_fds_return(topology: &Topology, baseline: usize, what: &str) {
+    let dataplane = &topology.dataplane;
+    let settled = wait_until(Duration::from_secs(10), || dataplane.fd_count() <= baseline);
+    assert!(
+        settled,
+        "{what}: netcon-dp holds {} fds, {baseline} before\n{}",
+        dataplane.fd_count(),
+        describe_fds(dataplane.pid())
+    );
+}
+
+/// Compiles the raw client where the unprivileged user can run it.
+fn compile_probe() -> CProgram {
+    let probe = CProgram::compile("security-probe", PROBE_SOURCE);
+    let dir = probe
+        .path()
+        .parent()
+        .expect("the program is in a directory");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .expect("cannot open the probe's directory to other users");
+    probe
+}
+
+/// Returns `command` run as the unprivileged user, without supplementary groups.
+fn as_nobody(program: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .arg(format!("--reuid={NOBODY_UID}"))
+        .arg(format!("--regid={NOBODY_UID}"))
+        .arg("--clear-groups")
+        .arg(program);
+    command
+}
+
+/// Sends `request` through the raw probe started by `command` and returns the probe's run.
+fn run_raw_probe(mut command: Command, socket: &Path, request: &[u8]) -> Finished {
+    let hex: String = request.iter().map(|b| format!("{b:02x}")).collect();
+    command.arg(socket).arg(hex);
+    run_bounded(command, "raw control client", Duration::from_secs(90))
+}
+
+/// Decodes the "reply HEX" line of a raw probe run.
+fn probe_reply(run: &Finished) -> Option<Reply> {
+    let hex = run.stdout.trim().strip_prefix("reply ")?;
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("the probe prints hex"))
+        .collect();
+    Reply::decode(&bytes).ok()
+}
+
+/// Returns the request that creates an AF_INET stream socket.
+fn inet_socket_request() -> Request {
+    let mut request = Request::new(Op::Socket);
+    request.arg0 = libc::AF_INET as u64;
+    request.arg1 = libc::SOCK_STREAM as u64;
+    request
+}
+
+/// Runs the preload's socket probe as the unprivileged user against `socket`.
+fn socket_probe_as_nobody(socket: &Path) -> Finished {
+    let mut command = as_nobody(PYTHON);
+    command
+        .args(["-c", SOCKET_PROBE])
+        .env("LD_PRELOAD", binary_path("libnetcon_preload.so"))
+        .env("NETCON_SOCKET", socket);
+    run_bounded(command, "socket probe as nobody", Duration::from_secs(15))
+}
+
+#[test]
+fn control_socket_directory_restricted() {
+    if !require_root("control_socket_directory_restricted") {
+        return;
+    }
+    let netns = Netns::create("ncsec").expect("cannot create a namespace");
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    let socket_dir = dir.path().join("run");
+    let mut options = DataplaneOptions::for_netns(&netns);
+    options.socket = socket_dir.join("control.sock");
+    let mut command = Command::new(binary_path("netcon-dp"));
+    command.args(options.args());
+    let mut dataplane = Process::spawn(command, "netcon-dp");
+    wait_for_output(&mut dataplane, "netcon-dp ready", Duration::from_secs(15));
+
+    // netcon-dp made the directory: others may pass through it but not list it.
+    let dir_meta = std::fs::metadata(&socket_dir).expect("the socket directory is missing");
+    assert_eq!(dir_meta.uid(), 0, "the socket directory is not root's");
+    assert_eq!(
+        dir_meta.mode() & 0o777,
+        0o711,
+        "the socket directory's mode is {:o}",
+        dir_meta.mode() & 0o777
+    );
+    let socket_meta = std::fs::metadata(&options.socket).expect("the socket is missing");
+    assert_eq!(socket_meta.uid(), 0, "the control socket is not root's");
+}
+
+#[test]
+#[ignore = "netcon-dp makes its control socket mode 0666 on purpose and checks SO_PEERCRED \
+            instead, so servers that dropped privileges can still reach it"]
+fn control_socket_not_world_writable() {
+    if !require_root("control_socket_not_world_writable") {
+        return;
+    }
+    let topology = Topology::start("ncsec");
+    let mode = std::fs::metadata(topology.socket())
+        .expect("the control socket is missing")
+        .mode();
+    assert_eq!(
+        mode & 0o022,
+        0,
+        "the control socket's mode is {:o}: group and others may connect",
+        mode & 0o777
+    );
+}
+
+#[test]
+fn other_uid_rejected() {
+    if !require_root("other_uid_rejected") {
+        return;
+    }
+    let topology = Topology::start("ncsec");
+    let probe = compile_probe();
+
+    let raw = run_raw_probe(
+        as_nobody(probe.program()),
+        topology.socket(),
+        &inet_socket_request().encode(),
+    );
+    raw.assert_success();
+    assert_eq!(
+        raw.stdout.trim(),
+        "closed",
+        "a client with uid {NOBODY_UID} was answered; netcon-dp allows only its own uid and \
+         root by default\n{raw}"
+    );
+
+    let run = socket_probe_as_nobody(topology.socket());
+    run.assert_success();
+    assert_eq!(
+        run.stdout.trim(),
+        "ENETDOWN",
+        "socket() as uid {NOBODY_UID} did not fail with ENETDOWN\n{run}"
+    );
+    assert!(
+        run.stderr.contains("netcon: cannot reach netcon-dp at"),
+        "the preload did not say why socket() failed\n{run}"
+    );
+}
+
+#[test]
+fn allowed_uid_served() {
+    if !require_root("allowed_uid_served") {
+        return;
+    }
+    let topology = Topology::start_with("ncsec", |options| {
+        options
+            .extra_args
+            .extend(["--allow-uid", "0", "--allow-uid", &NOBODY_UID.to_string()].map(String::from));
+    });
+    let _echo = start_socat_echo(&topology, 9400);
+
+    let probe = compile_probe();
+    let raw = run_raw_probe(
+        as_nobody(probe.program()),
+        topology.socket(),
+        &inet_socket_request().encode(),
+    );
+    raw.assert_success();
+    let reply = probe_reply(&raw).unwrap_or_else(|| panic!("no reply to an allowed uid\n{raw}"));
+    assert_eq!(reply.errno, 0, "the allowed uid's socket request failed");
+
+    let run = socket_probe_as_nobody(topology.socket());
+    run.assert_success();
+    assert_eq!(
+        run.stdout.trim(),
+        "created",
+        "socket() as an allowed uid failed\n{run}"
+    );
+
+    let mut command = as_nobody(binary_path("netcon-ctl").to_str().expect("UTF-8 path"));
+    command
+        .args(["run", "--socket"])
+        .arg(topology.socket())
+        .args(["--", PYTHON, "-c", ECHO_PROBE, PEER_IP, "9400"]);
+    let echo = run_bounded(command, "echo as nobody", Duration::from_secs(30));
+    echo.assert_success();
+    assert_eq!(echo.stdout.trim(), "echoed", "the echo failed\n{echo}");
+}
+
+#[test]
+fn requests_without_the_socket_refused() {
+    if !require_root("requests_without_the_socket_refused") {
+        return;
+    }
+    let mut topology = Topology::start("ncsec");
+    let client = ControlClient::connect(topology.socket());
+    let ops = [
+        Op::Bind,
+        Op::Listen,
+        Op::Connect,
+        Op::GetSockName,
+        Op::GetPeerName,
+        Op::GetSockOpt,
+        Op::SetSockOpt,
+    ];
+
+    // No fd at all: there is nothing to name a socket by.
+    for op in ops {
+        let answer = client.call(&Request::new(op), &[]);
+        assert_eq!(
+            reply_errno(&format!("{op:?} without an fd"), &answer),
+            libc::EBADF,
+            "{op:?} without an fd was not refused with EBADF"
+        );
+    }
+
+    // fds the service never made: a Unix socket of the test's own, a file and a directory.
+    let (own, _other) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let file = std::fs::File::open("/dev/null").expect("cannot open /dev/null");
+    let dir = std::fs::File::open("/").expect("cannot open /");
+    for (kind, fd) in [
+        ("a Unix socket", own.as_raw_fd()),
+        ("a file", file.as_raw_fd()),
+        ("a directory", dir.as_raw_fd()),
+    ] {
+        for op in ops {
+            let answer = client.call(&Request::new(op), &[fd]);
+            assert_eq!(
+                reply_errno(&format!("{op:?} with {kind}"), &answer),
+                libc::ENOTSOCK,
+                "{op:?} with {kind} attached was not refused with ENOTSOCK"
+            );
+        }
+    }
+    assert_still_serving(&mut topology, "after requests about foreign fds");
+}
+
+#[test]
+#[ignore = "netcon-dp names a socket by the st_ino of the attached fd alone, so a regular file \
+            whose inode number equals a netcon socket's is taken for that socket"]
+fn file_with_socket_inode_refused() {
+    if !require_root("file_with_socket_inode_refused") {
+        return;
+    }
+    let topology = Topology::start("ncsec");
+    // A program through netcon creates sockets until one has the inode number of a file
+    // under /usr, and holds that socket.
+    let mut hunter = netcon_command(topology.socket(), PYTHON);
+    hunter.args(["-c", INODE_HUNTER]);
+    let hunter = Process::spawn(hunter, "inode hunter");
+    let found = wait_until(Duration::from_secs(120), || {
+        hunter.output_so_far().0.contains('\n')
+    });
+    let (stdout, stderr) = hunter.output_so_far();
+    assert!(
+        found,
+        "the hunter printed nothing\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let (inode, path) = stdout
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("no socket matched a file's inode: {stdout}"));
+
+    // Another client attaches that file, not the socket, and asks about the socket.
+    let file = std::fs::File::open(path).unwrap_or_else(|err| panic!("cannot open {path}: {err}"));
+    let client = ControlClient::connect(topology.socket());
+    let mut request = Request::new(Op::GetSockOpt);
+    request.arg0 = libc::SOL_SOCKET as u64;
+    request.arg1 = libc::SO_TYPE as u64;
+    let answer = client.call(&request, &[file.as_raw_fd()]);
+    let Answer::Reply(reply) = answer else {
+        panic!("SO_TYPE with the file attached got {answer:?}");
+    };
+    assert_eq!(
+        reply.errno,
+        libc::ENOTSOCK,
+        "{path} (inode {inode}) was answered as the netcon socket with that inode: option \
+         value {:?}",
+        reply.opt_bytes()
+    );
+}
+
+/// Returns `bytes` with `at..at + value.len()` replaced by `value`.
+fn patched(mut bytes: Vec<u8>, at: usize, value: &[u8]) -> Vec<u8> {
+    bytes[at..at + value.len()].copy_from_slice(value);
+    bytes
+}
+
+/// Returns the offset of the first byte in which `changed` encodes differently from a
+/// request with every field zero, which locates a field without restating the layout.
+fn field_offset(changed: Request) -> usize {
+    let plain = Request::new(changed.op).encode();
+    plain
+        .iter()
+        .zip(changed.encode().iter())
+        .position(|(a, b)| a != b)
+        .expect("the field is encoded")
+}
+
+/// Returns the offset of the address family in an encoded request.
+fn address_offset() -> usize {
+    let mut request = Request::new(Op::Connect);
+    request.addr = WireAddr(Some("10.77.0.1:80".parse().expect("valid address")));
+    field_offset(request)
+}
+
+/// Returns the offset of the option length in an encoded request.
+fn option_length_offset() -> usize {
+    let mut request = Request::new(Op::SetSockOpt);
+    request.opt_len = 1;
+    field_offset(request)
+}
+
+/// Malformed messages, each sent on a connection of its own.
+fn malformed_messages() -> Vec<(&'static str, Vec<u8>)> {
+    let valid = Request::new(Op::Identify).encode().to_vec();
+    let opt_len_at = option_length_offset();
+    let too_long = (OPT_MAX as u32 + 1).to_le_bytes();
+    let mut noise = 0x2545_f491_4f6c_dd1du64;
+    let garbage: Vec<u8> = (0..REQUEST_LEN)
+        .map(|_| {
+            noise ^= noise << 13;
+            noise ^= noise >> 7;
+            noise ^= noise << 17;
+            noise as u8
+        })
+        .collect();
+    vec![
+        ("17 bytes of noise", garbage[..17].to_vec()),
+        ("a request-sized block of noise", garbage.clone()),
+        ("a truncated request", valid[..REQUEST_LEN - 1].to_vec()),
+        (
+            "a request with one byte more",
+            [valid.clone(), vec![0]].concat(),
+        ),
+        (
+            "a 64 KiB message",
+            [valid.clone(), vec![0x41; 65536]].concat(),
+        ),
+        ("a wrong magic", patched(valid.clone(), 0, &[0xff, 0xff])),
+        (
+            "an unknown request kind",
+            patched(valid.clone(), 2, &[0xee, 0xee]),
+        ),
+        (
+            "an unknown address family",
+            patched(valid.clone(), address_offset(), &[0x99, 0x00]),
+        ),
+        (
+            "an option length above 256",
+            patched(valid, opt_len_at, &too_long),
+        ),
+    ]
+}
+
+#[test]
+fn malformed_requests_rejected() {
+    if !require_root("malformed_requests_rejected") {
+        return;
+    }
+    let mut topology = Topology::start("ncsec");
+    let baseline = topology.dataplane.fd_count();
+    for (what, message) in malformed_messages() {
+        let client = ControlClient::connect(topology.socket());
+        client
+            .send(&message, &[])
+            .unwrap_or_else(|err| panic!("cannot send {what}: {err}"));
+        let answer = client.receive(REPLY_TIMEOUT);
+        assert_eq!(
+            reply_errno(what, &answer),
+            libc::EPROTO,
+            "{what} was not answered with EPROTO"
+        );
+        let after = client.receive(REPLY_TIMEOUT);
+        assert!(
+            matches!(after, Answer::Closed),
+            "the connection stayed open after {what}: {after:?}"
+        );
+    }
+
+    // An empty message reads like the end of the connection, which is all it can mean.
+    let client = ControlClient::connect(topology.socket());
+    client.send(&[], &[]).expect("cannot send an empty message");
+    let answer = client.receive(REPLY_TIMEOUT);
+    assert!(
+        matches!(answer, Answer::Closed | Answer::Reply(_)),
+        "an empty message got {answer:?}"
+    );
+
+    assert_still_serving(&mut topology, "after malformed requests");
+    assert_fds_return(&topology, baseline, "after malformed requests");
+}
+
+#[test]
+fn attached_fds_do_not_leak() {
+    if !require_root("attached_fds_do_not_leak") {
+        return;
+    }
+    let mut topology = Topology::start("ncsec");
+    let baseline = topology.dataplane.fd_count();
+    let (reader, writer) = {
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two fds pipe writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe failed");
+        // SAFETY: pipe returned two fresh fds that nothing else owns.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    };
+    let extra = [reader.as_raw_fd(), writer.as_raw_fd(), reader.as_raw_fd()];
+
+    // Requests that take no fd, requests that take one, and malformed ones, each with three
+    // fds attached that the service did not ask for.
+    let socket_request = inet_socket_request();
+    let client = ControlClient::connect(topology.socket());
+    for round in 0..100 {
+        for request in [
+            socket_request,
+            Request::new(Op::Identify),
+            Request::new(Op::GetPeerName),
+        ] {
+            let answer = client.call(&request, &extra);
+            assert!(
+                matches!(answer, Answer::Reply(_)),
+                "round {round}: {:?} with extra fds got {answer:?}",
+                request.op
+            );
+        }
+        let malformed = ControlClient::connect(topology.socket());
+        let _ = malformed.send(&[0u8; 9], &extra);
+        let _ = malformed.receive(REPLY_TIMEOUT);
+    }
+    drop(client);
+    assert_still_serving(&mut topology, "after requests with extra fds");
+    assert_fds_return(&topology, baseline, "after requests with extra fds");
+}
+
+#[test]
+fn unread_replies_do_not_block_service() {
+    if !require_root("unread_replies_do_not_block_service") {
+        return;
+    }
+    let mut topology = Topology::start("ncsec");
+    let baseline = topology.dataplane.fd_count();
+    let flooder = ControlClient::connect(topology.socket());
+    let request = Request::new(Op::Identify).encode();
+    // SAFETY: F_SETFL takes an integer flag on an fd this client owns.
+    unsafe { libc::fcntl(flooder.fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+
+    let other = ControlClient::connect(topology.socket());
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < 20_000 && started.elapsed() < Duration::from_secs(10) {
+        if flooder.send(&request, &[]).is_err() {
+            break;
+        }
+        sent += 1;
+        if sent % 1000 == 0 {
+            // The other client is still answered at once while the flood goes on.
+            let asked = Instant::now();
+            let answer = other.call(&Request::new(Op::Identify), &[]);
+            assert!(
+                matches!(answer, Answer::Reply(_)) && asked.elapsed() < Duration::from_secs(1),
+                "after {sent} unread replies another client got {answer:?} in {:?}",
+                asked.elapsed()
+            );
+        }
+    }
+    println!("sent {sent} requests without reading a reply");
+    drop(flooder);
+    drop(other);
+    assert_still_serving(&mut topology, "after a client that read no replies");
+    assert_fds_return(&topology, baseline, "after a client that read no replies");
+}
+
+#[test]
+#[ignore = "netcon-dp has no --max-connections option yet"]
+fn connection_limit_reported() {
+    if !require_root("connection_limit_reported") {
+        return;
+    }
+    let topology = Topology::start_with("ncsec", |options| {
+        options
+            .extra_args
+            .extend(["--max-connections", "8"].map(String::from));
+    });
+    let mut hoarder = netcon_command(topology.socket(), PYTHON);
+    hoarder.args(["-c", SOCKET_HOARDER]);
+    let mut hoarder = Process::spawn(hoarder, "socket hoarder");
+    wait_for_output(&mut hoarder, "failed", Duration::from_secs(15));
+    let (stdout, _) = hoarder.output_so_far();
+    assert!(
+        stdout.contains("after 8"),
+        "the limit of 8 did not hold: {stdout}"
+    );
+    assert!(
+        ["EMFILE", "ENFILE", "ENOBUFS"]
+            .iter()
+            .any(|errno| stdout.contains(errno)),
+        "the program did not get an EMFILE-like errno: {stdout}"
+    );
+}
+
+/// Sets netcon-dp's limit on open fds to its current count plus `headroom`.
+fn limit_dataplane_fds(topology: &Topology, headroom: usize) {
+    let limit = (topology.dataplane.fd_count() + headroom).to_string();
+    let mut prlimit = Command::new("prlimit");
+    prlimit
+        .arg("--pid")
+        .arg(topology.dataplane.pid().to_string())
+        .arg(format!("--nofile={limit}:{limit}"));
+    run_bounded(prlimit, "prlimit", Duration::from_secs(10)).assert_success();
+}
+
+#[test]
+fn descriptor_exhaustion_reaches_program() {
+    if !require_root("descriptor_exhaustion_reaches_program") {
+        return;
+    }
+    let mut topology = Topology::start("ncsec");
+    let baseline = topology.dataplane.fd_count();
+    limit_dataplane_fds(&topology, 20);
+
+    // Each netcon socket costs netcon-dp one fd, so this program runs netcon-dp out of them.
+    let mut hoarder = netcon_command(topology.socket(), PYTHON);
+    hoarder.args(["-c", SOCKET_HOARDER]);
+    let mut hoarder = Process::spawn(hoarder, "socket hoarder");
+    wait_for_output(&mut hoarder, "failed", Duration::from_secs(15));
+    let (stdout, _) = hoarder.output_so_far();
+    assert!(
+        ["EMFILE", "ENFILE", "ENOBUFS", "ENOMEM"]
+            .iter()
+            .any(|errno| stdout.contains(errno)),
+        "the program did not get an EMFILE-like errno: {stdout}"
+    );
+    assert!(
+        topology.dataplane.try_wait().expect("poll").is_none(),
+        "netcon-dp exited when it ran out of fds\n{}",
+        topology.dataplane.stderr_text()
+    );
+    drop(hoarder);
+    assert_fds_return(&topology, baseline, "after the hoarder exited");
+    assert_still_serving(&mut topology, "after running out of fds");
+}
+
+#[test]
+fn exhausted_dataplane_answers_new_clients() {
+    if !require_root("exhausted_dataplane_answers_new_clients") {
+        return;
+    }
+    let topology = Topology::start("ncsec");
+    limit_dataplane_fds(&topology, 20);
+    let mut hoarder = netcon_command(topology.socket(), PYTHON);
+    hoarder.args(["-c", SOCKET_HOARDER]);
+    let mut hoarder = Process::spawn(hoarder, "socket hoarder");
+    wait_for_output(&mut hoarder, "failed", Duration::from_secs(15));
+
+    // A new process needs a control connection of its own, which netcon-dp cannot accept.
+    let mut late = netcon_command(topology.socket(), PYTHON);
+    late.args(["-c", SOCKET_PROBE]);
+    let late = Process::spawn(late, "socket probe while netcon-dp is out of fds");
+    let share = cpu_share(topology.dataplane.pid(), Duration::from_secs(2));
+    let late = late.finish(Duration::from_secs(5));
+    assert!(
+        share < 0.05,
+        "netcon-dp used {:.0}% of a core while a client waited to be accepted",
+        share * 100.0
+    );
+    assert!(
+        !late.timed_out,
+        "socket() in a new program hung while netcon-dp was out of fds\n{late}"
+    );
+}
