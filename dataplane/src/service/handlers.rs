@@ -7,6 +7,7 @@ use netcon_control::wire::FLAG_NONBLOCK;
 use netcon_control::{Op, Reply, Request, SocketKind, WireAddr};
 
 use super::Service;
+use crate::hairpin;
 use crate::options::{CONGESTION_CONTROL, LinuxTcpState, SetOutcome, tcp_info};
 use crate::registry::{Inode, SocketEntry, SocketState, Table};
 use crate::steer;
@@ -106,7 +107,7 @@ impl Service {
             Ok(addr) => addr,
             Err(errno) => return error(errno),
         };
-        if !addr.ip().is_unspecified() && *addr.ip() != self.local_ip {
+        if !addr.ip().is_unspecified() && !hairpin::is_own(*addr.ip(), self.local_ip) {
             return error(libc::EADDRNOTAVAIL);
         }
         let mut table = self.registry.lock();
@@ -226,7 +227,13 @@ impl Service {
                 });
             }
         };
-        let local = SocketAddrV4::new(self.local_ip, local_port);
+        // Like Linux, a connection to 127.0.0.0/8 comes from 127.0.0.1.
+        let local_ip = if remote.ip().is_loopback() {
+            std::net::Ipv4Addr::LOCALHOST
+        } else {
+            self.local_ip
+        };
+        let local = SocketAddrV4::new(local_ip, local_port);
         let entry = table.sockets.get_mut(&inode).expect("checked above");
         entry.state = SocketState::Connecting;
         entry.local = Some(local);

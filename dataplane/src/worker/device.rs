@@ -53,6 +53,14 @@ pub struct Ingress {
 const MAX_SPARE: usize = 256;
 
 impl Ingress {
+    /// A spare buffer holding a copy of `bytes`.
+    pub fn copy_bytes(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut buffer = self.spare.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(bytes);
+        buffer
+    }
+
     /// A copy of the first `len` bytes of pool buffer `index`, in a spare buffer when one is
     /// left (so steady handoff traffic does not allocate).
     pub fn copy_for_handoff(&mut self, index: FrameIndex, len: usize) -> Vec<u8> {

@@ -26,6 +26,7 @@ use crossbeam::channel::{Receiver, Sender};
 use slab::Slab;
 use smoltcp::iface::{Interface, SocketSet};
 
+use crate::hairpin;
 use crate::registry::{Inode, Registry};
 use crate::stats::{self, LatencySet, WorkerStats};
 use crate::steer::{Steer, steer};
@@ -304,12 +305,15 @@ impl Worker {
         for _ in 0..4 {
             let now = self.clock.now();
             self.iface.poll(now, &mut self.device, &mut self.sockets);
+            self.turn_around();
             let moved = self.pump_all();
             let ingress = &self.device.ingress;
             if !moved && ingress.ready.is_empty() && ingress.handed.is_empty() {
                 let now = self.clock.now();
                 self.iface.poll(now, &mut self.device, &mut self.sockets);
-                return false;
+                self.turn_around();
+                let ingress = &self.device.ingress;
+                return !ingress.handed.is_empty();
             }
         }
         true
@@ -426,9 +430,56 @@ impl Worker {
 
     fn hand_over(&mut self, to: WorkerId, index: device::FrameIndex, len: usize) {
         let frame = self.device.ingress.copy_for_handoff(index, len);
+        self.send_to_peer(to, frame);
+    }
+
+    fn send_to_peer(&mut self, to: WorkerId, frame: Vec<u8>) {
         if self.peers[to.0].frames.send(frame).is_ok() {
             stats::add(&self.stats.handed_out, 1);
             self.peers_to_wake |= 1 << to.0;
+        }
+    }
+
+    /// Takes the frames smoltcp queued for one of its own addresses off the TAP's queue and
+    /// delivers them back into the stack (to the worker owning their connection), answering
+    /// ARP requests for those addresses on the way (see [`crate::hairpin`]).
+    fn turn_around(&mut self) {
+        let (start, l2_len) = (self.device.header_len(), self.device.l2_len());
+        let address = self.stack.address;
+        let mut index = 0;
+        while index < self.device.egress.queued.len() {
+            let (buffer, len) = self.device.egress.queued[index];
+            let bytes = &self.device.egress.pool.buffer_mut(buffer)[..len];
+            let frame = &bytes[start.min(len)..];
+            let decision = hairpin::classify(frame, l2_len, address);
+            let turned = match decision {
+                hairpin::Egress::Wire => {
+                    index += 1;
+                    continue;
+                }
+                hairpin::Egress::TurnAround => self.device.ingress.copy_bytes(bytes),
+                hairpin::Egress::AnswerArp => {
+                    let Some(reply) = hairpin::arp_reply(frame, self.stack.mac) else {
+                        index += 1;
+                        continue;
+                    };
+                    let mut turned = self.device.ingress.copy_bytes(&bytes[..start.min(len)]);
+                    turned.extend_from_slice(&reply);
+                    turned
+                }
+            };
+            self.device.egress.queued.swap_remove(index);
+            self.device.egress.free.push(buffer);
+            self.deliver_turned(turned, start, l2_len);
+        }
+    }
+
+    fn deliver_turned(&mut self, frame: Vec<u8>, start: usize, l2_len: usize) {
+        let workers = self.peers.len();
+        let decision = steer(&frame[start.min(frame.len())..], l2_len, workers);
+        match decision {
+            Steer::To(owner) if owner != self.id => self.send_to_peer(owner, frame),
+            _ => self.device.ingress.handed.push_back(frame),
         }
     }
 

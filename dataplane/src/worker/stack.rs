@@ -37,10 +37,15 @@ impl StackConfig {
         config.random_seed = seed();
         let mut iface = Interface::new(config, device, now);
         let cidr = Ipv4Cidr::new(self.address, self.prefix_len);
+        // 127.0.0.1/8 too: frames to it never leave netcon-dp (see `crate::hairpin`).
+        let loopback = Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8);
         iface.update_ip_addrs(|addrs| {
             addrs
                 .push(IpCidr::Ipv4(cidr))
-                .expect("room for one address");
+                .expect("room for two addresses");
+            addrs
+                .push(IpCidr::Ipv4(loopback))
+                .expect("room for two addresses");
         });
         if let Some(gateway) = self.gateway {
             iface
