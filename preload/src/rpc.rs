@@ -55,6 +55,21 @@ pub fn report_unreachable(error: &CallError) {
     unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
 }
 
+/// Prints, once per process, that netcon-dp went away under a listening socket.
+pub fn report_listener_orphaned(fd: RawFd) {
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    if REPORTED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let path = socket_path().to_string_lossy();
+    let line = format!(
+        "netcon: netcon-dp at {path} has stopped; listening socket fd {fd} accepts no more \
+         connections\n"
+    );
+    // SAFETY: writes a valid buffer to stderr.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
 struct Connection {
     fd: RawFd,
     inode: u64,

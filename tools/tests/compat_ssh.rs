@@ -203,6 +203,16 @@ fn ssh_and_sftp_through_netcon_reach_namespace_sshd() {
     record_compat("ssh, sftp", &version, "client", "pass");
 }
 
+/// Returns the CPU time (user and system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|err| panic!("cannot read /proc/{pid}/stat: {err}"));
+    let after_name = &stat[stat.rfind(')').expect("stat has a command name") + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15, the 12th and 13th after the name.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
 /// Asserts that `copy` exists and has the content of `original`.
 fn assert_same_content(original: &Path, copy: &Path, direction: &str) {
     assert!(
@@ -214,5 +224,40 @@ fn assert_same_content(original: &Path, copy: &Path, direction: &str) {
         sha256_file(copy),
         sha256_file(original),
         "the {direction} file differs from the original"
+    );
+}
+
+#[test]
+fn sshd_idles_after_netcon_dp_stops() {
+    if !require_root("sshd_idles_after_netcon_dp_stops") {
+        return;
+    }
+    let Topology { dataplane, netns } = Topology::start("ncsshdstop");
+    let files = SshFiles::create("0.0.0.0");
+    let mut sshd = netcon_command(dataplane.socket_path(), SSHD);
+    sshd.args(["-D", "-e", "-f"]).arg(files.config());
+    let mut sshd = Process::spawn(sshd, "sshd through netcon");
+    wait_for_netcon_listener(&netns, PORT, &mut sshd, Duration::from_secs(15));
+    let pid = std::fs::read_to_string(files.dir.path().join("sshd.pid"))
+        .expect("sshd wrote no pid file")
+        .trim()
+        .to_owned();
+
+    dataplane.stop().expect("cannot stop netcon-dp");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(&pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(&pid) - before;
+    let (_, stderr) = sshd.output_so_far();
+    // Clock ticks are 1/100 s on Linux: 10 ticks is a twentieth of the 2 s waited, and an
+    // accept loop that spins (the 2015 netcon made sshd do that) uses far more.
+    assert!(
+        used < 10,
+        "sshd used {used} ticks of CPU in 2 s after netcon-dp stopped\n{stderr}"
+    );
+    assert!(sshd.try_wait().is_none(), "sshd exited\n{stderr}");
+    assert!(
+        stderr.contains("accepts no more connections"),
+        "the preload did not report the lost listener\n{stderr}"
     );
 }

@@ -12,7 +12,7 @@ use libc::{c_int, c_long, sockaddr, socklen_t};
 use netcon_control::wire::{ACCEPT_LEN, AcceptMessage};
 use netcon_control::{Op, Request, fdpass};
 
-use super::{Answer, ask, classify, fail, write_sockaddr};
+use super::{Answer, ask, classify, fail, orphaned, write_sockaddr};
 use crate::fdtable::{self, FdKind};
 use crate::real;
 
@@ -90,6 +90,8 @@ pub unsafe extern "C" fn accept4(
     let mut buf = [0u8; ACCEPT_LEN + 1];
     let (message, stream) = loop {
         match fdpass::recv(fd, &mut buf) {
+            // End-of-file: netcon-dp is gone. Blocking callers wait on the replacement.
+            Ok((0, _)) if orphaned::silence(fd) => continue,
             Ok((0, _)) => return fail(libc::EINVAL),
             Ok((n, Some(stream))) => match AcceptMessage::decode(&buf[..n]) {
                 Ok(message) => break (message, stream),

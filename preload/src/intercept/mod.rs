@@ -4,6 +4,7 @@
 
 mod connect;
 mod listen;
+mod orphaned;
 mod query;
 mod sendfile;
 mod socket;
