@@ -213,11 +213,19 @@ pub fn open_queues(
 
     // An existing TAP accepts only queues that match its multi_queue flag, so one worker
     // follows the TAP; a TAP netcon-dp creates for one worker is a plain one.
-    let multi_queue = workers > 1 || attributes.is_some_and(|a| a.multi_queue);
+    let mut multi_queue = workers > 1 || attributes.is_some_and(|a| a.multi_queue);
+    let offload = args.offload.enabled();
     let mut queues = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let queue = tap::open_queue(&tap, medium, multi_queue, args.offload.enabled())
-            .map_err(|error| classify(&tap, index.is_some(), medium, privileges, error))?;
+        let mut opened = tap::open_queue(&tap, medium, multi_queue, offload);
+        // Without sysfs the flag is unknown, and EINVAL is what a mismatch returns.
+        let unknown_flag = index.is_some() && attributes.is_none() && workers == 1;
+        if unknown_flag && opened.as_ref().is_err_and(|e| e.errno() == libc::EINVAL) {
+            multi_queue = !multi_queue;
+            opened = tap::open_queue(&tap, medium, multi_queue, offload);
+        }
+        let queue =
+            opened.map_err(|error| classify(&tap, index.is_some(), medium, privileges, error))?;
         queues.push(queue);
     }
     Ok(queues)
