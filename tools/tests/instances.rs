@@ -1,18 +1,20 @@
 //! Several netcon-dp instances side by side on one bridge, each run by its own unprivileged
 //! user with its own TAP, address, control socket and workers. Programs behind one instance
 //! reach programs behind another by address, with no kernel TCP on either end. nginx serves
-//! curl and wrk, redis serves redis-benchmark, and sshd serves an sftp session. A last test
-//! compares instance-to-instance throughput with one and two workers to the kernel path.
+//! curl and wrk, redis serves redis-benchmark, and sshd serves an sftp session. An instance
+//! run as root adds its own TAP to the bridge (`--bridge`). A last test compares
+//! instance-to-instance throughput with one and two workers to the kernel path.
 
 mod common;
 mod segment;
 
 use std::path::Path;
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{Process, run_bounded, sha256_file, write_random_file};
-use netcon_tools::topology::require_root;
+use netcon_tools::topology::{Netns, binary_path, require_root};
 use segment::{Instance, InstanceOptions, Segment, User, UserDir};
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -202,6 +204,92 @@ fn two_users_nginx_to_curl_and_wrk() {
             "the bridge has not learnt {entry:?}: {learnt:?}"
         );
     }
+}
+
+/// netcon-dp run as root creates its TAP, moves it into the segment's namespace and adds it to
+/// the bridge itself (`--netns` with `--bridge`), and a kernel client on the segment reaches a
+/// server behind it.
+#[test]
+fn root_instance_joins_bridge() {
+    if !require_root("root_instance_joins_bridge") {
+        return;
+    }
+    let _serial = serialize();
+    let segment = Segment::create("ncbridge");
+    let tap = segment::unique_tap_name();
+    let dir = common::shared_temp_dir();
+    let socket = dir.path().join("control.sock");
+    let ip = format!("{}.14", segment::SUBNET);
+    let mut dataplane = Command::new(binary_path("netcon-dp"));
+    dataplane
+        .args(["--tap", &tap, "--netns", segment.netns().name()])
+        .args([
+            "--bridge",
+            segment::BRIDGE,
+            "--address",
+            &format!("{ip}/24"),
+        ])
+        .args(["--workers", "2", "--socket"])
+        .arg(&socket);
+    let dataplane = Process::spawn(dataplane, "netcon-dp as root with --bridge");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dataplane.output_so_far().0.contains("netcon-dp ready") {
+        assert!(
+            Instant::now() < deadline,
+            "netcon-dp is not ready: {:?}",
+            dataplane.output_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut link = segment.command("ip");
+    link.args(["-o", "link", "show", "dev", &tap]);
+    let link = run_bounded(link, "ip link show", Duration::from_secs(5));
+    link.assert_success();
+    let master = format!("master {}", segment::BRIDGE);
+    assert!(
+        link.stdout.contains(&master),
+        "{tap} is not a port of the bridge\n{link}"
+    );
+    assert!(link.stdout.contains(",UP"), "{tap} is not up\n{link}");
+
+    let root = dir.path().join("www");
+    std::fs::create_dir(&root).expect("cannot create the document root");
+    write_random_file(&root.join("blob"), 4 * 1024 * 1024);
+    // The server runs in a namespace holding only loopback, so only netcon can carry it.
+    let apps = Netns::create("ncapps").expect("cannot create a namespace for the server");
+    let netcon_ctl = binary_path("netcon-ctl");
+    let mut server = apps.command(netcon_ctl.to_str().expect("the binary path is UTF-8"));
+    server
+        .arg("run")
+        .arg("--socket")
+        .arg(&socket)
+        .args([
+            "--",
+            common::PYTHON,
+            "-m",
+            "http.server",
+            "--bind",
+            "0.0.0.0",
+            "8002",
+        ])
+        .arg("--directory")
+        .arg(&root);
+    let mut server = Process::spawn(server, "web server through netcon-dp with --bridge");
+    wait_for_port(&segment, &ip, 8002, &mut server);
+
+    let fetched = dir.path().join("fetched");
+    let mut curl = segment.command("curl");
+    curl.args(["-sS", "--fail", "-o"])
+        .arg(&fetched)
+        .arg(format!("http://{ip}:8002/blob"));
+    run_bounded(
+        curl,
+        "curl in the segment's namespace",
+        Duration::from_secs(60),
+    )
+    .assert_success();
+    assert_eq!(sha256_file(&fetched), sha256_file(&root.join("blob")));
 }
 
 /// Writes an sshd configuration for an sshd run as its own user, with key login only and the
