@@ -141,8 +141,10 @@ impl SocketOptions {
     }
 }
 
-/// Name of the congestion control every connection uses, as `TCP_CONGESTION` reports it.
-pub const CONGESTION_CONTROL: &[u8] = b"reno";
+/// Name of the congestion control every connection uses, as `TCP_CONGESTION` reports it:
+/// NUL-padded to Linux's TCP_CA_NAME_MAX (16 bytes), since callers print the buffer as a C
+/// string.
+pub const CONGESTION_CONTROL: &[u8; 16] = b"reno\0\0\0\0\0\0\0\0\0\0\0\0";
 
 /// Length of the `struct tcp_info` prefix that [`tcp_info`] fills: the fields up to
 /// `tcpi_total_retrans`, which every Linux since 2.6 has.
