@@ -63,7 +63,8 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         .socket
         .clone()
         .unwrap_or_else(netcon_control::path::default_socket_path);
-    let control = ControlSocket::bind(&socket_path).map_err(RunError::Control)?;
+    let control =
+        ControlSocket::bind(&socket_path, args.socket.is_none()).map_err(RunError::Control)?;
 
     let stack = StackConfig {
         medium,

@@ -17,6 +17,9 @@ pub enum ControlSocketError {
     InUse(PathBuf),
     /// The path does not fit in `sockaddr_un`.
     PathTooLong(PathBuf),
+    /// The default socket's directory exists but belongs to someone else or is open to
+    /// others, so whoever owns it could swap the socket.
+    UnsafeDirectory { dir: PathBuf, owner: u32 },
     /// A syscall failed on the path.
     Io(PathBuf, io::Error),
 }
@@ -36,6 +39,12 @@ impl std::fmt::Display for ControlSocketError {
                     path.display()
                 )
             }
+            ControlSocketError::UnsafeDirectory { dir, owner } => write!(
+                f,
+                "control socket directory {} belongs to uid {owner} or is open to other users; \
+                 remove it, or pass --socket with a path in a directory of yours",
+                dir.display()
+            ),
             ControlSocketError::Io(path, e) => write!(f, "control socket {}: {e}", path.display()),
         }
     }
@@ -55,7 +64,9 @@ impl ControlSocket {
     /// accept instead: a server that switched to an unprivileged user after it started must
     /// still reach the socket, and is let in only as a thread of a process that was allowed.
     /// A stale socket file left by a process that died is replaced; a live one is an error.
-    pub fn bind(path: &Path) -> Result<ControlSocket, ControlSocketError> {
+    /// With `private_dir` (the default path, whose directory name anyone can predict), an
+    /// existing directory must belong to this user and be closed to others.
+    pub fn bind(path: &Path, private_dir: bool) -> Result<ControlSocket, ControlSocketError> {
         let io_err = |e| ControlSocketError::Io(path.to_path_buf(), e);
         let addr = sockaddr(path.as_os_str())
             .ok_or_else(|| ControlSocketError::PathTooLong(path.to_path_buf()))?;
@@ -65,6 +76,9 @@ impl ControlSocket {
             std::fs::create_dir_all(dir).map_err(io_err)?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
                 .map_err(io_err)?;
+        }
+        if private_dir && let Some(dir) = path.parent() {
+            check_private_dir(dir)?;
         }
         if path.exists() {
             if connect_probe(&addr) {
@@ -122,6 +136,23 @@ impl Drop for ControlSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Rejects a directory that another user owns or that others may write to.
+fn check_private_dir(dir: &Path) -> Result<(), ControlSocketError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(ControlSocketError::UnsafeDirectory {
+            dir: dir.to_path_buf(),
+            owner: meta.uid(),
+        });
+    }
+    Ok(())
 }
 
 fn seqpacket_socket() -> io::Result<OwnedFd> {
