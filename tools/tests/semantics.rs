@@ -656,9 +656,9 @@ fn nonblocking_connect_refused() {
 }
 
 #[test]
-#[ignore = "poll() on a refused non-blocking connect sometimes returns POLLERR without \
-            POLLOUT through netcon: the worker closes its socketpair end with the filler \
-            still queued"]
+#[ignore = "poll() on a refused non-blocking connect returns POLLERR without POLLOUT through \
+            netcon in most runs: the worker closes its socketpair end with the filler still \
+            queued, so the program's end is not writable yet when poll wakes up"]
 fn refused_connect_polls_writable() {
     if !require_root("refused_connect_polls_writable") {
         return;
@@ -1161,9 +1161,9 @@ fn option_errors_match_kernel() {
 }
 
 #[test]
-#[ignore = "netcon answers 0 or ENOPROTOOPT for options never set, where Linux reports its \
-            defaults (TCP_KEEPIDLE 7200, TCP_KEEPINTVL 75, TCP_KEEPCNT 9, IP_TTL 64, SO_LINGER, \
-            SO_RCVTIMEO...)"]
+#[ignore = "netcon answers 0 for int options never set where Linux reports its defaults \
+            (TCP_KEEPIDLE 7200, TCP_KEEPINTVL 75, TCP_KEEPCNT 9, IP_TTL 64, SO_RCVLOWAT 1), and \
+            TCP_MAXSEG 1460 before connect where Linux reports 536"]
 fn option_defaults_match_kernel() {
     if !require_root("option_defaults_match_kernel") {
         return;
