@@ -13,6 +13,8 @@ pub enum FdKind {
     Foreign = 1,
     Stream = 2,
     Listener = 3,
+    /// A listener whose netcon-dp stopped, replaced by a socket that never becomes readable.
+    OrphanedListener = 4,
 }
 
 static TABLE: [AtomicU8; CACHED_FDS] = [const { AtomicU8::new(0) }; CACHED_FDS];
@@ -26,6 +28,7 @@ pub fn get(fd: i32) -> FdKind {
         1 => FdKind::Foreign,
         2 => FdKind::Stream,
         3 => FdKind::Listener,
+        4 => FdKind::OrphanedListener,
         _ => FdKind::Unknown,
     }
 }

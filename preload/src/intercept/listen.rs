@@ -24,6 +24,7 @@ pub extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         // SAFETY: the program's own arguments, passed on unchanged.
         FdKind::Foreign | FdKind::Unknown => return unsafe { real::listen(fd, backlog) },
         FdKind::Listener => return 0,
+        FdKind::OrphanedListener => return fail(libc::ENETDOWN),
         FdKind::Stream => {}
     }
     let mut request = Request::new(Op::Listen);
@@ -80,9 +81,11 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    if classify(fd) != FdKind::Listener {
+    match classify(fd) {
+        FdKind::Listener => {}
+        FdKind::OrphanedListener => return fail(orphaned::accept_errno(fd)),
         // SAFETY: the program's own arguments, passed on unchanged.
-        return unsafe { real::accept4(fd, addr, len, flags) };
+        _ => return unsafe { real::accept4(fd, addr, len, flags) },
     }
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
         return fail(libc::EINVAL);
@@ -90,8 +93,8 @@ pub unsafe extern "C" fn accept4(
     let mut buf = [0u8; ACCEPT_LEN + 1];
     let (message, stream) = loop {
         match fdpass::recv(fd, &mut buf) {
-            // End-of-file: netcon-dp is gone. Blocking callers wait on the replacement.
-            Ok((0, _)) if orphaned::silence(fd) => continue,
+            // End-of-file: netcon-dp is gone.
+            Ok((0, _)) if orphaned::silence(fd) => return fail(libc::ECONNABORTED),
             Ok((0, _)) => return fail(libc::EINVAL),
             Ok((n, Some(stream))) => match AcceptMessage::decode(&buf[..n]) {
                 Ok(message) => break (message, stream),

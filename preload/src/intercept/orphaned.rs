@@ -4,11 +4,19 @@
 //! When netcon-dp exits, the program's end reads as end-of-file forever, so poll reports it
 //! readable and every accept fails at once. sshd logs the error and polls again, spinning at
 //! full CPU. The listener is therefore replaced, under the same fd number and flags, by a
-//! socket that never becomes readable: accept then blocks, or fails with EAGAIN when
-//! non-blocking, as on a listener that gets no more connections.
+//! socket that never becomes readable, so poll, select and a new epoll registration stay
+//! quiet. The accept that finds the end-of-file fails with ECONNABORTED (which servers take
+//! for a connection lost before it was accepted). Later ones fail at once as well, so no call
+//! blocks on a listener that can get no more connections: with EAGAIN on a non-blocking one,
+//! as when nothing is waiting, and with ENETDOWN on a blocking one.
+//!
+//! NOTE: an epoll registration made before the outage stays on the old socket, which other
+//! processes may still hold open (nginx's master holds its workers' listener), so an epoll
+//! loop keeps waking until every copy is replaced or closed.
 
 use libc::c_int;
 
+use crate::fdtable::{self, FdKind};
 use crate::real;
 use crate::rpc;
 
@@ -50,6 +58,19 @@ pub fn silence(fd: c_int) -> bool {
         unsafe { real::close(peer) };
         return false;
     }
+    fdtable::set(fd, FdKind::OrphanedListener);
     rpc::report_listener_orphaned(fd);
     true
+}
+
+/// Returns the errno accept fails with on an orphaned listener: EAGAIN when it is
+/// non-blocking, ENETDOWN when it is blocking.
+pub fn accept_errno(fd: c_int) -> c_int {
+    // SAFETY: F_GETFL takes no argument.
+    let status_flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if status_flags >= 0 && status_flags & libc::O_NONBLOCK != 0 {
+        libc::EAGAIN
+    } else {
+        libc::ENETDOWN
+    }
 }
