@@ -270,9 +270,6 @@ fn wrk_through_netcon_client() {
 }
 
 #[test]
-#[ignore = "wrk's 16 connections open at once and some are refused: a netcon listener keeps \
-            only `backlog` (5 for Python's http.server) smoltcp sockets in LISTEN, and smoltcp \
-            answers further SYNs with a reset, which wrk counts as write errors"]
 fn wrk_against_netcon_server() {
     if !require_root("wrk_against_netcon_server") {
         return;
@@ -282,8 +279,6 @@ fn wrk_against_netcon_server() {
 }
 
 #[test]
-#[ignore = "like wrk_against_netcon_server, the listener refuses some of wrk's connections; \
-            also needs NETCON_LONG_TESTS=1"]
 fn wrk_thirty_seconds() {
     if !require_root("wrk_thirty_seconds") || !long_tests_enabled("wrk_thirty_seconds") {
         return;

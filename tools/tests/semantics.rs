@@ -1097,9 +1097,6 @@ fn connect_burst_from_netcon_clients() {
 }
 
 #[test]
-#[ignore = "a netcon listener keeps only `backlog` smoltcp sockets in LISTEN, and smoltcp \
-            answers the SYNs beyond them with a reset, so a burst is refused where Linux \
-            drops the SYNs and the clients retry"]
 fn connect_burst_to_netcon_server() {
     if !require_root("connect_burst_to_netcon_server") {
         return;

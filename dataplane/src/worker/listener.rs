@@ -21,9 +21,14 @@ use crate::options::KeepAlive;
 use crate::registry::{Inode, SocketEntry, SocketState};
 use crate::sys::socket::{epoll_add, inode, set_nonblocking, socketpair};
 
-/// Most smoltcp sockets kept in LISTEN per port: the number of handshakes that can run at
-/// once. SYNs beyond it are answered with a reset by smoltcp.
-const MAX_LISTENING: usize = 64;
+/// Fewest and most smoltcp sockets kept in LISTEN per port (the program's backlog, within
+/// these bounds): the number of handshakes that can start between two wake-ups. smoltcp
+/// answers a SYN beyond them with a reset, where Linux would drop it and let the client
+/// retry, so the floor is well above the small backlogs programs pass (5 for Python).
+// TODO: a burst of more SYNs than this between two wake-ups is still refused — dropping
+// SYNs for a port whose LISTEN sockets are all taken would match Linux.
+const MIN_LISTENING: usize = 128;
+const MAX_LISTENING: usize = 512;
 
 /// A port this worker listens on for one program socket.
 pub struct Listener {
@@ -56,7 +61,7 @@ impl Listener {
 
 impl Worker {
     pub(super) fn start_listen(&mut self, job: ListenJob) {
-        let count = job.backlog.clamp(1, MAX_LISTENING);
+        let count = job.backlog.clamp(MIN_LISTENING, MAX_LISTENING);
         let mut listener = Listener {
             inode: job.inode,
             fd: job.fd,
