@@ -46,6 +46,9 @@ pub struct SocketEntry {
     pub filled_for_connect: bool,
     /// Counters the owning worker updates, for `netcon-ctl show`.
     pub stats: Arc<ConnStats>,
+    /// A `connect` call has returned success for this connection. Linux answers the first
+    /// `connect` after a non-blocking handshake ended with 0, and EISCONN after that.
+    pub connect_reported: bool,
 }
 
 impl SocketEntry {
@@ -60,6 +63,7 @@ impl SocketEntry {
             owns_port: false,
             filled_for_connect: false,
             stats: Arc::new(ConnStats::default()),
+            connect_reported: false,
         }
     }
 }

@@ -192,9 +192,6 @@ fn killed_sender_frees_connection() {
 }
 
 #[test]
-#[ignore = "in about half the runs, when the killed program had read everything, netcon-dp \
-            sends a FIN and then acknowledges and discards what the peer sends for up to 60 s, \
-            where Linux answers data for a closed socket with a reset at once"]
 fn killed_receiver_resets_peer() {
     if !require_root("killed_receiver_resets_peer") {
         return;

@@ -490,8 +490,6 @@ fn requests_without_the_socket_refused() {
 }
 
 #[test]
-#[ignore = "netcon-dp names a socket by the st_ino of the attached fd alone, so a regular file \
-            whose inode number equals a netcon socket's is taken for that socket"]
 fn file_with_socket_inode_refused() {
     if !require_root("file_with_socket_inode_refused") {
         return;

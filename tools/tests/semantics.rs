@@ -602,8 +602,6 @@ fn nonblocking_connect_succeeds() {
 }
 
 #[test]
-#[ignore = "after a non-blocking connect completed, netcon fails the next connect() with \
-            EISCONN, where Linux returns 0 once and EISCONN only from then on"]
 fn connect_again_reports_success() {
     if !require_root("connect_again_reports_success") {
         return;
@@ -656,9 +654,9 @@ fn nonblocking_connect_refused() {
 }
 
 #[test]
-#[ignore = "poll() on a refused non-blocking connect returns POLLERR without POLLOUT through \
-            netcon in most runs: the worker closes its socketpair end with the filler still \
-            queued, so the program's end is not writable yet when poll wakes up"]
+#[ignore = "a refused non-blocking connect through netcon wakes poll with POLLOUT alone in a \
+            few of twenty runs: the worker sets SO_ERROR, reads the filler back (POLLOUT) and \
+            only then closes its end (POLLERR), where Linux raises both at once"]
 fn refused_connect_polls_writable() {
     if !require_root("refused_connect_polls_writable") {
         return;

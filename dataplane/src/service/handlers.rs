@@ -40,8 +40,9 @@ impl Service {
         let Some(fd) = fd else {
             return error(libc::EBADF);
         };
-        let Ok(number) = inode(fd.as_fd()) else {
-            return error(libc::EBADF);
+        let number = match inode(fd.as_fd()) {
+            Ok(number) => number,
+            Err(e) => return error(e.raw_os_error().unwrap_or(libc::EBADF)),
         };
         let inode = Inode(number);
         if request.op == Op::Identify {
@@ -211,10 +212,10 @@ impl Service {
             // connection as established, and programs that poll for writability then call
             // connect again (hiredis does) must see EISCONN, as on Linux.
             SocketState::Connecting if connect_finished(entry, app) => {
-                return error(libc::EISCONN);
+                return report_connected_once(&mut table, inode);
             }
+            SocketState::Connected => return report_connected_once(&mut table, inode),
             SocketState::Connecting => return error(libc::EALREADY),
-            SocketState::Connected => return error(libc::EISCONN),
             SocketState::Listening => return error(libc::EINVAL),
             // Linux reports a failed non-blocking connect's error to the next connect.
             SocketState::Closed => {
@@ -236,6 +237,8 @@ impl Service {
         let local = SocketAddrV4::new(local_ip, local_port);
         let entry = table.sockets.get_mut(&inode).expect("checked above");
         entry.state = SocketState::Connecting;
+        // A blocking connect returns its result itself.
+        entry.connect_reported = request.flags & FLAG_NONBLOCK == 0;
         entry.local = Some(local);
         entry.remote = Some(remote);
         entry.owns_port = true;
@@ -372,6 +375,19 @@ fn claim_local_port(table: &mut Table, port: u16, reuseport: bool) -> bool {
     } else {
         table.claim_port(port)
     }
+}
+
+/// Answers a `connect` on a connection whose handshake is over: 0 the first time (for a
+/// non-blocking connect), EISCONN after that, as Linux does.
+fn report_connected_once(table: &mut Table, inode: Inode) -> Handled {
+    let entry = table
+        .sockets
+        .get_mut(&inode)
+        .expect("checked by the caller");
+    if std::mem::replace(&mut entry.connect_reported, true) {
+        return error(libc::EISCONN);
+    }
+    ok(Reply::ok(0))
 }
 
 /// Writes filler through the program's end until it is full, so it stops polling writable

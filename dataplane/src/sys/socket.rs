@@ -62,13 +62,18 @@ pub fn set_int_option(
     Ok(())
 }
 
-/// Returns the inode number of the file behind `fd`, which identifies a socket across
-/// processes (every fd of one socket, in any process, shows the same inode).
+/// Returns the inode number of the socket behind `fd`, which identifies a socket across
+/// processes (every fd of one socket, in any process, shows the same inode). Fails with
+/// ENOTSOCK for anything but a socket: other filesystems reuse the same numbers, so a file
+/// must never pass for a socket.
 pub fn inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: st is a valid, writable stat struct.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::from_raw_os_error(libc::ENOTSOCK));
+    }
     Ok(st.st_ino)
 }
 

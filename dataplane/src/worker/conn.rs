@@ -338,7 +338,14 @@ impl Worker {
             }
         }
         if conn.app_gone {
-            discard_received(socket);
+            if socket.can_recv() {
+                // Data for a program that closed its socket: Linux answers with a reset.
+                socket.abort();
+                return Step::Finished {
+                    errno: libc::ECONNRESET,
+                    reset_app: true,
+                };
+            }
             if socket.timeout().is_none() {
                 socket.set_timeout(Some(ORPHAN_TIMEOUT));
             }
@@ -406,7 +413,14 @@ impl Worker {
                 reply: Reply::error(errno),
             });
         }
+        let mut conn = conn;
         self.registry.lock().mark_closed(conn.inode, errno);
+        if let Phase::Connecting { filler } = conn.phase {
+            // SO_ERROR is set now; reading the filler back makes the program's end writable
+            // as it hangs up, so poll reports POLLOUT with POLLERR as on Linux. One byte stays
+            // queued, so the close still reads as a reset.
+            let _ = read_back_filler(&mut conn, filler);
+        }
         if !reset_app {
             drain(conn.fd.as_raw_fd(), &mut self.scratch);
         }
@@ -447,6 +461,16 @@ pub fn apply_keepalive(socket: &mut tcp::Socket, keepalive: Option<KeepAlive>) {
 
 /// Reads back the filler that kept the program's end unwritable, and restores the peek offset.
 fn complete_handshake(conn: &mut Conn, filler: usize) -> io::Result<()> {
+    read_back_filler(conn, filler)?;
+    if filler > 0 {
+        set_int_option(conn.fd.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF, 1)?;
+    }
+    Ok(())
+}
+
+/// Consumes `filler` bytes from the head of the socketpair queue (the sentinel and all but the
+/// last filler byte, which stays queued in the sentinel's place).
+fn read_back_filler(conn: &mut Conn, filler: usize) -> io::Result<()> {
     let fd = conn.fd.as_raw_fd();
     let mut left = filler;
     let mut buf = [0u8; 4096];
@@ -456,9 +480,6 @@ fn complete_handshake(conn: &mut Conn, filler: usize) -> io::Result<()> {
             break;
         }
         left -= n;
-    }
-    if filler > 0 {
-        set_int_option(conn.fd.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF, 1)?;
     }
     Ok(())
 }
@@ -543,15 +564,6 @@ fn consume(fd: RawFd, mut len: usize, scratch: &mut [u8]) -> io::Result<()> {
 fn drain(fd: RawFd, scratch: &mut [u8]) {
     while let Ok(n) = recv(fd, scratch, libc::MSG_DONTWAIT) {
         if n == 0 {
-            break;
-        }
-    }
-}
-
-/// Drops data the peer sends to a program that is gone.
-fn discard_received(socket: &mut tcp::Socket) {
-    while socket.can_recv() {
-        if socket.recv(|buf| (buf.len(), ())).is_err() {
             break;
         }
     }
