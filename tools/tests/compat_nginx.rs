@@ -120,9 +120,6 @@ fn nginx_workers_share_one_listener() {
 }
 
 #[test]
-#[ignore = "netcon-dp hands every connection on a reuseport port to the listener whose smoltcp \
-            sockets come first, so one nginx worker serves all requests; the worker must pick \
-            one listener of the group per connection (by 4-tuple hash, as Linux does)"]
 fn nginx_workers_with_reuseport() {
     if !require_root("nginx_workers_with_reuseport") {
         return;

@@ -167,14 +167,32 @@ impl Worker {
                     moved = true;
                 }
                 _ => {
-                    let listener = &mut self.listeners[key];
-                    listener.handshaking.swap_remove(index);
-                    listener.ready.push_back(handle);
+                    self.listeners[key].handshaking.swap_remove(index);
+                    let target = self.reuseport_target(key);
+                    self.listeners[target].ready.push_back(handle);
                     moved = true;
                 }
             }
         }
         moved
+    }
+
+    /// The listener that gets the next connection made on `key`'s port: `key` itself, or,
+    /// when several SO_REUSEPORT listeners share the port, each of them in turn (smoltcp
+    /// hands every SYN to the first listening socket it finds, which would starve the rest).
+    fn reuseport_target(&mut self, key: usize) -> usize {
+        let port = self.listeners[key].local.port();
+        let sharing = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.local.port() == port && !l.closed);
+        let count = sharing.clone().count();
+        if count <= 1 {
+            return key;
+        }
+        self.reuseport_turn = self.reuseport_turn.wrapping_add(1);
+        let pick = self.reuseport_turn % count;
+        sharing.map(|(k, _)| k).nth(pick).unwrap_or(key)
     }
 
     /// Sends established connections to the program until its queue is full.

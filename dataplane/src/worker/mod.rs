@@ -233,6 +233,8 @@ struct Worker {
     /// Slab keys of one pump round, kept to reuse their allocation.
     conn_keys: Vec<usize>,
     listener_keys: Vec<usize>,
+    /// Rotates new connections over the SO_REUSEPORT listeners of a port.
+    reuseport_turn: usize,
     clock: stack::Clock,
     /// Where bytes already forwarded from a socketpair are read to, to discard them.
     scratch: Box<[u8]>,
@@ -269,6 +271,7 @@ impl Worker {
             latency: LatencySet::new(3),
             conn_keys: Vec::new(),
             listener_keys: Vec::new(),
+            reuseport_turn: 0,
             clock,
             scratch: vec![0u8; conn::SCRATCH_LEN].into_boxed_slice(),
         })
