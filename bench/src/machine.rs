@@ -23,8 +23,8 @@ pub struct Machine {
     pub os: String,
     /// Package name and version, "not installed" when dpkg does not list it.
     pub packages: Vec<(String, String)>,
-    /// The 1, 5 and 15 minute load averages from /proc/loadavg when the run started. On a
-    /// 2-core machine anything near 2 or above means other processes competed for the cores.
+    /// The 1, 5 and 15 minute load averages from /proc/loadavg when the run started. A value
+    /// above the number of cores means that processes were waiting for a core.
     pub load_average: String,
 }
 

@@ -143,9 +143,10 @@ fn draw_title(
         report.plan.seconds, report.plan.rounds
     );
     let second = format!(
-        "{} on {}",
+        "{} on {}, load average {} at the start",
         utc_text(report.started),
-        report.machine.summary()
+        report.machine.summary(),
+        report.machine.load_average
     );
     area.draw(&Text::new(first, (20, 8), (FAMILY, 22).into_font()))?;
     area.draw(&Text::new(second, (20, 34), (FAMILY, 15).into_font()))?;
