@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use libc::{c_int, c_long, c_void, off_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{c_int, c_long, c_uint, c_void, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
 /// Looks up the next definition of `name` (NUL-terminated) after this library.
 fn resolve(name: &'static str) -> usize {
@@ -60,6 +60,7 @@ real! {
     dup2(old: c_int, new: c_int) -> c_int;
     dup3(old: c_int, new: c_int, flags: c_int) -> c_int;
     sendfile(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t;
+    splice(fd_in: c_int, off_in: *mut off_t, fd_out: c_int, off_out: *mut off_t, len: size_t, flags: c_uint) -> ssize_t;
 }
 
 /// Calls libc's `syscall` with six argument registers (see `intercept::syscall` for why six

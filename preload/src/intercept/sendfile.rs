@@ -1,13 +1,13 @@
-//! `sendfile` onto a netcon socket, done as reads and writes.
+//! `sendfile` and `splice` onto a netcon socket, done as reads and writes.
 //!
-//! The kernel's sendfile into a Unix stream socket queues the file's pages as large segments
-//! (Linux 6.x, MSG_SPLICE_PAGES). The worker always leaves the last forwarded byte queued, so
-//! that closing its end can report ECONNRESET. A segment is freed only when all of it is read,
-//! so that one byte can pin a segment as large as the program's whole send buffer, and the
-//! program's sendfile then blocks for good (vsftpd stopped after 256 KiB of a download).
-//! Ordinary writes queue small segments, which the worker frees as it forwards them.
+//! The kernel's sendfile and splice into a Unix stream socket queue the pages as large
+//! segments (Linux 6.x, MSG_SPLICE_PAGES). The worker always leaves the last forwarded byte
+//! queued, so that closing its end can report ECONNRESET. A segment is freed only when all of
+//! it is read, so that one byte can pin a segment as large as the program's whole send buffer.
+//! The program's sendfile or splice then blocks for good (vsftpd stopped after 256 KiB of a
+//! download). Ordinary writes queue small segments, which the worker frees as it forwards them.
 
-use libc::{c_int, off_t, size_t, ssize_t};
+use libc::{c_int, c_uint, off_t, size_t, ssize_t};
 
 use super::classify;
 use crate::fdtable::FdKind;
@@ -33,7 +33,7 @@ pub unsafe extern "C" fn sendfile(
         return unsafe { real::sendfile(out_fd, in_fd, offset, count) };
     }
     // SAFETY: the caller's contract for offset.
-    unsafe { copy_to_socket(out_fd, in_fd, offset, count) }
+    unsafe { copy_to_socket(out_fd, in_fd, offset, count, false) }
 }
 
 /// Replaces `sendfile64`, which glibc exports beside `sendfile` (both take a 64-bit offset on
@@ -52,10 +52,52 @@ pub unsafe extern "C" fn sendfile64(
     unsafe { sendfile(out_fd, in_fd, offset, count) }
 }
 
+/// Replaces `splice(2)`. Onto a netcon socket it moves one read's worth (what the pipe or file
+/// has, up to `len` bytes) per call, as splice does. `off_out` must be null for a socket.
+///
+/// # Safety
+/// `off_in` and `off_out` must be null or valid for reads and writes, as for libc's `splice`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn splice(
+    fd_in: c_int,
+    off_in: *mut off_t,
+    fd_out: c_int,
+    off_out: *mut off_t,
+    len: size_t,
+    flags: c_uint,
+) -> ssize_t {
+    if classify(fd_out) != FdKind::Stream {
+        // SAFETY: the program's own arguments, passed on unchanged.
+        return unsafe { real::splice(fd_in, off_in, fd_out, off_out, len, flags) };
+    }
+    if !off_out.is_null() {
+        real::set_errno(libc::ESPIPE);
+        return -1;
+    }
+    if flags & libc::SPLICE_F_NONBLOCK != 0 && !readable_now(fd_in) {
+        real::set_errno(libc::EAGAIN);
+        return -1;
+    }
+    // SAFETY: the caller's contract for off_in; one chunk, as splice moves what is there.
+    unsafe { copy_to_socket(fd_out, fd_in, off_in, len.min(CHUNK), true) }
+}
+
+/// Whether `fd` has data to read without waiting.
+fn readable_now(fd: c_int) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one valid pollfd and does not wait (timeout 0).
+    unsafe { libc::poll(&mut poll, 1, 0) == 1 }
+}
+
 /// Copies up to `count` bytes from `in_fd` (at `*offset` when given, else at its file
 /// position) to the socket `out_fd`, with sendfile's results: the bytes written, or -1 with
 /// errno when nothing was written. A short write ends the call, and the bytes read but not
-/// written are given back to the file position, as sendfile leaves it.
+/// written are given back to the file position, as sendfile leaves it. With `one_read` the
+/// call ends after the first read's bytes are written, as splice's does.
 ///
 /// # Safety
 /// `offset` must be null or valid for reads and writes.
@@ -64,6 +106,7 @@ unsafe fn copy_to_socket(
     in_fd: c_int,
     offset: *mut off_t,
     count: size_t,
+    one_read: bool,
 ) -> ssize_t {
     let mut buffer = vec![0u8; count.clamp(1, CHUNK)];
     let mut total: usize = 0;
@@ -100,7 +143,7 @@ unsafe fn copy_to_socket(
             // SAFETY: the caller guarantees offset is valid.
             unsafe { *offset += written as off_t };
         }
-        if written < read {
+        if written < read || one_read {
             break;
         }
     }
