@@ -302,13 +302,12 @@ impl Worker {
                 }
                 _ => {
                     apply_keepalive(socket, conn.keepalive);
-                    let local = socket.local_endpoint();
-                    match complete_handshake(conn, filler) {
-                        Ok(()) => {
-                            let local = local.and_then(socket_addr);
-                            self.report_connected(key, local);
-                            Step::Moved
-                        }
+                    let local = socket.local_endpoint().and_then(socket_addr);
+                    // Record the connection first: reading the filler back makes the
+                    // program's end writable, and the program may ask about it at once.
+                    self.report_connected(key, local);
+                    match complete_handshake(&mut self.conns[key], filler) {
+                        Ok(()) => Step::Moved,
                         Err(_) => Step::Finished {
                             errno: libc::ECONNABORTED,
                             reset_app: true,
