@@ -67,7 +67,7 @@ impl Op {
         Op::Perf,
     ];
 
-    /// The name `netcon-ctl perf` shows for the kind.
+    /// Returns the name `netcon-ctl perf` shows for the kind.
     pub fn name(self) -> &'static str {
         match self {
             Op::Socket => "socket",
@@ -87,7 +87,7 @@ impl Op {
 }
 
 impl Op {
-    /// The kind numbered `value` on the wire.
+    /// Returns the kind numbered `value` on the wire, if any.
     pub fn from_u16(value: u16) -> Option<Op> {
         Some(match value {
             1 => Op::Socket,
@@ -107,7 +107,7 @@ impl Op {
     }
 }
 
-/// What an fd is, as far as the service knows (reply to [`Op::Identify`]).
+/// The kind of an fd as recorded by the service (reply to [`Op::Identify`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(i64)]
 pub enum SocketKind {
@@ -130,7 +130,7 @@ impl SocketKind {
     }
 }
 
-/// Why a message could not be decoded.
+/// A reason a message could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeError {
     /// The message is not exactly the expected size.

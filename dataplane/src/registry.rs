@@ -46,8 +46,8 @@ pub struct SocketEntry {
     pub filled_for_connect: bool,
     /// Counters the owning worker updates, for `netcon-ctl show`.
     pub stats: Arc<ConnStats>,
-    /// A `connect` call has returned success for this connection. Linux answers the first
-    /// `connect` after a non-blocking handshake ended with 0, and EISCONN after that.
+    /// Whether a `connect` call has returned success for this connection. Linux returns 0 from
+    /// the first `connect` after a non-blocking handshake ended, and EISCONN after that.
     pub connect_reported: bool,
 }
 

@@ -401,9 +401,9 @@ impl Worker {
     }
 
     /// Ends a connection: replies to a waiting connect, updates the registry and closes the
-    /// socketpair, leaving the sentinel queued (program sees ECONNRESET) when `reset_app`.
+    /// socketpair. With `reset_app` one byte stays queued, so the program reads ECONNRESET.
     fn finish_conn(&mut self, key: usize, errno: i32, reset_app: bool) {
-        let conn = self.conns.remove(key);
+        let mut conn = self.conns.remove(key);
         self.by_inode.remove(&conn.inode);
         self.sockets.remove(conn.handle);
         if let Some(to) = conn.reply {
@@ -412,7 +412,6 @@ impl Worker {
                 reply: Reply::error(errno),
             });
         }
-        let mut conn = conn;
         self.registry.lock().mark_closed(conn.inode, errno);
         if let Phase::Connecting { filler } = conn.phase {
             // SO_ERROR is set now; reading the filler back makes the program's end writable
