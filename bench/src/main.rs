@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use netcon_bench::connect_rate::{ConnectRateOptions, connect_rate};
 use netcon_bench::contender::{Contender, Stack};
-use netcon_bench::plan::{NETCON_WORKERS, Plan};
+use netcon_bench::plan::{INSTANCE_WORKERS, NETCON_WORKERS, Plan};
 use netcon_bench::plot::DEFAULT_FONT;
 use netcon_bench::runner::{self, progress};
 use netcon_bench::serial_echo;
@@ -38,6 +38,14 @@ struct RunArgs {
     /// Run a short subset: MTU 1500, 2 s tests, one stream each way (about a minute)
     #[arg(long)]
     quick: bool,
+    /// Also measure instance to instance: two netcon-dp instances on one bridge, each run by
+    /// its own unprivileged user (nobody and daemon), with the same --workers on both ends,
+    /// next to the kernel path over that bridge [default: on, with --quick off]
+    #[arg(long, overrides_with = "no_instances")]
+    instances: bool,
+    /// Leave out instance to instance
+    #[arg(long, overrides_with = "instances")]
+    no_instances: bool,
     /// Directory the table, JSON file and plot are written to
     #[arg(long, value_name = "DIR", default_value = "bench/results")]
     output: PathBuf,
@@ -53,7 +61,8 @@ struct RunArgs {
     /// Stack to compare, repeated for several [default: all]
     #[arg(long = "stack", value_enum)]
     stacks: Vec<Stack>,
-    /// netcon-dp worker count, repeated for several [default: 1, 2 and 4]
+    /// netcon-dp worker count, repeated for several [default: 1, 2 and 4; instance to instance
+    /// 1 and 2]
     #[arg(long = "workers", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Vec<u16>,
     /// TrueType font the plot's text is drawn with
@@ -192,6 +201,17 @@ fn plan_from(args: &RunArgs) -> Plan {
         }
     }
     plan.contenders = contenders;
+
+    let netcon_chosen = args.stacks.is_empty() || args.stacks.contains(&Stack::Netcon);
+    if args.no_instances || (!args.instances && !netcon_chosen) {
+        plan.instance_workers.clear();
+    } else if args.instances || !plan.instance_workers.is_empty() {
+        plan.instance_workers = if args.workers.is_empty() {
+            INSTANCE_WORKERS.to_vec()
+        } else {
+            workers
+        };
+    }
     plan
 }
 

@@ -12,6 +12,9 @@ pub const FULL_MTUS: [u32; 2] = [1500, 65520];
 /// The netcon worker counts of a run.
 pub const NETCON_WORKERS: [usize; 3] = [1, 2, 4];
 
+/// The worker counts, on both ends, of the instance-to-instance comparison.
+pub const INSTANCE_WORKERS: [usize; 2] = [1, 2];
+
 /// The size of the latency and connection-rate messages, in bytes.
 pub const MESSAGE_SIZE: usize = 64;
 
@@ -84,11 +87,14 @@ pub struct Plan {
     pub rounds: u64,
     /// Whether this is the `--quick` subset.
     pub quick: bool,
+    /// The worker counts of the instance-to-instance comparison, which runs after the
+    /// contenders; empty to leave it out.
+    pub instance_workers: Vec<usize>,
 }
 
 impl Plan {
     /// Returns the full plan: every contender at both MTUs, throughput with 1 and 4 streams
-    /// both ways, latency and connection rate.
+    /// both ways, latency and connection rate, then instance to instance.
     pub fn full() -> Plan {
         let mut workloads = Vec::new();
         for streams in [1, 4] {
@@ -104,11 +110,13 @@ impl Plan {
             seconds: 5,
             rounds: 20_000,
             quick: false,
+            instance_workers: INSTANCE_WORKERS.to_vec(),
         }
     }
 
     /// Returns the `--quick` plan: every contender at MTU 1500, 2 s runs, one stream each way,
-    /// 2000 round trips and 2 s of connections. It takes about a minute.
+    /// 2000 round trips and 2 s of connections, without instance to instance. It takes about
+    /// a minute.
     pub fn quick() -> Plan {
         Plan {
             contenders: all_contenders(),
@@ -128,6 +136,7 @@ impl Plan {
             seconds: 2,
             rounds: 2_000,
             quick: true,
+            instance_workers: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use serde_json::{Map, Value, json};
 
 use crate::contender::{Contender, Stack};
+use crate::instances::Comparison;
 use crate::machine::{Machine, utc_text};
 use crate::metric::{Metric, metrics};
 use crate::plan::{MESSAGE_SIZE, Plan};
@@ -58,6 +59,9 @@ pub struct Report {
     pub command: String,
     pub plan: Plan,
     pub rows: Vec<Row>,
+    /// Instance to instance next to the kernel path, or why it has no figures; `None` when the
+    /// plan leaves it out or the run was interrupted before it.
+    pub instances: Option<Result<Comparison, String>>,
     /// Whether a signal cut the run short, so rows are missing.
     pub interrupted: bool,
 }
@@ -97,8 +101,14 @@ impl Report {
                 "mtus": self.plan.mtus,
                 "contenders": self.plan.contenders.iter().map(Contender::key).collect::<Vec<_>>(),
                 "workloads": self.plan.workloads.iter().map(|w| w.key()).collect::<Vec<_>>(),
+                "instance_workers": self.plan.instance_workers,
             },
             "rows": rows,
+            "instances": match &self.instances {
+                None => Value::Null,
+                Some(Ok(comparison)) => comparison.to_json(),
+                Some(Err(reason)) => json!({ "error": reason }),
+            },
         })
     }
 
@@ -239,6 +249,7 @@ pub(crate) mod tests {
                 sample_row(Contender::netcon(1), 2.0, 100.0),
                 failed,
             ],
+            instances: None,
             interrupted: false,
         }
     }

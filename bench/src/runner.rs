@@ -12,6 +12,7 @@ use netcon_tools::signals;
 use netcon_tools::topology::binary_path;
 
 use crate::StepError;
+use crate::instances;
 use crate::machine::{Machine, utc_stamp};
 use crate::plan::Plan;
 use crate::plot;
@@ -136,6 +137,23 @@ pub fn run(plan: &Plan, command: String) -> Result<Report, RunError> {
             });
         }
     }
+    let mut instances = None;
+    if !interrupted && !plan.instance_workers.is_empty() {
+        let elapsed = clock.elapsed().as_secs();
+        progress(&format!(
+            "[{elapsed} s] instance to instance, --workers {:?} on both ends, next to the \
+             kernel path over the same bridge",
+            plan.instance_workers
+        ));
+        let seconds = u32::try_from(plan.seconds).unwrap_or(u32::MAX);
+        let outcome = instances::measure(&plan.instance_workers, seconds);
+        match &outcome {
+            Ok(comparison) => progress(&format!("  {comparison}")),
+            Err(reason) => progress(&format!("  not run: {reason}")),
+        }
+        interrupted = signals::interrupted();
+        instances = Some(outcome);
+    }
     if interrupted {
         progress("interrupted; every namespace and process of the run is removed");
     }
@@ -147,6 +165,7 @@ pub fn run(plan: &Plan, command: String) -> Result<Report, RunError> {
         command,
         plan: plan.clone(),
         rows,
+        instances,
         interrupted,
     })
 }

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::contender::Stack;
+use crate::instances::Comparison;
 use crate::machine::utc_text;
 use crate::metric::{Metric, Quantity, metrics};
 use crate::plan::MESSAGE_SIZE;
@@ -58,6 +59,9 @@ pub fn markdown(report: &Report) -> String {
         );
         text.push_str(&ratio_table(report, &columns, reference));
     }
+    if let Some(outcome) = &report.instances {
+        text.push_str(&instance_table(outcome));
+    }
     text
 }
 
@@ -91,6 +95,60 @@ fn ratio_table(report: &Report, columns: &[Metric], reference: Stack) -> String 
             })
             .collect();
         line(&mut text, row, &cells, None);
+    }
+    text
+}
+
+/// Returns the instance-to-instance section: the kernel path, then each worker count with
+/// its ratio to the kernel and to one worker.
+fn instance_table(outcome: &Result<Comparison, String>) -> String {
+    let mut text = String::from("\n### Instance to instance\n\n");
+    let comparison = match outcome {
+        Ok(comparison) => comparison,
+        Err(reason) => {
+            let _ = writeln!(text, "Not run: {}", escape(reason));
+            return text;
+        }
+    };
+    let _ = writeln!(
+        text,
+        "iperf3, 1 stream, {} s, from a program behind one netcon-dp to a program behind \
+         another, both instances on one Linux bridge (each run by its own unprivileged user \
+         on a TAP made for it, MTU 1500, the same --workers on both ends), next to the \
+         kernel's TCP on both ends of the same bridge.\n",
+        comparison.seconds
+    );
+    let _ = writeln!(
+        text,
+        "| path | Gbit/s | ratio to kernel | ratio to --workers 1 |"
+    );
+    let _ = writeln!(text, "|---|---:|---:|---:|");
+    let kernel = comparison.kernel.bits_per_second;
+    let _ = writeln!(
+        text,
+        "| kernel on both ends | {:.2} | 1.00× | – |",
+        kernel / 1e9
+    );
+    let one_worker = comparison
+        .instances
+        .iter()
+        .find(|(workers, _)| *workers == 1)
+        .map(|(_, throughput)| throughput.bits_per_second);
+    for (workers, throughput) in &comparison.instances {
+        let bits = throughput.bits_per_second;
+        let to_kernel = if kernel > 0.0 {
+            format_ratio(bits / kernel)
+        } else {
+            "–".to_owned()
+        };
+        let to_one = one_worker
+            .filter(|&one| one > 0.0)
+            .map_or_else(|| "–".to_owned(), |one| format_ratio(bits / one));
+        let _ = writeln!(
+            text,
+            "| netcon --workers {workers} on both ends | {:.2} | {to_kernel} | {to_one} |",
+            bits / 1e9
+        );
     }
     text
 }
@@ -180,6 +238,30 @@ pub fn format_ratio(ratio: f64) -> String {
 mod tests {
     use super::*;
     use crate::results::tests::sample_report;
+
+    #[test]
+    fn markdown_has_instance_ratios() {
+        use crate::instances::Throughput;
+        let throughput = |gbits: f64| Throughput {
+            bits_per_second: gbits * 1e9,
+            received_bytes: 1,
+        };
+        let mut report = sample_report();
+        report.instances = Some(Ok(Comparison {
+            seconds: 3,
+            kernel: throughput(20.0),
+            instances: vec![(1, throughput(4.0)), (2, throughput(6.0))],
+        }));
+        let text = markdown(&report);
+        assert!(text.contains("### Instance to instance"), "{text}");
+        assert!(
+            text.contains("| netcon --workers 2 on both ends | 6.00 | 0.30× | 1.50× |"),
+            "{text}"
+        );
+
+        report.instances = Some(Err("user nobody not found".to_owned()));
+        assert!(markdown(&report).contains("Not run: user nobody not found"));
+    }
 
     #[test]
     fn markdown_has_three_tables() {

@@ -228,8 +228,6 @@ fn run_client(mut client: Command, timeout: Duration) -> Result<String, String> 
 }
 
 /// Reads `stream` to EOF, replacing invalid UTF-8, so stray bytes cannot hide the report.
-// NOTE: iperf3 3.12 reports TCP_CONGESTION with the bytes getsockopt left after "reno", and
-// netcon-dp returns the name without the NUL padding Linux adds, so those bytes are garbage.
 fn read_lossy(stream: &mut impl std::io::Read) -> String {
     let mut bytes = Vec::new();
     let _ = stream.read_to_end(&mut bytes);
