@@ -11,4 +11,4 @@ pub mod path;
 pub mod wire;
 
 pub use addr::WireAddr;
-pub use wire::{DecodeError, Op, Reply, Request, SocketKind};
+pub use wire::{DecodeError, NetconInfo, Op, Reply, Request, SocketKind};

@@ -1,6 +1,6 @@
 //! The command line of `netcon-dp` and its validation.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
@@ -115,6 +115,12 @@ pub struct Args {
     /// and root].
     #[arg(long = "allow-uid", value_name = "UID")]
     pub allow_uids: Vec<u32>,
+
+    /// DNS server that programs run through netcon resolve names with, reached over netcon
+    /// (IPv4 or IPv6 address, with an optional port: 10.77.0.1, 10.77.0.1:5353, [fd00::1]:53)
+    /// [default: none, so only /etc/hosts and numeric addresses resolve].
+    #[arg(long, value_name = "ADDR", value_parser = parse_dns_server)]
+    pub dns: Option<SocketAddr>,
 }
 
 /// Why the arguments cannot be used together.
@@ -215,6 +221,25 @@ fn is_interface_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.contains(['/', ' '])
 }
 
+/// The port a DNS server listens on unless `--dns` names another.
+pub const DNS_PORT: u16 = 53;
+
+/// Parses a DNS server address: `ADDR` (port 53) or `ADDR:PORT`, IPv6 in brackets with a port.
+fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    let server = if let Ok(ip) = text.parse::<IpAddr>() {
+        SocketAddr::new(ip, DNS_PORT)
+    } else {
+        text.parse::<SocketAddr>().map_err(|_| {
+            format!("{text:?} is not an IP address, ADDR:PORT or [IPV6]:PORT")
+        })?
+    };
+    let ip = server.ip();
+    if ip.is_unspecified() || ip.is_multicast() || server.port() == 0 {
+        return Err(format!("{text:?} is not a unicast address with a port above 0"));
+    }
+    Ok(server)
+}
+
 /// Parses `A.B.C.D/N`.
 fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
     let (ip, prefix) = text
@@ -309,6 +334,24 @@ mod tests {
         assert_eq!(parsed.validate(), Ok(()));
         let parsed = args(&["--bridge", "bridge/with/slashes"]).unwrap();
         assert!(matches!(parsed.validate(), Err(ConfigError::BridgeName(_))));
+    }
+
+    #[test]
+    fn dns_server_forms() {
+        assert_eq!(args(&[]).unwrap().dns, None);
+        let cases = [
+            ("10.77.0.1", "10.77.0.1:53"),
+            ("10.77.0.1:5353", "10.77.0.1:5353"),
+            ("fd00::1", "[fd00::1]:53"),
+            ("[fd00::1]:5353", "[fd00::1]:5353"),
+        ];
+        for (given, expected) in cases {
+            let parsed = args(&["--dns", given]).unwrap().dns;
+            assert_eq!(parsed, Some(expected.parse().unwrap()), "{given}");
+        }
+        for bad in ["resolver.example", "10.77.0.1:0", "0.0.0.0", "224.0.0.1", "fd00::1:53x"] {
+            assert!(args(&["--dns", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -96,7 +96,8 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         stack.address,
         args.mtu,
     )
-    .map_err(|e| RunError::Io("cannot start the control thread", e))?;
+    .map_err(|e| RunError::Io("cannot start the control thread", e))?
+    .with_dns(args.dns);
     log::info!(
         "serving {} on {} ({}, mac {}{}{}, mtu {}, workers {}, uid {})",
         socket_path.display(),
@@ -115,6 +116,9 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         args.worker_count(),
         privileges.uid,
     );
+    if let Some(dns) = args.dns {
+        log::info!("programs run through netcon resolve names with the DNS server {dns}");
+    }
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "netcon-dp ready");
     let _ = stdout.flush();

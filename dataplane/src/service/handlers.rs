@@ -4,7 +4,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use netcon_control::wire::FLAG_NONBLOCK;
-use netcon_control::{Op, Reply, Request, SocketKind, WireAddr};
+use netcon_control::{NetconInfo, Op, Reply, Request, SocketKind, WireAddr};
 
 use super::Service;
 use crate::hairpin;
@@ -35,6 +35,7 @@ impl Service {
         match request.op {
             Op::Socket => return self.create_socket(&request),
             Op::Show | Op::Status | Op::Perf => return self.observe(request.op),
+            Op::Info => return ok(self.info().to_reply()),
             _ => {}
         }
         let Some(fd) = fd else {
@@ -60,7 +61,7 @@ impl Service {
             Op::GetPeerName => self.peer_name(inode, &fd),
             Op::GetSockOpt => self.get_option(inode, &request),
             Op::SetSockOpt => self.set_option(inode, &request),
-            Op::Socket | Op::Identify | Op::Show | Op::Status | Op::Perf => {
+            Op::Socket | Op::Identify | Op::Show | Op::Status | Op::Perf | Op::Info => {
                 unreachable!("handled above")
             }
         }
@@ -93,6 +94,14 @@ impl Service {
             return error(e.raw_os_error().unwrap_or(libc::ENOMEM));
         }
         Some((Reply::ok(0), Some(app)))
+    }
+
+    fn info(&self) -> NetconInfo {
+        NetconInfo {
+            ipv4: self.local_ip,
+            ipv6: None,
+            dns: self.dns,
+        }
     }
 
     fn identify(&self, inode: Inode) -> SocketKind {

@@ -65,6 +65,8 @@ pub struct Service {
     completion_wake: Arc<OwnedFd>,
     allowed_uids: Vec<u32>,
     local_ip: std::net::Ipv4Addr,
+    /// The DNS server given to `--dns`, passed on to the preload's resolver.
+    dns: Option<std::net::SocketAddr>,
     /// TCP maximum segment size on the link (MTU less IPv4 and TCP headers).
     mss: u32,
     started: std::time::Instant,
@@ -110,12 +112,19 @@ impl Service {
             completion_wake: completions.1,
             allowed_uids,
             local_ip,
+            dns: None,
             mss: mtu - 40,
             started: std::time::Instant::now(),
             rpc_counts: [0; Op::ALL.len()],
             rpc_latency: Op::ALL.iter().map(|_| Latency::new(2)).collect(),
             next_worker: 0,
         })
+    }
+
+    /// Sets the DNS server that [`Op::Info`] reports (none until set).
+    pub fn with_dns(mut self, dns: Option<std::net::SocketAddr>) -> Service {
+        self.dns = dns;
+        self
     }
 
     /// Serves until `stop` is set, then stops the workers.
