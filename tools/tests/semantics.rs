@@ -4,7 +4,7 @@
 //! Covered: half-close in both directions, close right after the last write, connect outcomes
 //! (blocking and non-blocking), addresses from accept and getsockname, listeners and streams
 //! shared by fork, dup and exec, flow control with a slow reader, a connect burst against a small
-//! backlog, and socket options.
+//! backlog, socket options, and receive and send timeouts.
 
 mod common;
 
@@ -1202,8 +1202,6 @@ fn check_io_timeout(which: &str, port: u16) {
 }
 
 #[test]
-#[ignore = "SO_RCVTIMEO is stored by netcon-dp but not applied to the program's socketpair \
-            end, so read() blocks past the timeout"]
 fn receive_timeout_expires() {
     if !require_root("receive_timeout_expires") {
         return;
@@ -1212,11 +1210,26 @@ fn receive_timeout_expires() {
 }
 
 #[test]
-#[ignore = "SO_SNDTIMEO is stored by netcon-dp but not applied to the program's socketpair \
-            end, so write() blocks past the timeout"]
 fn send_timeout_expires() {
     if !require_root("send_timeout_expires") {
         return;
     }
     check_io_timeout("send", 7820);
+}
+
+#[test]
+fn accept_timeout_expires() {
+    if !require_root("accept_timeout_expires") {
+        return;
+    }
+    let fixture = Fixture::start("ncsem");
+    // The probe's accept times out once; then one client connects, and a read on the accepted
+    // connection, which inherited the timeout, times out as well.
+    let runs = run_listening_mode(&fixture, "accept-timeout", 7830, 1);
+    assert!(
+        runs[0].0.stdout.contains("read-after-line EAGAIN"),
+        "the kernel run did not time out on the accepted connection\n{}",
+        runs[0].0
+    );
+    assert_same_runs("receive timeout on a listener", &runs);
 }

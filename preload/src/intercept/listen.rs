@@ -12,7 +12,7 @@ use libc::{c_int, c_long, sockaddr, socklen_t};
 use netcon_control::wire::{ACCEPT_LEN, AcceptMessage};
 use netcon_control::{Op, Request, fdpass};
 
-use super::{Answer, ask, classify, fail, orphaned, write_sockaddr};
+use super::{Answer, ask, classify, fail, orphaned, timeouts, write_sockaddr};
 use crate::fdtable::{self, FdKind};
 use crate::real;
 
@@ -52,6 +52,8 @@ pub extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     } else {
         0
     };
+    // A receive timeout set before listen bounds accept on Linux.
+    timeouts::copy(fd, listener.as_raw_fd());
     // SAFETY: both fds are valid; dup3 atomically replaces fd with the listener.
     if unsafe { real::dup3(listener.as_raw_fd(), fd, cloexec) } < 0 {
         return -1;
@@ -115,6 +117,7 @@ pub unsafe extern "C" fn accept4(
         // SAFETY: as above.
         unsafe { libc::fcntl(stream, libc::F_SETFL, libc::O_NONBLOCK) };
     }
+    timeouts::copy(fd, stream);
     fdtable::set(stream, FdKind::Stream);
     if let Some(remote) = message.remote.0 {
         // SAFETY: the caller's contract for addr and len.

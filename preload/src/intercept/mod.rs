@@ -8,6 +8,7 @@ mod orphaned;
 mod query;
 mod sendfile;
 mod socket;
+mod timeouts;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;

@@ -5,7 +5,7 @@ use libc::{c_int, c_void, sockaddr, socklen_t};
 use netcon_control::wire::OPT_MAX;
 use netcon_control::{Op, Request};
 
-use super::{Answer, ask, classify, fail, write_sockaddr};
+use super::{Answer, ask, classify, fail, timeouts, write_sockaddr};
 use crate::fdtable::FdKind;
 use crate::real;
 
@@ -73,6 +73,10 @@ pub unsafe extern "C" fn getsockopt(
         // SAFETY: the program's own arguments, passed on unchanged.
         return unsafe { real::getsockopt(fd, level, name, value, len) };
     }
+    if timeouts::is_timeout(level, name) {
+        // SAFETY: as above. The program's own end stores the timeout it set.
+        return unsafe { real::getsockopt(fd, level, name, value, len) };
+    }
     if value.is_null() || len.is_null() {
         return fail(libc::EFAULT);
     }
@@ -97,7 +101,8 @@ pub unsafe extern "C" fn getsockopt(
 }
 
 /// Replaces `setsockopt(2)`. The service stores every option so it reads back, acts on those
-/// the stack supports, and counts the rest.
+/// the stack supports, and counts the rest. Receive and send timeouts are set on the program's
+/// own end as well, where reads and writes happen.
 ///
 /// # Safety
 /// As for libc's `setsockopt`.
@@ -113,6 +118,19 @@ pub unsafe extern "C" fn setsockopt(
         // SAFETY: the program's own arguments, passed on unchanged.
         return unsafe { real::setsockopt(fd, level, name, value, len) };
     }
+    if timeouts::is_timeout(level, name) {
+        // SAFETY: the caller's contract for value and len.
+        let applied = unsafe { real::setsockopt(fd, level, name, value, len) };
+        if applied == 0 {
+            // The timeout already took effect; the service only keeps a copy, so its errors
+            // (netcon-dp gone) do not undo the call.
+            let saved = real::errno();
+            // SAFETY: as above. The kernel has just read the same len bytes.
+            let _ = unsafe { send_option(fd, level, name, value, len as usize) };
+            real::set_errno(saved);
+        }
+        return applied;
+    }
     let len = len as usize;
     if len > OPT_MAX {
         return fail(libc::EINVAL);
@@ -120,16 +138,8 @@ pub unsafe extern "C" fn setsockopt(
     if value.is_null() && len > 0 {
         return fail(libc::EFAULT);
     }
-    let mut request = Request::new(Op::SetSockOpt);
-    request.arg0 = level as u64;
-    request.arg1 = name as u64;
-    request.opt_len = len as u32;
-    if len > 0 {
-        // SAFETY: the caller's contract: value has len readable bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(value.cast::<u8>(), len) };
-        request.opt[..len].copy_from_slice(bytes);
-    }
-    match ask(fd, &request) {
+    // SAFETY: the caller's contract: value has len readable bytes.
+    match unsafe { send_option(fd, level, name, value, len) } {
         Answer::Reply(..) => 0,
         Answer::Failed(errno) => fail(errno),
         // SAFETY: as above.
@@ -137,6 +147,30 @@ pub unsafe extern "C" fn setsockopt(
             real::setsockopt(fd, level, name, value.cast(), len as socklen_t)
         },
     }
+}
+
+/// Sends `setsockopt(fd, level, name, value, len)` to the service.
+///
+/// # Safety
+/// `value` must be valid for reads of `len` bytes (at most `OPT_MAX`).
+unsafe fn send_option(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: usize,
+) -> Answer {
+    let mut request = Request::new(Op::SetSockOpt);
+    request.arg0 = level as u64;
+    request.arg1 = name as u64;
+    let len = len.min(OPT_MAX);
+    request.opt_len = len as u32;
+    if len > 0 {
+        // SAFETY: the caller's contract: value has len readable bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(value.cast::<u8>(), len) };
+        request.opt[..len].copy_from_slice(bytes);
+    }
+    ask(fd, &request)
 }
 
 /// Replaces `shutdown(2)`. On a netcon stream it shuts the socketpair end, which the worker

@@ -673,6 +673,46 @@ static void io_timeout(const char *ip, int port, const char *which) {
     close(fd);
 }
 
+/* SO_RCVTIMEO of 500 ms set before listen: accept gives up with EAGAIN when nobody connects,
+ * the connection accepted later inherits the timeout, and a read on it gives up too. */
+static void accept_timeout(int port) {
+    int listener = tcp_socket();
+    int one = 1;
+    if (setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) die("SO_REUSEADDR");
+    struct timeval timeout = {.tv_sec = 0, .tv_usec = 500 * 1000};
+    if (setsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) < 0)
+        die("SO_RCVTIMEO");
+    struct sockaddr_in addr = ipv4("0.0.0.0", port);
+    if (bind(listener, (struct sockaddr *)&addr, sizeof addr) < 0) die("bind");
+    if (listen(listener, 8) < 0) die("listen");
+    struct timeval read_back = {0, 0};
+    socklen_t len = sizeof read_back;
+    getsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &read_back, &len);
+    printf("listener-timeout %ld.%06ld\n", (long)read_back.tv_sec, (long)read_back.tv_usec);
+    double start = now_seconds();
+    int fd = accept(listener, NULL, NULL);
+    double waited = now_seconds() - start;
+    printf("accept %s\n", fd < 0 ? name_of(errno) : "returned-connection");
+    printf("accept-waited %s\n", waited >= 0.4 && waited < 5 ? "about-the-timeout" : "other");
+    printf("listening\n");
+    fflush(stdout);
+    for (int attempt = 0; attempt < 40 && (fd = accept(listener, NULL, NULL)) < 0; attempt++)
+        if (errno != EAGAIN) die("accept");
+    if (fd < 0) die("accept");
+    memset(&read_back, 0, sizeof read_back);
+    len = sizeof read_back;
+    getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &read_back, &len);
+    printf("accepted-timeout %ld.%06ld\n", (long)read_back.tv_sec, (long)read_back.tv_usec);
+    char line[256];
+    read_line(fd, line, sizeof line);
+    char byte;
+    ssize_t n = read(fd, &byte, 1);
+    printf("read-after-line %s\n", n < 0 ? name_of(errno) : "returned-data");
+    write_all(fd, "timed-out\n", 10);
+    close(fd);
+    close(listener);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
@@ -720,6 +760,8 @@ int main(int argc, char **argv) {
         option_errors();
     } else if (strcmp(mode, "ipv6-only") == 0 && argc == 2) {
         ipv6_only();
+    } else if (strcmp(mode, "accept-timeout") == 0 && argc == 3) {
+        accept_timeout(atoi(argv[2]));
     } else if (strcmp(mode, "io-timeout") == 0 && argc == 5) {
         io_timeout(argv[2], atoi(argv[3]), argv[4]);
     } else {
