@@ -6,6 +6,7 @@
 //! on the given socket do.
 
 pub mod addr;
+pub mod datagram;
 pub mod fdpass;
 pub mod path;
 pub mod wire;

@@ -53,11 +53,17 @@ pub enum Op {
     /// netcon's own addresses and DNS server, for the preload's resolver; the reply carries a
     /// [`NetconInfo`] (see [`NetconInfo::to_reply`]).
     Info = 13,
+    /// Bind the attached datagram socket to an ephemeral port unless it is bound already, as
+    /// the kernel does on a datagram socket's first send. Succeeds on a bound socket.
+    AutoBind = 14,
+    /// Dissolve the attached datagram socket's association with its peer (`connect` with
+    /// AF_UNSPEC). The reply comes once the owning worker no longer filters by that peer.
+    Disconnect = 15,
 }
 
 impl Op {
     /// Every request kind, for tables indexed by kind.
-    pub const ALL: [Op; 13] = [
+    pub const ALL: [Op; 15] = [
         Op::Socket,
         Op::Identify,
         Op::Bind,
@@ -71,6 +77,8 @@ impl Op {
         Op::Status,
         Op::Perf,
         Op::Info,
+        Op::AutoBind,
+        Op::Disconnect,
     ];
 
     /// Returns the name `netcon-ctl perf` shows for the kind.
@@ -89,6 +97,8 @@ impl Op {
             Op::Status => "status",
             Op::Perf => "perf",
             Op::Info => "info",
+            Op::AutoBind => "autobind",
+            Op::Disconnect => "disconnect",
         }
     }
 }
@@ -110,6 +120,8 @@ impl Op {
             11 => Op::Status,
             12 => Op::Perf,
             13 => Op::Info,
+            14 => Op::AutoBind,
+            15 => Op::Disconnect,
             _ => return None,
         })
     }
@@ -125,6 +137,10 @@ pub enum SocketKind {
     Stream = 1,
     /// A netcon listening socket (the SOCK_SEQPACKET end that accepted connections arrive on).
     Listener = 2,
+    /// A netcon datagram socket: the SOCK_SEQPACKET end whose messages carry a
+    /// [`crate::datagram::DatagramHeader`] each. The reply's `local` and `remote` say whether
+    /// it is bound (a port other than 0) and connected.
+    Datagram = 3,
 }
 
 impl SocketKind {
@@ -133,6 +149,7 @@ impl SocketKind {
         match value {
             1 => SocketKind::Stream,
             2 => SocketKind::Listener,
+            3 => SocketKind::Datagram,
             _ => SocketKind::Foreign,
         }
     }

@@ -1,5 +1,5 @@
-//! What this process knows about each fd number: unknown, foreign (libc's), a netcon stream
-//! or a netcon listener. Only a cache: the service is asked for any fd marked unknown, and
+//! What this process knows about each fd number: unknown, foreign (libc's), a netcon stream,
+//! a netcon listener or a netcon datagram socket. Only a cache: the service is asked for any fd marked unknown, and
 //! every entry is reset when its fd is closed or replaced.
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -15,6 +15,22 @@ pub enum FdKind {
     Listener = 3,
     /// A listener whose netcon-dp stopped, replaced by a socket that never becomes readable.
     OrphanedListener = 4,
+    /// A datagram socket without a local port yet: its first send binds one.
+    Datagram = 5,
+    /// A datagram socket with a local port and no peer.
+    BoundDatagram = 6,
+    /// A datagram socket with a peer, which sends without an address go to.
+    ConnectedDatagram = 7,
+}
+
+impl FdKind {
+    /// Whether the fd is a netcon datagram socket, whose messages carry a header.
+    pub fn is_datagram(self) -> bool {
+        matches!(
+            self,
+            FdKind::Datagram | FdKind::BoundDatagram | FdKind::ConnectedDatagram
+        )
+    }
 }
 
 static TABLE: [AtomicU8; CACHED_FDS] = [const { AtomicU8::new(0) }; CACHED_FDS];
@@ -29,6 +45,9 @@ pub fn get(fd: i32) -> FdKind {
         2 => FdKind::Stream,
         3 => FdKind::Listener,
         4 => FdKind::OrphanedListener,
+        5 => FdKind::Datagram,
+        6 => FdKind::BoundDatagram,
+        7 => FdKind::ConnectedDatagram,
         _ => FdKind::Unknown,
     }
 }

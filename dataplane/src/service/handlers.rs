@@ -61,6 +61,8 @@ impl Service {
             Op::GetPeerName => self.peer_name(inode, &fd),
             Op::GetSockOpt => self.get_option(inode, &request),
             Op::SetSockOpt => self.set_option(inode, &request),
+            // Only datagram sockets bind on first send or drop their peer.
+            Op::AutoBind | Op::Disconnect => error(libc::EOPNOTSUPP),
             Op::Socket | Op::Identify | Op::Show | Op::Status | Op::Perf | Op::Info => {
                 unreachable!("handled above")
             }

@@ -25,6 +25,10 @@ pub extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
         FdKind::Foreign | FdKind::Unknown => return unsafe { real::listen(fd, backlog) },
         FdKind::Listener => return 0,
         FdKind::OrphanedListener => return fail(libc::ENETDOWN),
+        // Linux: a UDP socket cannot listen.
+        FdKind::Datagram | FdKind::BoundDatagram | FdKind::ConnectedDatagram => {
+            return fail(libc::EOPNOTSUPP);
+        }
         FdKind::Stream => {}
     }
     let mut request = Request::new(Op::Listen);
@@ -86,6 +90,7 @@ pub unsafe extern "C" fn accept4(
     match classify(fd) {
         FdKind::Listener => {}
         FdKind::OrphanedListener => return fail(orphaned::accept_errno(fd)),
+        kind if kind.is_datagram() => return fail(libc::EOPNOTSUPP),
         // SAFETY: the program's own arguments, passed on unchanged.
         _ => return unsafe { real::accept4(fd, addr, len, flags) },
     }

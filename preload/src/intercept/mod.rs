@@ -57,6 +57,7 @@ fn classify(fd: c_int) -> FdKind {
             Ok((reply, _)) => match SocketKind::from_value(reply.value) {
                 SocketKind::Stream => FdKind::Stream,
                 SocketKind::Listener => FdKind::Listener,
+                SocketKind::Datagram => datagram_kind(&reply),
                 SocketKind::Foreign => FdKind::Foreign,
             },
             // Without the service nothing can be ours: do not cache, ask again next time.
@@ -69,6 +70,16 @@ fn classify(fd: c_int) -> FdKind {
     fdtable::set(fd, kind);
     real::set_errno(saved);
     kind
+}
+
+/// The kind of a datagram socket, from the addresses the service reported for it.
+fn datagram_kind(reply: &Reply) -> FdKind {
+    let bound = reply.local.0.is_some_and(|local| local.port() != 0);
+    match (reply.remote.0, bound) {
+        (Some(_), _) => FdKind::ConnectedDatagram,
+        (None, true) => FdKind::BoundDatagram,
+        (None, false) => FdKind::Datagram,
+    }
 }
 
 /// The service's answer about a netcon socket.
