@@ -9,6 +9,7 @@
 mod fdtable;
 mod intercept;
 mod real;
+mod resolve;
 mod rpc;
 
 /// The environment variable naming an fd on which the constructor reports that it loaded.

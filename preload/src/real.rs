@@ -5,7 +5,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use libc::{c_int, c_long, c_uint, c_void, off_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{
+    addrinfo, c_char, c_int, c_long, c_uint, c_void, off_t, size_t, sockaddr, socklen_t, ssize_t,
+};
 
 /// Looks up the next definition of `name` (NUL-terminated) after this library.
 fn resolve(name: &'static str) -> usize {
@@ -61,6 +63,8 @@ real! {
     dup3(old: c_int, new: c_int, flags: c_int) -> c_int;
     sendfile(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t;
     splice(fd_in: c_int, off_in: *mut off_t, fd_out: c_int, off_out: *mut off_t, len: size_t, flags: c_uint) -> ssize_t;
+    getaddrinfo(node: *const c_char, service: *const c_char, hints: *const addrinfo, result: *mut *mut addrinfo) -> c_int;
+    getnameinfo(addr: *const sockaddr, len: socklen_t, host: *mut c_char, host_len: socklen_t, service: *mut c_char, service_len: socklen_t, flags: c_int) -> c_int;
 }
 
 /// Calls libc's `syscall` with six argument registers (see `intercept::syscall` for why six

@@ -10,6 +10,10 @@ mod sendfile;
 mod socket;
 mod timeouts;
 
+pub(crate) use connect::connect;
+pub(crate) use query::getsockopt;
+pub(crate) use socket::{close, socket};
+
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 
