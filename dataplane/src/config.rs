@@ -1,10 +1,10 @@
 //! The command line of `netcon-dp` and its validation.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use smoltcp::wire::Ipv4Cidr;
+use smoltcp::wire::{Ipv4Cidr, Ipv6Cidr};
 
 use crate::sys::tap::MAX_NAME_LEN;
 
@@ -65,6 +65,17 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub gateway: Option<Ipv4Addr>,
 
+    /// The stack's IPv6 address and prefix length, such as fd00::2/64. Without it the stack
+    /// has only ::1 for IPv6, so AF_INET6 sockets reach programs behind this netcon-dp and
+    /// nothing on the link. With it the stack also takes the link-local address of its MAC
+    /// and answers neighbour discovery and ping on both.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr6)]
+    pub address6: Option<Ipv6Cidr>,
+
+    /// Default IPv6 gateway for destinations outside the --address6 prefix.
+    #[arg(long, value_name = "ADDR", requires = "address6")]
+    pub gateway6: Option<Ipv6Addr>,
+
     /// MTU of the link in bytes (576 to 65520).
     #[arg(long, default_value_t = 1500, value_name = "BYTES",
           value_parser = clap::value_parser!(u32).range(MIN_MTU as i64..=MAX_MTU as i64))]
@@ -85,14 +96,20 @@ pub struct Args {
     #[arg(long, value_name = "CIDR", requires = "netns", value_parser = parse_cidr)]
     pub peer_address: Option<Ipv4Cidr>,
 
+    /// With --netns and --address6: IPv6 address and prefix for the kernel side of the TAP
+    /// inside the namespace, added without duplicate address detection so it works at once.
+    #[arg(long, value_name = "CIDR", requires_all = ["netns", "address6"],
+          value_parser = parse_cidr6)]
+    pub peer_address6: Option<Ipv6Cidr>,
+
     /// Make the TAP a port of this existing bridge (inside --netns when given), so the stack
     /// shares a layer-2 segment with the bridge's other ports. The kernel side's address then
     /// belongs on the bridge, not on the TAP (needs CAP_NET_ADMIN).
-    #[arg(long, value_name = "NAME", conflicts_with = "peer_address")]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["peer_address", "peer_address6"])]
     pub bridge: Option<String>,
 
     /// Segmentation offload: exchange TCP segments of up to 64 KiB with the kernel, which
-    /// cuts them to the link MTU (IFF_VNET_HDR with TSO4).
+    /// cuts them to the link MTU (IFF_VNET_HDR with TSO4 and TSO6).
     #[arg(long, value_enum, default_value_t = Switch::On)]
     pub offload: Switch,
 
@@ -131,6 +148,8 @@ pub enum ConfigError {
     Workers(usize),
     Address(Ipv4Cidr),
     PeerAddress { peer: Ipv4Cidr, stack: Ipv4Cidr },
+    Address6(Ipv6Cidr),
+    PeerAddress6 { peer: Ipv6Cidr, stack: Ipv6Cidr },
 }
 
 impl std::fmt::Display for ConfigError {
@@ -161,6 +180,16 @@ impl std::fmt::Display for ConfigError {
                     "invalid --peer-address {peer}: it must differ from --address {stack} and be in its subnet"
                 )
             }
+            ConfigError::Address6(cidr) => write!(
+                f,
+                "invalid --address6 {cidr}: use a global or unique local unicast address (not \
+                 ::1, link-local, multicast or IPv4-mapped) with a prefix of 1 to 128 bits"
+            ),
+            ConfigError::PeerAddress6 { peer, stack } => write!(
+                f,
+                "invalid --peer-address6 {peer}: it must differ from --address6 {stack} and be \
+                 in its prefix"
+            ),
         }
     }
 }
@@ -212,6 +241,28 @@ impl Args {
                 stack: self.address,
             });
         }
+        self.validate_ipv6()
+    }
+
+    /// Checks `--address6` and `--peer-address6`.
+    fn validate_ipv6(&self) -> Result<(), ConfigError> {
+        let Some(stack) = self.address6 else {
+            return Ok(());
+        };
+        let ip = stack.address();
+        let reserved = ip.is_unspecified()
+            || ip.is_loopback()
+            || ip.is_multicast()
+            || ip.is_unicast_link_local()
+            || ip.to_ipv4_mapped().is_some();
+        if reserved || !(1..=128).contains(&stack.prefix_len()) {
+            return Err(ConfigError::Address6(stack));
+        }
+        if let Some(peer) = self.peer_address6
+            && (peer.address() == ip || !stack.contains_addr(&peer.address()))
+        {
+            return Err(ConfigError::PeerAddress6 { peer, stack });
+        }
         Ok(())
     }
 }
@@ -229,13 +280,14 @@ fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
     let server = if let Ok(ip) = text.parse::<IpAddr>() {
         SocketAddr::new(ip, DNS_PORT)
     } else {
-        text.parse::<SocketAddr>().map_err(|_| {
-            format!("{text:?} is not an IP address, ADDR:PORT or [IPV6]:PORT")
-        })?
+        text.parse::<SocketAddr>()
+            .map_err(|_| format!("{text:?} is not an IP address, ADDR:PORT or [IPV6]:PORT"))?
     };
     let ip = server.ip();
     if ip.is_unspecified() || ip.is_multicast() || server.port() == 0 {
-        return Err(format!("{text:?} is not a unicast address with a port above 0"));
+        return Err(format!(
+            "{text:?} is not a unicast address with a port above 0"
+        ));
     }
     Ok(server)
 }
@@ -254,6 +306,22 @@ fn parse_cidr(text: &str) -> Result<Ipv4Cidr, String> {
         .filter(|p| *p <= 32)
         .ok_or_else(|| format!("{prefix:?} is not a prefix length from 0 to 32"))?;
     Ok(Ipv4Cidr::new(ip, prefix))
+}
+
+/// Parses `ADDRESS/N` with an IPv6 address.
+fn parse_cidr6(text: &str) -> Result<Ipv6Cidr, String> {
+    let (ip, prefix) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?} is not of the form ADDRESS/PREFIX"))?;
+    let ip: Ipv6Addr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IPv6 address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= 128)
+        .ok_or_else(|| format!("{prefix:?} is not a prefix length from 0 to 128"))?;
+    Ok(Ipv6Cidr::new(ip, prefix))
 }
 
 #[cfg(test)]
@@ -349,9 +417,70 @@ mod tests {
             let parsed = args(&["--dns", given]).unwrap().dns;
             assert_eq!(parsed, Some(expected.parse().unwrap()), "{given}");
         }
-        for bad in ["resolver.example", "10.77.0.1:0", "0.0.0.0", "224.0.0.1", "fd00::1:53x"] {
+        for bad in [
+            "resolver.example",
+            "10.77.0.1:0",
+            "0.0.0.0",
+            "224.0.0.1",
+            "fd00::1:53x",
+        ] {
             assert!(args(&["--dns", bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ipv6_absent_by_default() {
+        let parsed = args(&[]).unwrap();
+        assert_eq!(parsed.address6, None);
+        assert_eq!(parsed.gateway6, None);
+    }
+
+    #[test]
+    fn ipv6_address_checked() {
+        for bad in ["fd00::2", "fd00::2/129", "10.77.0.2/24", "nonsense/64"] {
+            assert!(args(&["--address6", bad]).is_err(), "{bad}");
+        }
+        for reserved in [
+            "::1/128",
+            "fe80::2/64",
+            "ff02::1/64",
+            "::/64",
+            "::ffff:10.0.0.1/96",
+        ] {
+            let parsed = args(&["--address6", reserved]).unwrap();
+            assert!(
+                matches!(parsed.validate(), Err(ConfigError::Address6(_))),
+                "{reserved}"
+            );
+        }
+        let parsed = args(&["--address6", "fd00::2/64"]).unwrap();
+        assert_eq!(parsed.validate(), Ok(()));
+    }
+
+    #[test]
+    fn peer_address6_needs_netns_address6_and_prefix() {
+        assert!(args(&["--netns", "x", "--peer-address6", "fd00::1/64"]).is_err());
+        assert!(args(&["--address6", "fd00::2/64", "--peer-address6", "fd00::1/64"]).is_err());
+        let both = [
+            "--netns",
+            "x",
+            "--address6",
+            "fd00::2/64",
+            "--peer-address6",
+        ];
+        let outside = args(&[&both[..], &["fd01::1/64"]].concat()).unwrap();
+        assert!(matches!(
+            outside.validate(),
+            Err(ConfigError::PeerAddress6 { .. })
+        ));
+        let same = args(&[&both[..], &["fd00::2/64"]].concat()).unwrap();
+        assert!(same.validate().is_err());
+        let good = args(&[&both[..], &["fd00::1/64"]].concat()).unwrap();
+        assert_eq!(good.validate(), Ok(()));
+        assert!(
+            args(&["--gateway6", "fd00::1"]).is_err(),
+            "needs --address6"
+        );
     }
 
     #[test]

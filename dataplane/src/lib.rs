@@ -9,13 +9,15 @@
 //! - [`worker`] owns the packet path: io_uring, a smoltcp `Interface`, and the connections.
 //! - [`steer`] decides which worker owns a connection and where a received frame goes;
 //!   [`offload`] prepares frames for the TAP's segmentation offload; [`hairpin`] turns
-//!   frames to the stack's own addresses around.
+//!   frames to the stack's own addresses around; [`mapped`] converts the IPv4-mapped
+//!   addresses of AF_INET6 sockets.
 //! - [`registry`] is the socket table both share; [`options`] stores socket options;
 //!   [`stats`] holds the counters and latency histograms `netcon-ctl` reads.
 //! - [`run`] wires them together.
 
 pub mod config;
 pub mod hairpin;
+pub mod mapped;
 pub mod netns;
 pub mod offload;
 pub mod options;

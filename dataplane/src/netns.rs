@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use smoltcp::wire::Ipv4Cidr;
+use smoltcp::wire::{Ipv4Cidr, Ipv6Cidr};
 
 /// Why the namespace set-up failed.
 #[derive(Debug)]
@@ -49,12 +49,23 @@ pub fn set_mtu(tap: &str, mtu: u32) -> Result<(), NetnsError> {
     ip(None, &["link", "set", "dev", tap, "mtu", &mtu.to_string()])
 }
 
-/// Moves `tap` into the existing namespace `netns`, gives the kernel side `peer` when set, and
-/// brings the namespace's loopback up. The TAP itself stays down until [`bring_up`].
-pub fn move_tap(tap: &str, netns: &str, peer: Option<Ipv4Cidr>) -> Result<(), NetnsError> {
+/// Moves `tap` into the existing namespace `netns`, gives the kernel side `peer` and `peer6`
+/// when set, and brings the namespace's loopback up. The TAP itself stays down until
+/// [`bring_up`]. The IPv6 address skips duplicate address detection (`nodad`), so the kernel
+/// uses it at once instead of after a second of probing; the stack answers no probe for it.
+pub fn move_tap(
+    tap: &str,
+    netns: &str,
+    peer: Option<Ipv4Cidr>,
+    peer6: Option<Ipv6Cidr>,
+) -> Result<(), NetnsError> {
     ip(None, &["link", "set", "dev", tap, "netns", netns])?;
     if let Some(peer) = peer {
         ip(Some(netns), &["addr", "add", &peer.to_string(), "dev", tap])?;
+    }
+    if let Some(peer6) = peer6 {
+        let address = peer6.to_string();
+        ip(Some(netns), &["addr", "add", &address, "dev", tap, "nodad"])?;
     }
     ip(Some(netns), &["link", "set", "dev", "lo", "up"])
 }

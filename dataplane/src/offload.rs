@@ -1,34 +1,60 @@
-//! Segmentation offload on the TAP (IFF_VNET_HDR with TSO4): every frame is preceded by a
-//! `virtio_net_hdr`. The kernel hands us TCP segments of up to 64 KiB and cuts the ones we send
-//! to the link MSS itself, so smoltcp works with large segments while the link keeps its MTU.
+//! Segmentation offload on the TAP (IFF_VNET_HDR with TSO4 and TSO6): every frame is preceded
+//! by a `virtio_net_hdr`. The kernel hands us TCP segments of up to 64 KiB and cuts the ones we
+//! send to the link MSS itself, so smoltcp works with large segments while the link keeps its
+//! MTU.
 //!
 //! smoltcp caps its segments at the MSS the peer announced in its SYN. When that MSS is only
 //! the link's limit (the peer is the kernel on the other side of the TAP), the ingress path
-//! raises it to the largest IPv4 value, and the egress path asks the kernel to cut segments to
-//! the link MSS. A smaller announced MSS (a peer behind a narrower path) is left alone.
+//! raises it to the largest value a 64 KiB packet allows, and the egress path asks the kernel
+//! to cut segments to the link MSS. A smaller announced MSS (a peer behind a narrower path) is
+//! left alone. IPv6 headers are 20 bytes longer than IPv4's without options, so its link MSS is
+//! 20 bytes smaller.
 //!
 //! Everything here works on byte slices: no I/O, no allocation.
 
 /// Size of `struct virtio_net_hdr` (without the mergeable-buffers field).
 pub const VNET_HDR_LEN: usize = 10;
 
-/// Largest IPv4 packet; with offload the stack may build segments up to this size.
+/// Largest IP packet; with offload the stack may build packets up to this size.
 pub const MAX_IP_PACKET: usize = 65535;
 
 const VNET_F_NEEDS_CSUM: u8 = 1;
 const VNET_GSO_NONE: u8 = 0;
 const VNET_GSO_TCPV4: u8 = 1;
+const VNET_GSO_TCPV6: u8 = 4;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
+const IPV4_HEADER_LEN: usize = 20;
+const IPV6_HEADER_LEN: usize = 40;
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_OPTION_END: u8 = 0;
 const TCP_OPTION_NOP: u8 = 1;
 const TCP_OPTION_MSS: u8 = 2;
 
-/// Where the IPv4 and TCP headers of a frame are.
+/// The IP version of a TCP frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Returns how much smaller the MSS of a link is for this family than for IPv4 without
+    /// options.
+    fn mss_reduction(self) -> u16 {
+        match self {
+            Family::V4 => 0,
+            Family::V6 => (IPV6_HEADER_LEN - IPV4_HEADER_LEN) as u16,
+        }
+    }
+}
+
+/// Where the IP and TCP headers of a frame are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct TcpFrame {
+    family: Family,
     ip_start: usize,
     tcp_start: usize,
     tcp_header_len: usize,
@@ -36,30 +62,53 @@ struct TcpFrame {
     ip_end: usize,
 }
 
-/// Finds the TCP header of an IPv4 frame; `l2_len` is 14 on a TAP and 0 on a TUN.
+/// Finds the TCP header of an IPv4 or IPv6 frame; `l2_len` is 14 on a TAP and 0 on a TUN.
+/// IPv6 packets with extension headers are not recognised.
 fn locate_tcp(frame: &[u8], l2_len: usize) -> Option<TcpFrame> {
+    let ip = frame.get(l2_len..)?;
+    let version = *ip.first()? >> 4;
     if l2_len == 14 {
         let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-        if ethertype != ETHERTYPE_IPV4 {
+        let expected = if version == 6 {
+            ETHERTYPE_IPV6
+        } else {
+            ETHERTYPE_IPV4
+        };
+        if ethertype != expected {
             return None;
         }
     }
-    let ip = frame.get(l2_len..)?;
-    let version_ihl = *ip.first()?;
-    if version_ihl >> 4 != 4 || *ip.get(9)? != IPPROTO_TCP {
+    let (family, header_len, total_len) = match version {
+        4 => {
+            if *ip.get(9)? != IPPROTO_TCP {
+                return None;
+            }
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total_len = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+            if ihl < IPV4_HEADER_LEN {
+                return None;
+            }
+            (Family::V4, ihl, total_len)
+        }
+        6 => {
+            if *ip.get(6)? != IPPROTO_TCP {
+                return None;
+            }
+            let payload_len = usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]));
+            (Family::V6, IPV6_HEADER_LEN, IPV6_HEADER_LEN + payload_len)
+        }
+        _ => return None,
+    };
+    if total_len < header_len + 20 || total_len > ip.len() {
         return None;
     }
-    let ihl = usize::from(version_ihl & 0x0f) * 4;
-    let total_len = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-    if ihl < 20 || total_len < ihl + 20 || total_len > ip.len() {
-        return None;
-    }
-    let tcp_start = l2_len + ihl;
+    let tcp_start = l2_len + header_len;
     let tcp_header_len = usize::from(frame.get(tcp_start + 12)? >> 4) * 4;
-    if tcp_header_len < 20 || ihl + tcp_header_len > total_len {
+    if tcp_header_len < 20 || header_len + tcp_header_len > total_len {
         return None;
     }
     Some(TcpFrame {
+        family,
         ip_start: l2_len,
         tcp_start,
         tcp_header_len,
@@ -67,14 +116,17 @@ fn locate_tcp(frame: &[u8], l2_len: usize) -> Option<TcpFrame> {
     })
 }
 
-/// On ingress: if `frame` is a SYN announcing an MSS of at least `link_mss`, raises the MSS to
-/// the largest multiple of `link_mss` a 64 KiB IPv4 packet allows. Returns whether it changed the frame. The TCP
-/// checksum is left stale, which is sound because the kernel marked such frames as already
-/// verified (or partial) and the stack does not check ingress checksums.
+/// On ingress: if `frame` is a SYN announcing an MSS of at least the link's, raises the MSS to
+/// the largest multiple of the link's MSS that a 64 KiB packet allows. `link_mss` is the MSS of
+/// IPv4 on the link; IPv6 SYNs are compared with the 20 bytes smaller IPv6 MSS. Returns
+/// whether it changed the frame. The TCP checksum is left stale, which is sound because the
+/// kernel marked such frames as already verified (or partial) and the stack does not check
+/// ingress checksums.
 pub fn raise_syn_mss(frame: &mut [u8], l2_len: usize, link_mss: u16) -> bool {
     let Some(tcp) = locate_tcp(frame, l2_len) else {
         return false;
     };
+    let link_mss = link_mss.saturating_sub(tcp.family.mss_reduction());
     if frame[tcp.tcp_start + 13] & TCP_FLAG_SYN == 0 {
         return false;
     }
@@ -97,7 +149,7 @@ pub fn raise_syn_mss(frame: &mut [u8], l2_len: usize, link_mss: u16) -> bool {
                     if mss < link_mss {
                         return false;
                     }
-                    let raised = raised_mss(link_mss);
+                    let raised = raised_mss(link_mss, tcp.family);
                     frame[at + 2..at + 4].copy_from_slice(&raised.to_be_bytes());
                     return true;
                 }
@@ -109,10 +161,14 @@ pub fn raise_syn_mss(frame: &mut [u8], l2_len: usize, link_mss: u16) -> bool {
 }
 
 /// The MSS announced to the stack instead of `link_mss`: the largest whole multiple of it
-/// that fits in a 64 KiB IPv4 packet, so the kernel cuts each segment into full-size pieces
-/// with no runt at the end.
-fn raised_mss(link_mss: u16) -> u16 {
-    let max = (MAX_IP_PACKET - 40) as u16;
+/// that fits in a 64 KiB packet of `family`, so the kernel cuts each segment into full-size
+/// pieces with no runt at the end.
+fn raised_mss(link_mss: u16, family: Family) -> u16 {
+    let headers = match family {
+        Family::V4 => IPV4_HEADER_LEN + 20,
+        Family::V6 => IPV6_HEADER_LEN + 20,
+    };
+    let max = (MAX_IP_PACKET - headers) as u16;
     if link_mss == 0 || link_mss >= max {
         return link_mss.min(max);
     }
@@ -121,7 +177,8 @@ fn raised_mss(link_mss: u16) -> u16 {
 
 /// On egress: fills the `virtio_net_hdr` in `header` for `frame`. TCP segments get a partial
 /// checksum for the kernel to complete (the TCP checksum field is set to the pseudo-header
-/// sum), and those longer than `gso_mss` are marked for segmentation at that size.
+/// sum), and those longer than the link MSS are marked for segmentation at that size.
+/// `gso_mss` is the MSS of IPv4 on the link; IPv6 segments are cut 20 bytes smaller.
 pub fn prepare_egress(
     header: &mut [u8; VNET_HDR_LEN],
     frame: &mut [u8],
@@ -135,8 +192,13 @@ pub fn prepare_egress(
 
     let tcp_len = tcp.ip_end - tcp.tcp_start;
     let ip = &frame[tcp.ip_start..];
+    // The source and destination addresses, as the pseudo-header sums them.
+    let addresses = match tcp.family {
+        Family::V4 => &ip[12..20],
+        Family::V6 => &ip[8..40],
+    };
     let mut sum: u32 = 0;
-    for chunk in ip[12..20].chunks_exact(2) {
+    for chunk in addresses.chunks_exact(2) {
         sum += u32::from(u16::from_be_bytes([chunk[0], chunk[1]]));
     }
     sum += u32::from(IPPROTO_TCP);
@@ -148,11 +210,16 @@ pub fn prepare_egress(
 
     let headers_len = tcp.tcp_start + tcp.tcp_header_len;
     let payload_len = tcp.ip_end - headers_len;
-    let segment_mss = usize::from(gso_mss).saturating_sub(tcp.tcp_header_len - 20);
+    let link_mss = gso_mss.saturating_sub(tcp.family.mss_reduction());
+    let segment_mss = usize::from(link_mss).saturating_sub(tcp.tcp_header_len - 20);
     let gso = payload_len > segment_mss && segment_mss > 0;
+    let gso_type = match tcp.family {
+        Family::V4 => VNET_GSO_TCPV4,
+        Family::V6 => VNET_GSO_TCPV6,
+    };
 
     header[0] = VNET_F_NEEDS_CSUM;
-    header[1] = if gso { VNET_GSO_TCPV4 } else { VNET_GSO_NONE };
+    header[1] = if gso { gso_type } else { VNET_GSO_NONE };
     header[2..4].copy_from_slice(&(headers_len as u16).to_le_bytes());
     let gso_size = if gso { segment_mss as u16 } else { 0 };
     header[4..6].copy_from_slice(&gso_size.to_le_bytes());
@@ -194,9 +261,11 @@ mod tests {
 
     #[test]
     fn raised_mss_is_whole_multiple() {
-        assert_eq!(raised_mss(8960), 7 * 8960);
-        assert_eq!(raised_mss(65480), 65480);
-        assert_eq!(raised_mss(65495), 65495);
+        assert_eq!(raised_mss(8960, Family::V4), 7 * 8960);
+        assert_eq!(raised_mss(65480, Family::V4), 65480);
+        assert_eq!(raised_mss(65495, Family::V4), 65495);
+        assert_eq!(raised_mss(1440, Family::V6), 45 * 1440);
+        assert_eq!(raised_mss(65475, Family::V6), 65475);
     }
 
     #[test]
@@ -260,14 +329,81 @@ mod tests {
         assert_eq!(header, [0; VNET_HDR_LEN]);
     }
 
+    /// Builds an Ethernet + IPv6 + TCP frame from fd00::2 to fd00::1 with `options` after the
+    /// TCP header.
+    fn frame6(flags: u8, options: &[u8], payload: usize) -> Vec<u8> {
+        let tcp_len = 20 + options.len();
+        let mut f = vec![0u8; 14 + 40 + tcp_len + payload];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&((tcp_len + payload) as u16).to_be_bytes());
+        f[20] = IPPROTO_TCP;
+        f[21] = 64;
+        f[22..24].copy_from_slice(&0xfd00u16.to_be_bytes());
+        f[37] = 2;
+        f[38..40].copy_from_slice(&0xfd00u16.to_be_bytes());
+        f[53] = 1;
+        f[54 + 12] = ((tcp_len / 4) as u8) << 4;
+        f[54 + 13] = flags;
+        f[74..74 + options.len()].copy_from_slice(options);
+        f
+    }
+
+    #[test]
+    fn ipv6_syn_mss_raised() {
+        // The kernel announces MTU - 60 over IPv6.
+        let mut f = frame6(TCP_FLAG_SYN, &[2, 4, 0x05, 0xa0], 0);
+        assert!(raise_syn_mss(&mut f, 14, 1460));
+        assert_eq!(u16::from_be_bytes([f[76], f[77]]), 45 * 1440);
+        let mut smaller = frame6(TCP_FLAG_SYN, &[2, 4, 0x05, 0x00], 0);
+        assert!(!raise_syn_mss(&mut smaller, 14, 1460));
+    }
+
+    #[test]
+    fn ipv6_large_segment_marked_for_gso() {
+        let mut f = frame6(0x18, &[], 20000);
+        let mut header = [0u8; VNET_HDR_LEN];
+        prepare_egress(&mut header, &mut f, 14, 1460);
+        assert_eq!(header[0], VNET_F_NEEDS_CSUM);
+        assert_eq!(header[1], VNET_GSO_TCPV6);
+        assert_eq!(u16::from_le_bytes([header[2], header[3]]), 74);
+        assert_eq!(u16::from_le_bytes([header[4], header[5]]), 1440);
+        assert_eq!(u16::from_le_bytes([header[6], header[7]]), 54);
+        assert_eq!(u16::from_le_bytes([header[8], header[9]]), 16);
+    }
+
+    #[test]
+    fn ipv6_pseudo_header_sum_in_checksum_field() {
+        let mut f = frame6(0x10, &[], 0);
+        let mut header = [0u8; VNET_HDR_LEN];
+        prepare_egress(&mut header, &mut f, 14, 1460);
+        let sum: u32 = 0xfd00 + 0x0002 + 0xfd00 + 0x0001 + 6 + 20;
+        let expected = ((sum & 0xffff) + (sum >> 16)) as u16;
+        assert_eq!(u16::from_be_bytes([f[70], f[71]]), expected);
+        assert_eq!(header[1], VNET_GSO_NONE);
+    }
+
+    #[test]
+    fn ipv6_with_wrong_ethertype_ignored() {
+        let mut f = frame6(0x18, &[], 20000);
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let mut header = [0xffu8; VNET_HDR_LEN];
+        prepare_egress(&mut header, &mut f, 14, 1460);
+        assert_eq!(header, [0; VNET_HDR_LEN]);
+    }
+
     #[test]
     fn truncated_frames_ignored() {
-        for len in 0..60 {
-            let mut f = frame(TCP_FLAG_SYN, &[2, 4, 0x05, 0xb4], 0);
-            f.truncate(len);
-            let _ = raise_syn_mss(&mut f, 14, 1460);
-            let mut header = [0u8; VNET_HDR_LEN];
-            prepare_egress(&mut header, &mut f, 14, 1460);
+        for len in 0..80 {
+            for mut f in [
+                frame(TCP_FLAG_SYN, &[2, 4, 0x05, 0xb4], 0),
+                frame6(TCP_FLAG_SYN, &[2, 4, 0x05, 0xa0], 0),
+            ] {
+                f.truncate(len);
+                let _ = raise_syn_mss(&mut f, 14, 1460);
+                let mut header = [0u8; VNET_HDR_LEN];
+                prepare_egress(&mut header, &mut f, 14, 1460);
+            }
         }
     }
 }

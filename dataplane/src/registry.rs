@@ -4,7 +4,7 @@
 //! packet.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::options::SocketOptions;
@@ -33,8 +33,14 @@ pub enum SocketState {
 #[derive(Clone, Debug)]
 pub struct SocketEntry {
     pub state: SocketState,
-    pub local: Option<SocketAddrV4>,
-    pub remote: Option<SocketAddrV4>,
+    /// AF_INET or AF_INET6, as the program created the socket.
+    pub domain: i32,
+    /// The addresses as the program sees them: IPv4 peers of an AF_INET6 socket are
+    /// IPv4-mapped (see [`crate::mapped`]).
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    /// Which addresses of its local port the socket holds while it owns the port.
+    pub port_scope: PortScope,
     pub options: SocketOptions,
     /// The errno `getsockopt(SO_ERROR)` returns next (then 0), as the kernel does.
     pub pending_error: i32,
@@ -56,8 +62,10 @@ impl SocketEntry {
     pub fn fresh() -> SocketEntry {
         SocketEntry {
             state: SocketState::Fresh,
+            domain: libc::AF_INET,
             local: None,
             remote: None,
+            port_scope: PortScope::Both,
             options: SocketOptions::default(),
             pending_error: 0,
             owns_port: false,
@@ -75,12 +83,31 @@ const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 32768..=60999;
 /// oldest are forgotten first.
 const CLOSED_ENTRIES_KEPT: usize = 4096;
 
+/// Which addresses of a local port a socket holds. As on Linux, an IPv4 socket and an IPv6
+/// socket with IPV6_V6ONLY may hold the same port, and a dual-stack IPv6 socket holds both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortScope {
+    /// The port on IPv4 addresses (AF_INET sockets, and AF_INET6 ones bound to an IPv4-mapped
+    /// address).
+    Ipv4,
+    /// The port on IPv6 addresses only.
+    Ipv6,
+    /// The port on every address (dual-stack AF_INET6 sockets, and ephemeral ports).
+    Both,
+}
+
+impl PortScope {
+    fn overlaps(self, other: PortScope) -> bool {
+        self == PortScope::Both || other == PortScope::Both || self == other
+    }
+}
+
 /// The tables behind the lock.
 #[derive(Default)]
 pub struct Table {
     pub sockets: HashMap<Inode, SocketEntry>,
     /// Local ports taken by bound, listening or connected sockets.
-    ports: BTreeMap<u16, PortUse>,
+    ports: BTreeMap<u16, Vec<PortHolder>>,
     next_ephemeral: u16,
     closed_order: VecDeque<Inode>,
 }
@@ -88,36 +115,48 @@ pub struct Table {
 impl Table {
     /// Takes `port` for a socket; false when it is already taken.
     pub fn claim_port(&mut self, port: u16) -> bool {
-        if self.ports.contains_key(&port) {
-            return false;
-        }
-        self.ports.insert(port, PortUse::Exclusive);
-        true
+        self.claim_port_in(port, PortScope::Both, false)
     }
 
     /// Takes `port` for a socket that set SO_REUSEPORT; false when a socket without it has
     /// the port. As on Linux, any number of SO_REUSEPORT sockets may bind the same port.
+    pub fn claim_shared_port(&mut self, port: u16) -> bool {
+        self.claim_port_in(port, PortScope::Both, true)
+    }
+
+    /// Takes `port` on the addresses of `scope`, shared with other SO_REUSEPORT sockets when
+    /// `shared` is set; false when a socket whose scope overlaps holds the port and the two do
+    /// not both share it.
     // TODO: Linux also requires the same effective uid for every socket on a shared port; the
     // registry does not record uids, so any allowed client may join a shared port.
-    pub fn claim_shared_port(&mut self, port: u16) -> bool {
-        match self.ports.entry(port).or_insert(PortUse::Shared(0)) {
-            PortUse::Shared(holders) => {
-                *holders += 1;
-                true
-            }
-            PortUse::Exclusive => false,
+    pub fn claim_port_in(&mut self, port: u16, scope: PortScope, shared: bool) -> bool {
+        let holders = self.ports.entry(port).or_default();
+        let conflict = holders
+            .iter()
+            .any(|held| held.scope.overlaps(scope) && !(held.shared && shared));
+        if conflict {
+            return false;
         }
+        holders.push(PortHolder { scope, shared });
+        true
     }
 
     /// Gives a port back (one holder's share of a shared port).
     pub fn release_port(&mut self, port: u16) {
-        if let Some(PortUse::Shared(holders)) = self.ports.get_mut(&port)
-            && *holders > 1
-        {
-            *holders -= 1;
+        self.release_port_in(port, PortScope::Both);
+    }
+
+    /// Gives back one hold on `port` taken with `scope`.
+    pub fn release_port_in(&mut self, port: u16, scope: PortScope) {
+        let Some(holders) = self.ports.get_mut(&port) else {
             return;
+        };
+        if let Some(index) = holders.iter().position(|held| held.scope == scope) {
+            holders.swap_remove(index);
         }
-        self.ports.remove(&port);
+        if holders.is_empty() {
+            self.ports.remove(&port);
+        }
     }
 
     /// Takes a free ephemeral port, or returns `None` when all are taken (EADDRNOTAVAIL).
@@ -152,13 +191,14 @@ impl Table {
             .local
             .filter(|_| entry.owns_port)
             .map(|local| local.port());
+        let scope = entry.port_scope;
         entry.owns_port = false;
         entry.state = SocketState::Closed;
         if errno != 0 {
             entry.pending_error = errno;
         }
         if let Some(port) = port {
-            self.release_port(port);
+            self.release_port_in(port, scope);
         }
         self.closed_order.push_back(inode);
         while self.closed_order.len() > CLOSED_ENTRIES_KEPT {
@@ -179,18 +219,17 @@ impl Table {
             && entry.owns_port
             && let Some(local) = entry.local
         {
-            self.release_port(local.port());
+            self.release_port_in(local.port(), entry.port_scope);
         }
     }
 }
 
-/// The sockets bound to a local port.
+/// One socket's hold on a local port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PortUse {
-    /// One socket.
-    Exclusive,
-    /// This many sockets, all with SO_REUSEPORT.
-    Shared(u32),
+struct PortHolder {
+    scope: PortScope,
+    /// The socket set SO_REUSEPORT.
+    shared: bool,
 }
 
 /// The shared socket table.
@@ -239,6 +278,29 @@ mod tests {
         let mut table = Table::default();
         assert!(table.claim_port(8080));
         assert!(!table.claim_shared_port(8080));
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_only_share_a_port() {
+        let mut table = Table::default();
+        assert!(table.claim_port_in(6379, PortScope::Ipv4, false));
+        assert!(table.claim_port_in(6379, PortScope::Ipv6, false));
+        assert!(!table.claim_port_in(6379, PortScope::Ipv6, false));
+        assert!(!table.claim_port_in(6379, PortScope::Both, false));
+        table.release_port_in(6379, PortScope::Ipv4);
+        assert!(table.claim_port_in(6379, PortScope::Ipv4, false));
+    }
+
+    #[test]
+    fn dual_stack_port_excludes_both_families() {
+        let mut table = Table::default();
+        assert!(table.claim_port_in(80, PortScope::Both, false));
+        assert!(!table.claim_port_in(80, PortScope::Ipv4, false));
+        assert!(!table.claim_port_in(80, PortScope::Ipv6, false));
+        table.release_port_in(80, PortScope::Both);
+        assert!(table.claim_port_in(80, PortScope::Ipv6, true));
+        assert!(table.claim_port_in(80, PortScope::Ipv6, true));
+        assert!(!table.claim_port_in(80, PortScope::Ipv6, false));
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         address: args.address.address(),
         prefix_len: args.address.prefix_len(),
         gateway: args.gateway,
+        address6: args
+            .address6
+            .map(|cidr| (cidr.address(), cidr.prefix_len())),
+        gateway6: args.gateway6,
         tcp_buffer: args.tcp_buffer as usize,
         offload: args.offload.enabled(),
     };
@@ -97,12 +101,16 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         args.mtu,
     )
     .map_err(|e| RunError::Io("cannot start the control thread", e))?
-    .with_dns(args.dns);
+    .with_dns(args.dns)
+    .with_ipv6(stack.own_ipv6());
     log::info!(
-        "serving {} on {} ({}, mac {}{}{}, mtu {}, workers {}, uid {})",
+        "serving {} on {} ({}{}, mac {}{}{}, mtu {}, workers {}, uid {})",
         socket_path.display(),
         args.tap,
         args.address,
+        args.address6
+            .map(|cidr| format!(" and {cidr}"))
+            .unwrap_or_default(),
         format_mac(stack.mac),
         args.netns
             .as_deref()

@@ -3,7 +3,7 @@
 //! thread uses the same hash to pick local ports for outgoing connections, so their frames
 //! land on the worker that owns them.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Index of a worker, 0-based.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,32 +16,52 @@ pub enum Steer {
     Here,
     /// The worker that owns its connection handles it.
     To(WorkerId),
-    /// Every worker needs it (ARP: each worker keeps its own neighbour cache).
+    /// Every worker needs it (ARP and neighbour discovery: each worker keeps its own
+    /// neighbour cache).
     Everyone,
 }
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPV6_HEADER_LEN: usize = 40;
+
+/// ICMPv6 types of neighbour discovery (RFC 4861): router solicitation and advertisement,
+/// neighbour solicitation and advertisement, redirect.
+const NDP_TYPES: std::ops::RangeInclusive<u8> = 133..=137;
 
 /// The worker owning the connection between our `local_port` and `remote`:`remote_port`.
-/// All workers share one address, so the local address does not enter the hash.
-pub fn owner(remote: Ipv4Addr, remote_port: u16, local_port: u16, workers: usize) -> WorkerId {
+/// All workers share one address per family, so the local address does not enter the hash.
+pub fn owner(
+    remote: impl Into<IpAddr>,
+    remote_port: u16,
+    local_port: u16,
+    workers: usize,
+) -> WorkerId {
     if workers <= 1 {
         return WorkerId(0);
     }
-    // FNV-1a over the tuple's bytes: cheap, and it spreads sequential ports evenly.
-    let mut hash: u32 = 0x811c_9dc5;
-    let bytes = remote
-        .octets()
+    let ports = remote_port
+        .to_be_bytes()
         .into_iter()
-        .chain(remote_port.to_be_bytes())
         .chain(local_port.to_be_bytes());
+    let hash = match remote.into() {
+        IpAddr::V4(ip) => fnv1a(ip.octets().into_iter().chain(ports)),
+        IpAddr::V6(ip) => fnv1a(ip.octets().into_iter().chain(ports)),
+    };
+    WorkerId(hash as usize % workers)
+}
+
+/// FNV-1a over `bytes`: cheap, and it spreads sequential ports evenly.
+fn fnv1a(bytes: impl Iterator<Item = u8>) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
     for byte in bytes {
         hash ^= u32::from(byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    WorkerId(hash as usize % workers)
+    hash
 }
 
 /// Decides where an ingress `frame` goes. `l2_len` is 14 on a TAP and 0 on a TUN; frames that
@@ -56,7 +76,7 @@ pub fn steer(frame: &[u8], l2_len: usize, workers: usize) -> Steer {
         };
         match ethertype {
             ETHERTYPE_ARP => return Steer::Everyone,
-            ETHERTYPE_IPV4 => {}
+            ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => {}
             _ => return Steer::Here,
         }
     }
@@ -66,6 +86,9 @@ pub fn steer(frame: &[u8], l2_len: usize, workers: usize) -> Steer {
     let Some(&version_ihl) = ip.first() else {
         return Steer::Here;
     };
+    if version_ihl >> 4 == 6 {
+        return steer_ipv6(ip, workers);
+    }
     if version_ihl >> 4 != 4 || ip.get(9) != Some(&IPPROTO_TCP) {
         return Steer::Here;
     }
@@ -77,6 +100,36 @@ pub fn steer(frame: &[u8], l2_len: usize, workers: usize) -> Steer {
     let remote_port = u16::from_be_bytes([ports[0], ports[1]]);
     let local_port = u16::from_be_bytes([ports[2], ports[3]]);
     Steer::To(owner(remote, remote_port, local_port, workers))
+}
+
+/// Steers an IPv6 packet: TCP by its 4-tuple, neighbour discovery to every worker. Packets
+/// with extension headers stay where they are, because the kernel adds none to TCP or NDP.
+fn steer_ipv6(ip: &[u8], workers: usize) -> Steer {
+    let Some(&next_header) = ip.get(6) else {
+        return Steer::Here;
+    };
+    let payload = ip.get(IPV6_HEADER_LEN..).unwrap_or_default();
+    match next_header {
+        IPPROTO_ICMPV6 => match payload.first() {
+            Some(kind) if NDP_TYPES.contains(kind) => Steer::Everyone,
+            _ => Steer::Here,
+        },
+        IPPROTO_TCP => {
+            let (Some(src), Some(ports)) = (ip.get(8..24), payload.get(..4)) else {
+                return Steer::Here;
+            };
+            let octets: [u8; 16] = src.try_into().expect("16 bytes");
+            let remote_port = u16::from_be_bytes([ports[0], ports[1]]);
+            let local_port = u16::from_be_bytes([ports[2], ports[3]]);
+            Steer::To(owner(
+                Ipv6Addr::from(octets),
+                remote_port,
+                local_port,
+                workers,
+            ))
+        }
+        _ => Steer::Here,
+    }
 }
 
 #[cfg(test)]
@@ -99,6 +152,55 @@ mod tests {
         let frame = tcp_frame([10, 77, 0, 1], 5201, 40000);
         let expected = owner(Ipv4Addr::new(10, 77, 0, 1), 5201, 40000, 4);
         assert_eq!(steer(&frame, 14, 4), Steer::To(expected));
+    }
+
+    fn tcp6_frame(src: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + 20];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f[14] = 0x60;
+        f[20] = IPPROTO_TCP;
+        f[22..38].copy_from_slice(&src.octets());
+        f[54..56].copy_from_slice(&sport.to_be_bytes());
+        f[56..58].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn ipv6_frame_goes_to_tuple_owner() {
+        let src: Ipv6Addr = "fd00::1".parse().unwrap();
+        let frame = tcp6_frame(src, 5201, 40000);
+        assert_eq!(steer(&frame, 14, 4), Steer::To(owner(src, 5201, 40000, 4)));
+        assert_eq!(
+            steer(&frame[14..], 0, 4),
+            Steer::To(owner(src, 5201, 40000, 4))
+        );
+    }
+
+    #[test]
+    fn ipv6_ports_spread_over_workers() {
+        let src: Ipv6Addr = "fd00::1".parse().unwrap();
+        let mut counts = [0usize; 4];
+        for port in 32768..33768 {
+            counts[owner(src, 5201, port, 4).0] += 1;
+        }
+        for count in counts {
+            assert!((150..=350).contains(&count), "uneven spread: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn neighbour_discovery_goes_everywhere() {
+        let mut frame = tcp6_frame("fe80::1".parse().unwrap(), 0, 0);
+        frame[20] = IPPROTO_ICMPV6;
+        for kind in NDP_TYPES {
+            frame[54] = kind;
+            assert_eq!(steer(&frame, 14, 2), Steer::Everyone, "type {kind}");
+        }
+        // An echo request is answered by whichever worker read it.
+        frame[54] = 128;
+        assert_eq!(steer(&frame, 14, 2), Steer::Here);
+        frame.truncate(54);
+        assert_eq!(steer(&frame, 14, 2), Steer::Here);
     }
 
     #[test]

@@ -305,9 +305,9 @@ fn classify(
     }
 }
 
-/// Applies `--mtu`, `--netns`, `--peer-address` and `--bridge` to the TAP's kernel side and
-/// brings it up. Without CAP_NET_ADMIN it changes nothing and only warns, with the command
-/// for root, when the MTU differs or the link is down. Returns an error only when a step of
+/// Applies `--mtu`, `--netns`, `--peer-address`, `--peer-address6` and `--bridge` to the TAP's
+/// kernel side and brings it up. Without CAP_NET_ADMIN it changes nothing and only warns, with
+/// the command for root, when the MTU differs or the link is down. Returns an error only when a step of
 /// `--netns` or `--bridge` fails; the MTU and, outside a namespace, the up flag only warn.
 pub fn configure_link(args: &Args, privileges: Privileges) -> Result<(), TapAccessError> {
     let tap = args.tap.as_str();
@@ -323,7 +323,8 @@ pub fn configure_link(args: &Args, privileges: Privileges) -> Result<(), TapAcce
     }
     let netns = args.netns.as_deref();
     if let Some(ns) = netns {
-        netns::move_tap(tap, ns, args.peer_address).map_err(TapAccessError::Link)?;
+        netns::move_tap(tap, ns, args.peer_address, args.peer_address6)
+            .map_err(TapAccessError::Link)?;
     }
     if let Some(bridge) = &args.bridge {
         netns::join_bridge(tap, netns, bridge).map_err(TapAccessError::Link)?;

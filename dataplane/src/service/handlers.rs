@@ -1,15 +1,18 @@
 //! What the control thread does for each request kind.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use netcon_control::wire::FLAG_NONBLOCK;
 use netcon_control::{NetconInfo, Op, Reply, Request, SocketKind, WireAddr};
 
 use super::Service;
-use crate::hairpin;
+use super::addressing::{
+    address_scope, ipv6_option_error, is_v6only, mss_for, normalized_option, unspecified,
+};
+use crate::mapped;
 use crate::options::{CONGESTION_CONTROL, LinuxTcpState, SetOutcome, tcp_info};
-use crate::registry::{Inode, SocketEntry, SocketState, Table};
+use crate::registry::{Inode, PortScope, SocketEntry, SocketState, Table};
 use crate::steer;
 use crate::sys::socket::{inode, send, set_nonblocking, socketpair};
 use crate::worker::{Command, ConnectJob, ListenJob, OptionJob, ReplyTo, prepare_pair};
@@ -70,9 +73,10 @@ impl Service {
     }
 
     fn create_socket(&mut self, request: &Request) -> Handled {
-        if request.arg0 != libc::AF_INET as u64 {
-            return error(libc::EAFNOSUPPORT);
-        }
+        let domain = match i32::try_from(request.arg0) {
+            Ok(domain @ (libc::AF_INET | libc::AF_INET6)) => domain,
+            _ => return error(libc::EAFNOSUPPORT),
+        };
         if request.arg1 != libc::SOCK_STREAM as u64 {
             return error(libc::EPROTONOSUPPORT);
         }
@@ -87,10 +91,9 @@ impl Service {
             Ok(parts) => parts,
             Err(e) => return error(e.raw_os_error().unwrap_or(libc::ENOMEM)),
         };
-        self.registry
-            .lock()
-            .sockets
-            .insert(inode, SocketEntry::fresh());
+        let mut entry = SocketEntry::fresh();
+        entry.domain = domain;
+        self.registry.lock().sockets.insert(inode, entry);
         if let Err(e) = self.watch_pending(inode, service) {
             self.registry.lock().remove(inode);
             return error(e.raw_os_error().unwrap_or(libc::ENOMEM));
@@ -101,7 +104,7 @@ impl Service {
     fn info(&self) -> NetconInfo {
         NetconInfo {
             ipv4: self.local_ip,
-            ipv6: None,
+            ipv6: self.ipv6.global,
             dns: self.dns,
         }
     }
@@ -115,32 +118,30 @@ impl Service {
     }
 
     fn bind(&mut self, inode: Inode, request: &Request) -> Handled {
-        let addr = match ipv4_addr(request.addr) {
-            Ok(addr) => addr,
-            Err(errno) => return error(errno),
-        };
-        if !addr.ip().is_unspecified() && !hairpin::is_own(*addr.ip(), self.local_ip) {
-            return error(libc::EADDRNOTAVAIL);
-        }
         let mut table = self.registry.lock();
         let entry = &table.sockets[&inode];
+        let (addr, scope) = match self.check_bind(entry, request.addr) {
+            Ok(checked) => checked,
+            Err(errno) => return error(errno),
+        };
         if entry.state != SocketState::Fresh {
             return error(libc::EINVAL);
         }
         let reuseport = entry.options.flag(libc::SOL_SOCKET, libc::SO_REUSEPORT);
-        let port = if addr.port() == 0 {
+        let (port, scope) = if addr.port() == 0 {
             match table.claim_ephemeral_port() {
-                Some(port) => port,
+                Some(port) => (port, PortScope::Both),
                 None => return error(libc::EADDRINUSE),
             }
-        } else if claim_local_port(&mut table, addr.port(), reuseport) {
-            addr.port()
+        } else if table.claim_port_in(addr.port(), scope, reuseport) {
+            (addr.port(), scope)
         } else {
             return error(libc::EADDRINUSE);
         };
         let entry = table.sockets.get_mut(&inode).expect("checked above");
         entry.state = SocketState::Bound;
-        entry.local = Some(SocketAddrV4::new(*addr.ip(), port));
+        entry.local = Some(SocketAddr::new(addr.ip(), port));
+        entry.port_scope = scope;
         entry.owns_port = true;
         ok(Reply::ok(0))
     }
@@ -148,15 +149,18 @@ impl Service {
     fn listen(&mut self, inode: Inode, request: &Request) -> Handled {
         let mut table = self.registry.lock();
         let entry = &table.sockets[&inode];
+        let domain = entry.domain;
         let local = match entry.state {
             SocketState::Listening => return ok(Reply::ok(0)),
             SocketState::Bound => entry.local.expect("bound sockets have an address"),
             SocketState::Fresh => match table.claim_ephemeral_port() {
-                Some(port) => SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, port),
+                Some(port) => unspecified(domain, port),
                 None => return error(libc::EADDRINUSE),
             },
             _ => return error(libc::EINVAL),
         };
+        let scope = address_scope(domain, is_v6only(&table.sockets[&inode]), local);
+        let addresses = self.listen_addresses(scope, local);
         let made = (|| {
             let (app, service) = socketpair(libc::SOCK_SEQPACKET)?;
             set_nonblocking(service.as_fd(), true)?;
@@ -187,6 +191,8 @@ impl Service {
                 inode: listener_inode,
                 fd,
                 local,
+                addresses: addresses.clone(),
+                domain,
                 backlog,
                 nodelay,
                 keepalive,
@@ -196,23 +202,25 @@ impl Service {
     }
 
     fn connect(&mut self, inode: Inode, request: &Request, app: &OwnedFd, to: ReplyTo) -> Handled {
-        let remote = match ipv4_addr(request.addr) {
-            Ok(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
-                return error(libc::ECONNREFUSED);
-            }
-            Ok(addr) => addr,
-            Err(errno) => return error(errno),
-        };
         let workers = self.workers.len();
         let target = self.next_worker_for_connect();
         let mut table = self.registry.lock();
         let entry = &table.sockets[&inode];
+        let domain = entry.domain;
+        let remote = match self.check_connect(entry, request.addr) {
+            Ok(remote) => remote,
+            Err(errno) => return error(errno),
+        };
+        let local_ip = match self.local_ip_for(remote.ip()) {
+            Ok(ip) => ip,
+            Err(errno) => return error(errno),
+        };
         let local_port = match entry.state {
             // The port decides which worker the connection's frames reach, so pick one that
             // lands on the worker whose turn it is.
             SocketState::Fresh => {
                 let lands_on_target =
-                    |port| steer::owner(*remote.ip(), remote.port(), port, workers) == target;
+                    |port| steer::owner(remote.ip(), remote.port(), port, workers) == target;
                 match table.claim_ephemeral_port_where(lands_on_target) {
                     Some(port) => port,
                     None => return error(libc::EADDRNOTAVAIL),
@@ -239,19 +247,13 @@ impl Service {
                 });
             }
         };
-        // Like Linux, a connection to 127.0.0.0/8 comes from 127.0.0.1.
-        let local_ip = if remote.ip().is_loopback() {
-            std::net::Ipv4Addr::LOCALHOST
-        } else {
-            self.local_ip
-        };
-        let local = SocketAddrV4::new(local_ip, local_port);
+        let local = SocketAddr::new(local_ip, local_port);
         let entry = table.sockets.get_mut(&inode).expect("checked above");
         entry.state = SocketState::Connecting;
         // A blocking connect returns its result itself.
         entry.connect_reported = request.flags & FLAG_NONBLOCK == 0;
-        entry.local = Some(local);
-        entry.remote = Some(remote);
+        entry.local = Some(mapped::for_domain(local, domain));
+        entry.remote = Some(mapped::for_domain(remote, domain));
         entry.owns_port = true;
         let nodelay = entry.options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY);
         let keepalive = entry.options.keepalive();
@@ -278,7 +280,7 @@ impl Service {
             stats,
             reply,
         };
-        let owner = steer::owner(*remote.ip(), remote.port(), local.port(), workers);
+        let owner = steer::owner(remote.ip(), remote.port(), local.port(), workers);
         self.workers[owner.0].send(Command::Connect(job));
         if nonblocking {
             error(libc::EINPROGRESS)
@@ -289,11 +291,10 @@ impl Service {
 
     fn local_name(&self, inode: Inode) -> Handled {
         let table = self.registry.lock();
-        let local = table.sockets[&inode]
-            .local
-            .unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
+        let entry = &table.sockets[&inode];
+        let local = entry.local.unwrap_or(unspecified(entry.domain, 0));
         let mut reply = Reply::ok(0);
-        reply.local = WireAddr(Some(local.into()));
+        reply.local = WireAddr(Some(local));
         ok(reply)
     }
 
@@ -308,7 +309,7 @@ impl Service {
         match (connected, entry.remote) {
             (true, Some(remote)) => {
                 let mut reply = Reply::ok(0);
-                reply.remote = WireAddr(Some(remote.into()));
+                reply.remote = WireAddr(Some(remote));
                 ok(reply)
             }
             _ => error(libc::ENOTCONN),
@@ -319,10 +320,14 @@ impl Service {
         let (level, name) = (request.arg0 as i32, request.arg1 as i32);
         let mut table = self.registry.lock();
         let entry = table.sockets.get_mut(&inode).expect("checked by caller");
+        if let Some(errno) = ipv6_option_error(entry, level, name, false) {
+            return error(errno);
+        }
+        let mss = mss_for(self.mss, entry.domain);
         let int = |v: i32| ok(Reply::with_opt(&v.to_ne_bytes()));
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_TYPE) => int(libc::SOCK_STREAM),
-            (libc::SOL_SOCKET, libc::SO_DOMAIN) => int(libc::AF_INET),
+            (libc::SOL_SOCKET, libc::SO_DOMAIN) => int(entry.domain),
             (libc::SOL_SOCKET, libc::SO_PROTOCOL) => int(libc::IPPROTO_TCP),
             (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
                 int(i32::from(entry.state == SocketState::Listening))
@@ -331,7 +336,7 @@ impl Service {
             (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => ok(Reply::with_opt(CONGESTION_CONTROL)),
             // The MSS the link allows until a connection negotiates its own.
             (libc::IPPROTO_TCP, libc::TCP_MAXSEG) if !entry.options.is_set(level, name) => {
-                int(self.mss as i32)
+                int(mss as i32)
             }
             (libc::IPPROTO_TCP, libc::TCP_INFO) => {
                 let state = match entry.state {
@@ -340,7 +345,7 @@ impl Service {
                     SocketState::Listening => LinuxTcpState::Listen,
                     _ => LinuxTcpState::Close,
                 };
-                ok(Reply::with_opt(&tcp_info(state, self.mss)))
+                ok(Reply::with_opt(&tcp_info(state, mss)))
             }
             _ => match entry.options.get(level, name) {
                 Some(value) => ok(Reply::with_opt(&value)),
@@ -356,7 +361,11 @@ impl Service {
         let (level, name) = (request.arg0 as i32, request.arg1 as i32);
         let mut table = self.registry.lock();
         let entry = table.sockets.get_mut(&inode).expect("checked by caller");
-        let outcome = match entry.options.set(level, name, request.opt_bytes()) {
+        if let Some(errno) = ipv6_option_error(entry, level, name, true) {
+            return error(errno);
+        }
+        let value = normalized_option(level, name, request.opt_bytes());
+        let outcome = match entry.options.set(level, name, &value) {
             Ok(outcome) => outcome,
             Err(errno) => return error(errno),
         };
@@ -376,15 +385,6 @@ impl Service {
             }
         }
         ok(Reply::ok(0))
-    }
-}
-
-/// Takes `port` for a bind, shared with other SO_REUSEPORT sockets when `reuseport` is set.
-fn claim_local_port(table: &mut Table, port: u16, reuseport: bool) -> bool {
-    if reuseport {
-        table.claim_shared_port(port)
-    } else {
-        table.claim_port(port)
     }
 }
 
@@ -436,13 +436,4 @@ fn connect_finished(entry: &SocketEntry, app: &OwnedFd) -> bool {
     let ready = unsafe { libc::poll(&mut poll, 1, 0) } == 1;
     let hung_up = poll.revents & (libc::POLLHUP | libc::POLLERR) != 0;
     ready && poll.revents & libc::POLLOUT != 0 && !hung_up
-}
-
-/// The IPv4 address of a request, or the errno for anything else.
-fn ipv4_addr(addr: WireAddr) -> Result<SocketAddrV4, i32> {
-    match addr.0 {
-        Some(SocketAddr::V4(v4)) => Ok(v4),
-        Some(SocketAddr::V6(_)) => Err(libc::EAFNOSUPPORT),
-        None => Err(libc::EINVAL),
-    }
 }

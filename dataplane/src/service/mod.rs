@@ -3,6 +3,7 @@
 //! epoll loop; it never waits for a worker, because a blocking `connect` gets its reply from
 //! the worker through a completion queue.
 
+mod addressing;
 mod handlers;
 mod listen_socket;
 mod observe;
@@ -65,6 +66,8 @@ pub struct Service {
     completion_wake: Arc<OwnedFd>,
     allowed_uids: Vec<u32>,
     local_ip: std::net::Ipv4Addr,
+    /// The stack's IPv6 addresses besides ::1.
+    ipv6: crate::hairpin::OwnIpv6,
     /// The DNS server given to `--dns`, passed on to the preload's resolver.
     dns: Option<std::net::SocketAddr>,
     /// TCP maximum segment size on the link (MTU less IPv4 and TCP headers).
@@ -112,6 +115,7 @@ impl Service {
             completion_wake: completions.1,
             allowed_uids,
             local_ip,
+            ipv6: crate::hairpin::OwnIpv6::default(),
             dns: None,
             mss: mtu - 40,
             started: std::time::Instant::now(),
@@ -124,6 +128,12 @@ impl Service {
     /// Sets the DNS server that [`Op::Info`] reports (none until set).
     pub fn with_dns(mut self, dns: Option<std::net::SocketAddr>) -> Service {
         self.dns = dns;
+        self
+    }
+
+    /// Sets the stack's IPv6 addresses besides ::1 (none until set).
+    pub fn with_ipv6(mut self, ipv6: crate::hairpin::OwnIpv6) -> Service {
+        self.ipv6 = ipv6;
         self
     }
 

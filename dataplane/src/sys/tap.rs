@@ -27,6 +27,7 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
 
 /// Linux's IFNAMSIZ less the terminating NUL.
 pub const MAX_NAME_LEN: usize = 15;
@@ -96,7 +97,7 @@ impl std::error::Error for QueueError {}
 /// CAP_NET_ADMIN). `multi_queue` must match how an existing interface was created, or the
 /// kernel returns EINVAL. The fd is blocking (io_uring waits on it without blocking the
 /// thread) and close-on-exec. With `offload`, every frame carries a `virtio_net_hdr` and the
-/// kernel may exchange TCP segments of up to 64 KiB with it (checksum and TSO4 offload).
+/// kernel may exchange TCP segments of up to 64 KiB with it (checksum, TSO4 and TSO6 offload).
 pub fn open_queue(
     name: &str,
     medium: Medium,
@@ -143,8 +144,9 @@ pub fn open_queue(
     cvt(unsafe { libc::ioctl(raw, TUNSETIFF, &mut req as *mut IfReq) })
         .map_err(at(QueueStep::SetInterface))?;
     if offload {
+        let flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
         // SAFETY: TUNSETOFFLOAD takes the offload flags as a plain integer argument.
-        cvt(unsafe { libc::ioctl(raw, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) })
+        cvt(unsafe { libc::ioctl(raw, TUNSETOFFLOAD, flags) })
             .map_err(at(QueueStep::SetOffload))?;
     }
     Ok(fd)

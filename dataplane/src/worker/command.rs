@@ -1,7 +1,7 @@
 //! Messages between the control thread and the workers: jobs handed to a worker, and the
 //! replies a worker sends back when a blocking `connect` finishes.
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 
 use netcon_control::Reply;
@@ -25,8 +25,9 @@ pub struct ConnectJob {
     pub inode: Inode,
     /// The service end of the socketpair.
     pub fd: OwnedFd,
-    pub local: SocketAddrV4,
-    pub remote: SocketAddrV4,
+    /// The addresses as the stack uses them: IPv4 for IPv4-mapped ones.
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
     /// Bytes written through the program's end to keep it unwritable until the handshake
     /// ends; the worker reads them back once it succeeds.
     pub filler: usize,
@@ -43,7 +44,13 @@ pub struct ListenJob {
     pub inode: Inode,
     /// The service end of the listener's SOCK_SEQPACKET pair.
     pub fd: OwnedFd,
-    pub local: SocketAddrV4,
+    /// The listening address as the program named it.
+    pub local: SocketAddr,
+    /// The stack addresses to listen on, `None` for every address.
+    pub addresses: Vec<Option<IpAddr>>,
+    /// The listening socket's AF_INET or AF_INET6: accepted connections report their
+    /// addresses for it.
+    pub domain: i32,
     pub backlog: usize,
     pub nodelay: bool,
     /// Accepted connections inherit the listener's keepalive, as on Linux.

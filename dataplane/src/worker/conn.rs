@@ -8,7 +8,7 @@
 //! it; before a clean close the pump drains the queue so the program sees EOF after the data.
 
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use netcon_control::{Reply, WireAddr};
@@ -18,6 +18,7 @@ use smoltcp::time::Duration;
 
 use super::stack::{endpoint, socket_addr};
 use super::{ConnectJob, OptionJob, ReplyTo, Worker};
+use crate::mapped;
 use crate::options::KeepAlive;
 use crate::registry::{Inode, SocketState};
 use crate::stats::{ConnStats, LatencySet, Sampler};
@@ -374,7 +375,7 @@ impl Worker {
         }
     }
 
-    fn report_connected(&mut self, key: usize, local: Option<SocketAddrV4>) {
+    fn report_connected(&mut self, key: usize, local: Option<SocketAddr>) {
         let conn = &mut self.conns[key];
         let micros = conn.started.elapsed().as_micros() as u64;
         self.latency.connect.record(micros);
@@ -384,10 +385,12 @@ impl Worker {
         conn.writable = true;
         let reply_to = conn.reply.take();
         let inode = conn.inode;
+        let mut local = local;
         {
             let mut table = self.registry.lock();
             if let Some(entry) = table.sockets.get_mut(&inode) {
                 entry.state = SocketState::Connected;
+                local = local.map(|addr| mapped::for_domain(addr, entry.domain));
                 if local.is_some() {
                     entry.local = local;
                 }
@@ -395,7 +398,7 @@ impl Worker {
         }
         if let Some(to) = reply_to {
             let mut reply = Reply::ok(0);
-            reply.local = WireAddr(local.map(Into::into));
+            reply.local = WireAddr(local);
             self.completions.send(super::Completion { to, reply });
         }
     }

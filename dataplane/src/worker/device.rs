@@ -217,6 +217,7 @@ impl phy::Device for RingDevice {
         checksum.ipv4 = Checksum::Tx;
         checksum.udp = Checksum::Tx;
         checksum.icmpv4 = Checksum::Tx;
+        checksum.icmpv6 = Checksum::Tx;
         // With offload the kernel completes TCP checksums from the pseudo-header sum that
         // `offload::prepare_egress` writes.
         checksum.tcp = if self.offload.is_some() {

@@ -5,24 +5,26 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use netcon_control::wire::AcceptMessage;
 use netcon_control::{WireAddr, fdpass};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::wire::{IpAddress, IpListenEndpoint};
+use smoltcp::wire::IpListenEndpoint;
 
 use super::conn::Conn;
 use super::stack::socket_addr;
 use super::{LISTENER_TOKEN, ListenJob, Worker};
+use crate::mapped;
 use crate::options::KeepAlive;
 use crate::registry::{Inode, SocketEntry, SocketState};
 use crate::sys::socket::{epoll_add, inode, set_nonblocking, socketpair};
 
-/// Fewest and most smoltcp sockets kept in LISTEN per port (the program's backlog, within
-/// these bounds): the number of handshakes that can start between two wake-ups. smoltcp
+/// Fewest and most smoltcp sockets kept in LISTEN per port and address (the program's
+/// backlog, within these bounds): the number of handshakes that can start between two
+/// wake-ups. smoltcp
 /// answers a SYN beyond them with a reset, where Linux would drop it and let the client
 /// retry, so the floor is well above the small backlogs programs pass (5 for Python).
 // TODO: a burst of more SYNs than this between two wake-ups is still refused — dropping
@@ -34,8 +36,12 @@ const MAX_LISTENING: usize = 512;
 pub struct Listener {
     inode: Inode,
     fd: OwnedFd,
-    local: SocketAddrV4,
-    listening: Vec<SocketHandle>,
+    /// The listening address as the program named it.
+    local: SocketAddr,
+    /// AF_INET or AF_INET6: accepted connections report their addresses for it.
+    domain: i32,
+    /// Sockets in LISTEN, each with the stack address it listens on (`None`: every one).
+    listening: Vec<(SocketHandle, Option<IpAddr>)>,
     /// Sockets past LISTEN whose handshake has not finished.
     handshaking: Vec<SocketHandle>,
     /// Established connections the program has not had room to receive yet.
@@ -66,7 +72,8 @@ impl Worker {
             inode: job.inode,
             fd: job.fd,
             local: job.local,
-            listening: Vec::with_capacity(count),
+            domain: job.domain,
+            listening: Vec::with_capacity(count * job.addresses.len()),
             handshaking: Vec::new(),
             ready: VecDeque::new(),
             nodelay: job.nodelay,
@@ -74,10 +81,12 @@ impl Worker {
             writable: true,
             closed: false,
         };
-        for _ in 0..count {
-            match self.listening_socket(listener.local) {
-                Some(handle) => listener.listening.push(handle),
-                None => break,
+        for &addr in &job.addresses {
+            for _ in 0..count {
+                match self.listening_socket(addr, listener.local.port()) {
+                    Some(handle) => listener.listening.push((handle, addr)),
+                    None => break,
+                }
             }
         }
         let fd = listener.fd.as_raw_fd();
@@ -97,15 +106,14 @@ impl Worker {
         }
     }
 
-    fn listening_socket(&mut self, local: SocketAddrV4) -> Option<SocketHandle> {
+    fn listening_socket(&mut self, addr: Option<IpAddr>, port: u16) -> Option<SocketHandle> {
         let mut socket = self.stack.tcp_socket();
-        let addr = (!local.ip().is_unspecified()).then(|| IpAddress::Ipv4(*local.ip()));
         let endpoint = IpListenEndpoint {
-            addr,
-            port: local.port(),
+            addr: addr.map(Into::into),
+            port,
         };
         if let Err(e) = socket.listen(endpoint) {
-            log::warn!("worker {}: cannot listen on {local}: {e}", self.id.0);
+            log::warn!("worker {}: cannot listen on {endpoint}: {e}", self.id.0);
             return None;
         }
         Some(self.sockets.add(socket))
@@ -136,17 +144,17 @@ impl Worker {
         let mut moved = false;
         let mut index = 0;
         while index < self.listeners[key].listening.len() {
-            let handle = self.listeners[key].listening[index];
+            let (handle, addr) = self.listeners[key].listening[index];
             if self.sockets.get::<tcp::Socket>(handle).state() == State::Listen {
                 index += 1;
                 continue;
             }
-            let local = self.listeners[key].local;
+            let port = self.listeners[key].local.port();
             let listener = &mut self.listeners[key];
             listener.listening.swap_remove(index);
             listener.handshaking.push(handle);
-            if let Some(fresh) = self.listening_socket(local) {
-                self.listeners[key].listening.push(fresh);
+            if let Some(fresh) = self.listening_socket(addr, port) {
+                self.listeners[key].listening.push((fresh, addr));
             }
             moved = true;
         }
@@ -177,15 +185,16 @@ impl Worker {
         moved
     }
 
-    /// The listener that gets the next connection made on `key`'s port: `key` itself, or,
-    /// when several SO_REUSEPORT listeners share the port, each of them in turn (smoltcp
+    /// The listener that gets the next connection made on `key`'s address: `key` itself, or,
+    /// when several SO_REUSEPORT listeners share the address, each of them in turn (smoltcp
     /// hands every SYN to the first listening socket it finds, which would starve the rest).
+    /// An IPv4 and an IPv6-only listener on one port take their own families' connections.
     fn reuseport_target(&mut self, key: usize) -> usize {
-        let port = self.listeners[key].local.port();
+        let local = self.listeners[key].local;
         let sharing = self
             .listeners
             .iter()
-            .filter(|(_, l)| l.local.port() == port && !l.closed);
+            .filter(|(_, l)| l.local == local && !l.closed);
         let count = sharing.clone().count();
         if count <= 1 {
             return key;
@@ -224,8 +233,16 @@ impl Worker {
     /// Makes the socketpair for one accepted connection and sends the program its end.
     fn deliver(&mut self, key: usize, handle: SocketHandle) -> io::Result<()> {
         let socket = self.sockets.get_mut::<tcp::Socket>(handle);
-        let local = socket.local_endpoint().and_then(socket_addr);
-        let remote = socket.remote_endpoint().and_then(socket_addr);
+        let domain = self.listeners[key].domain;
+        let program_view = |addr| mapped::for_domain(addr, domain);
+        let local = socket
+            .local_endpoint()
+            .and_then(socket_addr)
+            .map(program_view);
+        let remote = socket
+            .remote_endpoint()
+            .and_then(socket_addr)
+            .map(program_view);
         socket.set_nagle_enabled(!self.listeners[key].nodelay);
         super::conn::apply_keepalive(socket, self.listeners[key].keepalive);
 
@@ -235,6 +252,7 @@ impl Worker {
 
         let mut entry = SocketEntry::fresh();
         entry.state = SocketState::Connected;
+        entry.domain = domain;
         entry.local = local;
         entry.remote = remote;
         let stats = entry.stats.clone();
@@ -244,8 +262,8 @@ impl Worker {
         self.registry.lock().sockets.insert(app_inode, entry);
 
         let message = AcceptMessage {
-            local: WireAddr(local.map(Into::into)),
-            remote: WireAddr(remote.map(Into::into)),
+            local: WireAddr(local),
+            remote: WireAddr(remote),
         };
         let listener_fd = self.listeners[key].fd.as_raw_fd();
         let sent = fdpass::send(listener_fd, &message.encode(), Some(app.as_raw_fd()));
@@ -264,6 +282,7 @@ impl Worker {
         let handles = listener
             .listening
             .iter()
+            .map(|(handle, _)| handle)
             .chain(&listener.handshaking)
             .chain(&listener.ready);
         for &handle in handles {

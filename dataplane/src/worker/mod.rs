@@ -211,6 +211,8 @@ struct Worker {
     iface: Interface,
     sockets: SocketSet<'static>,
     stack: StackConfig,
+    /// The stack's IPv6 addresses besides ::1, for turning frames around.
+    own_ipv6: hairpin::OwnIpv6,
     conns: Slab<Conn>,
     by_inode: HashMap<Inode, usize>,
     listeners: Slab<Listener>,
@@ -253,6 +255,7 @@ impl Worker {
             device,
             iface,
             sockets: SocketSet::new(Vec::new()),
+            own_ipv6: stack.own_ipv6(),
             stack,
             conns: Slab::new(),
             by_inode: HashMap::new(),
@@ -445,16 +448,18 @@ impl Worker {
 
     /// Takes the frames smoltcp queued for one of its own addresses off the TAP's queue and
     /// delivers them back into the stack (to the worker owning their connection), answering
-    /// ARP requests for those addresses on the way (see [`crate::hairpin`]).
+    /// ARP requests and neighbour solicitations for those addresses on the way (see
+    /// [`crate::hairpin`]).
     fn turn_around(&mut self) {
         let (start, l2_len) = (self.device.header_len(), self.device.l2_len());
         let address = self.stack.address;
+        let own_ipv6 = self.own_ipv6;
         let mut index = 0;
         while index < self.device.egress.queued.len() {
             let (buffer, len) = self.device.egress.queued[index];
             let bytes = &self.device.egress.pool.buffer_mut(buffer)[..len];
             let frame = &bytes[start.min(len)..];
-            let decision = hairpin::classify(frame, l2_len, address);
+            let decision = hairpin::classify(frame, l2_len, address, &own_ipv6);
             let turned = match decision {
                 hairpin::Egress::Wire => {
                     index += 1;
@@ -468,6 +473,16 @@ impl Worker {
                     };
                     let mut turned = self.device.ingress.copy_bytes(&bytes[..start.min(len)]);
                     turned.extend_from_slice(&reply);
+                    turned
+                }
+                hairpin::Egress::AnswerSolicitation => {
+                    let Some(advert) = hairpin::neighbour_advertisement(frame, self.stack.mac)
+                    else {
+                        index += 1;
+                        continue;
+                    };
+                    let mut turned = self.device.ingress.copy_bytes(&bytes[..start.min(len)]);
+                    turned.extend_from_slice(&advert);
                     turned
                 }
             };

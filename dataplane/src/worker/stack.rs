@@ -1,15 +1,16 @@
 //! How a worker's smoltcp `Interface` and TCP sockets are configured.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant as StdInstant;
 
 use smoltcp::iface::{Config, Interface};
 use smoltcp::phy::Medium;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Cidr};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, Ipv4Cidr, Ipv6Cidr};
 
 use super::device::RingDevice;
+use crate::hairpin::OwnIpv6;
 
 /// The addresses and sizes every worker's stack uses.
 #[derive(Clone, Debug)]
@@ -20,6 +21,10 @@ pub struct StackConfig {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 address and prefix length, when the stack has one besides ::1.
+    pub address6: Option<(Ipv6Addr, u8)>,
+    /// Default IPv6 gateway for destinations outside that prefix.
+    pub gateway6: Option<Ipv6Addr>,
     /// Size of each TCP socket's receive and of its send buffer, in bytes.
     pub tcp_buffer: usize,
     /// The TAP queues carry a `virtio_net_hdr` and exchange 64 KiB TCP segments.
@@ -36,24 +41,47 @@ impl StackConfig {
         let mut config = Config::new(hardware);
         config.random_seed = seed();
         let mut iface = Interface::new(config, device, now);
-        let cidr = Ipv4Cidr::new(self.address, self.prefix_len);
-        // 127.0.0.1/8 too: frames to it never leave netcon-dp (see `crate::hairpin`).
-        let loopback = Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8);
+        let own = self.own_ipv6();
+        let mut cidrs = vec![
+            IpCidr::Ipv4(Ipv4Cidr::new(self.address, self.prefix_len)),
+            // 127.0.0.1/8 and ::1 too: frames to them never leave netcon-dp (see
+            // `crate::hairpin`).
+            IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8)),
+            IpCidr::Ipv6(Ipv6Cidr::new(Ipv6Addr::LOCALHOST, 128)),
+        ];
+        if let (Some((address, prefix_len)), Some(link_local)) = (self.address6, own.link_local) {
+            cidrs.push(IpCidr::Ipv6(Ipv6Cidr::new(address, prefix_len)));
+            cidrs.push(IpCidr::Ipv6(Ipv6Cidr::new(link_local, 64)));
+        }
         iface.update_ip_addrs(|addrs| {
-            addrs
-                .push(IpCidr::Ipv4(cidr))
-                .expect("room for two addresses");
-            addrs
-                .push(IpCidr::Ipv4(loopback))
-                .expect("room for two addresses");
+            for cidr in cidrs {
+                addrs.push(cidr).expect("room for five addresses");
+            }
         });
         if let Some(gateway) = self.gateway {
             iface
                 .routes_mut()
                 .add_default_ipv4_route(gateway)
-                .expect("room for one route");
+                .expect("room for two routes");
+        }
+        if let Some(gateway) = self.gateway6 {
+            iface
+                .routes_mut()
+                .add_default_ipv6_route(gateway)
+                .expect("room for two routes");
         }
         iface
+    }
+
+    /// Returns the stack's IPv6 addresses besides ::1: the `--address6` one and, with it, the
+    /// link-local address of the MAC (on a TAP).
+    pub fn own_ipv6(&self) -> OwnIpv6 {
+        let global = self.address6.map(|(address, _)| address);
+        let link_local = match self.medium {
+            Medium::Ethernet => global.map(|_| link_local(self.mac)),
+            _ => None,
+        };
+        OwnIpv6 { global, link_local }
     }
 
     /// A TCP socket with this config's buffer sizes.
@@ -93,16 +121,45 @@ impl Clock {
     }
 }
 
-/// A std socket address as a smoltcp endpoint.
-pub fn endpoint(addr: SocketAddrV4) -> IpEndpoint {
-    IpEndpoint::new(IpAddress::Ipv4(*addr.ip()), addr.port())
+/// Returns the link-local IPv6 address of `mac`: fe80::/64 with the modified EUI-64
+/// interface identifier (RFC 4291, appendix A).
+pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+    let [a, b, c, d, e, f] = mac;
+    let id = [a ^ 0x02, b, c, 0xff, 0xfe, d, e, f];
+    let mut octets = [0u8; 16];
+    octets[0..2].copy_from_slice(&[0xfe, 0x80]);
+    octets[8..16].copy_from_slice(&id);
+    Ipv6Addr::from(octets)
 }
 
-/// A smoltcp endpoint as a std IPv4 socket address.
-pub fn socket_addr(endpoint: IpEndpoint) -> Option<SocketAddrV4> {
-    match endpoint.addr {
-        IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip, endpoint.port)),
-        #[allow(unreachable_patterns)] // reachable once proto-ipv6 is enabled
-        _ => None,
+/// A std socket address as a smoltcp endpoint.
+pub fn endpoint(addr: SocketAddr) -> IpEndpoint {
+    IpEndpoint::new(addr.ip().into(), addr.port())
+}
+
+/// A smoltcp endpoint as a std socket address.
+pub fn socket_addr(endpoint: IpEndpoint) -> Option<SocketAddr> {
+    Some(SocketAddr::new(endpoint.addr.into(), endpoint.port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_from_mac() {
+        let address = link_local([0x02, 0x6e, 0x63, 0x01, 0x02, 0x03]);
+        assert_eq!(
+            address,
+            "fe80::6e:63ff:fe01:203".parse::<Ipv6Addr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn endpoints_round_trip() {
+        for text in ["10.77.0.2:80", "[fd00::2]:443", "[::1]:1"] {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(socket_addr(endpoint(addr)), Some(addr), "{text}");
+        }
     }
 }
