@@ -11,6 +11,8 @@ pub const WIRE_ADDR_LEN: usize = 20;
 
 const SOCKADDR_IN_LEN: usize = 16;
 const SOCKADDR_IN6_LEN: usize = 28;
+/// The shortest `sockaddr_in6` Linux accepts: the RFC 2133 layout, without `sin6_scope_id`.
+const SOCKADDR_IN6_MIN_LEN: usize = 24;
 
 /// An optional socket address in the RPC's fixed layout: family (u16), port (u16, host order),
 /// 16 address bytes (IPv4 uses the first 4). Family 0 means "no address".
@@ -99,13 +101,16 @@ pub fn decode_sockaddr(bytes: &[u8]) -> Result<SocketAddr, SockaddrError> {
             Ok(SocketAddrV4::new(ip, port).into())
         }
         libc::AF_INET6 => {
-            if bytes.len() < SOCKADDR_IN6_LEN {
+            if bytes.len() < SOCKADDR_IN6_MIN_LEN {
                 return Err(SockaddrError::TooShort);
             }
             let port = u16::from_be_bytes([bytes[2], bytes[3]]);
             let flowinfo = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
             let octets: [u8; 16] = bytes[8..24].try_into().expect("slice of 16 bytes");
-            let scope_id = u32::from_ne_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
+            let scope_id = match bytes.get(24..28) {
+                Some(id) => u32::from_ne_bytes(id.try_into().expect("slice of 4 bytes")),
+                None => 0,
+            };
             Ok(SocketAddrV6::new(Ipv6Addr::from(octets), port, flowinfo, scope_id).into())
         }
         _ => Err(SockaddrError::UnsupportedFamily(family)),
@@ -182,6 +187,15 @@ mod tests {
             decode_sockaddr(&[unix[0], unix[1], 0, 0]),
             Err(SockaddrError::UnsupportedFamily(libc::AF_UNIX as u16))
         );
+    }
+
+    #[test]
+    fn sockaddr_in6_without_scope_id() {
+        let addr: SocketAddr = "[fd00::1]:443".parse().unwrap();
+        let mut out = [0u8; 28];
+        encode_sockaddr(&addr, &mut out);
+        assert_eq!(decode_sockaddr(&out[..24]), Ok(addr));
+        assert_eq!(decode_sockaddr(&out[..23]), Err(SockaddrError::TooShort));
     }
 
     #[test]

@@ -66,7 +66,9 @@ impl SocketOptions {
                 | libc::TCP_KEEPINTVL
                 | libc::TCP_KEEPCNT
                 | libc::TCP_USER_TIMEOUT,
-            ) => SetOutcome::Applied,
+            )
+            // Applied when the socket binds, connects or listens.
+            | (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => SetOutcome::Applied,
             _ => SetOutcome::StoredOnly,
         };
         if outcome == SetOutcome::StoredOnly {
@@ -214,6 +216,7 @@ fn takes_int(level: i32, name: i32) -> bool {
                 | libc::TCP_DEFER_ACCEPT
                 | libc::TCP_FASTOPEN
         ) | (libc::IPPROTO_IP, libc::IP_TOS | libc::IP_TTL)
+            | (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
     )
 }
 
