@@ -114,9 +114,18 @@ mod tests {
 
     #[test]
     fn data_header_round_trip() {
-        for text in ["10.77.0.1:53", "127.0.0.1:40000", "[fd00::1]:5201", "[fe80::1%3]:9"] {
+        for text in [
+            "10.77.0.1:53",
+            "127.0.0.1:40000",
+            "[fd00::1]:5201",
+            "[fe80::1%3]:9",
+        ] {
             let header = DatagramHeader::Data(Some(text.parse().unwrap()));
-            assert_eq!(DatagramHeader::decode(&header.encode()), Some(header), "{text}");
+            assert_eq!(
+                DatagramHeader::decode(&header.encode()),
+                Some(header),
+                "{text}"
+            );
         }
         let to_peer = DatagramHeader::Data(None);
         assert_eq!(DatagramHeader::decode(&to_peer.encode()), Some(to_peer));

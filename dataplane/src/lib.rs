@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod hairpin;
+pub mod icmp_error;
 pub mod mapped;
 pub mod netns;
 pub mod offload;

@@ -29,10 +29,18 @@ pub enum SocketState {
     Closed,
 }
 
+/// The transport protocol of a socket, which decides its port space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
 /// What the service keeps about one socket.
 #[derive(Clone, Debug)]
 pub struct SocketEntry {
     pub state: SocketState,
+    pub protocol: Protocol,
     /// AF_INET or AF_INET6, as the program created the socket.
     pub domain: i32,
     /// The addresses as the program sees them: IPv4 peers of an AF_INET6 socket are
@@ -62,6 +70,7 @@ impl SocketEntry {
     pub fn fresh() -> SocketEntry {
         SocketEntry {
             state: SocketState::Fresh,
+            protocol: Protocol::Tcp,
             domain: libc::AF_INET,
             local: None,
             remote: None,
@@ -102,35 +111,21 @@ impl PortScope {
     }
 }
 
-/// The tables behind the lock.
+/// The local ports of one transport protocol and who holds them.
 #[derive(Default)]
-pub struct Table {
-    pub sockets: HashMap<Inode, SocketEntry>,
-    /// Local ports taken by bound, listening or connected sockets.
-    ports: BTreeMap<u16, Vec<PortHolder>>,
+pub struct PortSpace {
+    holders: BTreeMap<u16, Vec<PortHolder>>,
     next_ephemeral: u16,
-    closed_order: VecDeque<Inode>,
 }
 
-impl Table {
-    /// Takes `port` for a socket; false when it is already taken.
-    pub fn claim_port(&mut self, port: u16) -> bool {
-        self.claim_port_in(port, PortScope::Both, false)
-    }
-
-    /// Takes `port` for a socket that set SO_REUSEPORT; false when a socket without it has
-    /// the port. As on Linux, any number of SO_REUSEPORT sockets may bind the same port.
-    pub fn claim_shared_port(&mut self, port: u16) -> bool {
-        self.claim_port_in(port, PortScope::Both, true)
-    }
-
+impl PortSpace {
     /// Takes `port` on the addresses of `scope`, shared with other SO_REUSEPORT sockets when
     /// `shared` is set; false when a socket whose scope overlaps holds the port and the two do
     /// not both share it.
     // TODO: Linux also requires the same effective uid for every socket on a shared port; the
     // registry does not record uids, so any allowed client may join a shared port.
-    pub fn claim_port_in(&mut self, port: u16, scope: PortScope, shared: bool) -> bool {
-        let holders = self.ports.entry(port).or_default();
+    pub fn claim_in(&mut self, port: u16, scope: PortScope, shared: bool) -> bool {
+        let holders = self.holders.entry(port).or_default();
         let conflict = holders
             .iter()
             .any(|held| held.scope.overlaps(scope) && !(held.shared && shared));
@@ -141,32 +136,22 @@ impl Table {
         true
     }
 
-    /// Gives a port back (one holder's share of a shared port).
-    pub fn release_port(&mut self, port: u16) {
-        self.release_port_in(port, PortScope::Both);
-    }
-
     /// Gives back one hold on `port` taken with `scope`.
-    pub fn release_port_in(&mut self, port: u16, scope: PortScope) {
-        let Some(holders) = self.ports.get_mut(&port) else {
+    pub fn release_in(&mut self, port: u16, scope: PortScope) {
+        let Some(holders) = self.holders.get_mut(&port) else {
             return;
         };
         if let Some(index) = holders.iter().position(|held| held.scope == scope) {
             holders.swap_remove(index);
         }
         if holders.is_empty() {
-            self.ports.remove(&port);
+            self.holders.remove(&port);
         }
     }
 
-    /// Takes a free ephemeral port, or returns `None` when all are taken (EADDRNOTAVAIL).
-    pub fn claim_ephemeral_port(&mut self) -> Option<u16> {
-        self.claim_ephemeral_port_where(|_| true)
-    }
-
-    /// Takes a free ephemeral port that `accept` agrees to (for example one whose connection
-    /// hashes to a chosen worker), or returns `None` when there is none.
-    pub fn claim_ephemeral_port_where(&mut self, accept: impl Fn(u16) -> bool) -> Option<u16> {
+    /// Takes a free ephemeral port on every address that `accept` agrees to (for example one
+    /// whose frames reach a chosen worker), or returns `None` when there is none.
+    pub fn claim_ephemeral_where(&mut self, accept: impl Fn(u16) -> bool) -> Option<u16> {
         let span = EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start() + 1;
         for _ in 0..span {
             if !EPHEMERAL_PORTS.contains(&self.next_ephemeral) {
@@ -174,11 +159,69 @@ impl Table {
             }
             let port = self.next_ephemeral;
             self.next_ephemeral = self.next_ephemeral.wrapping_add(1);
-            if accept(port) && self.claim_port(port) {
+            if accept(port) && self.claim_in(port, PortScope::Both, false) {
                 return Some(port);
             }
         }
         None
+    }
+}
+
+/// The tables behind the lock.
+#[derive(Default)]
+pub struct Table {
+    pub sockets: HashMap<Inode, SocketEntry>,
+    /// TCP ports taken by bound, listening or connected sockets.
+    ports: PortSpace,
+    /// UDP ports taken by bound sockets. TCP and UDP ports are separate, as on Linux.
+    pub udp_ports: PortSpace,
+    closed_order: VecDeque<Inode>,
+}
+
+impl Table {
+    /// Takes TCP `port` for a socket; false when it is already taken.
+    pub fn claim_port(&mut self, port: u16) -> bool {
+        self.claim_port_in(port, PortScope::Both, false)
+    }
+
+    /// Takes TCP `port` for a socket that set SO_REUSEPORT; false when a socket without it has
+    /// the port. As on Linux, any number of SO_REUSEPORT sockets may bind the same port.
+    pub fn claim_shared_port(&mut self, port: u16) -> bool {
+        self.claim_port_in(port, PortScope::Both, true)
+    }
+
+    /// Takes TCP `port` on the addresses of `scope` (see [`PortSpace::claim_in`]).
+    pub fn claim_port_in(&mut self, port: u16, scope: PortScope, shared: bool) -> bool {
+        self.ports.claim_in(port, scope, shared)
+    }
+
+    /// Gives a TCP port back (one holder's share of a shared port).
+    pub fn release_port(&mut self, port: u16) {
+        self.release_port_in(port, PortScope::Both);
+    }
+
+    /// Gives back one hold on TCP `port` taken with `scope`.
+    pub fn release_port_in(&mut self, port: u16, scope: PortScope) {
+        self.ports.release_in(port, scope);
+    }
+
+    /// Takes a free ephemeral TCP port, or returns `None` when all are taken (EADDRNOTAVAIL).
+    pub fn claim_ephemeral_port(&mut self) -> Option<u16> {
+        self.claim_ephemeral_port_where(|_| true)
+    }
+
+    /// Takes a free ephemeral TCP port that `accept` agrees to (for example one whose
+    /// connection hashes to a chosen worker), or returns `None` when there is none.
+    pub fn claim_ephemeral_port_where(&mut self, accept: impl Fn(u16) -> bool) -> Option<u16> {
+        self.ports.claim_ephemeral_where(accept)
+    }
+
+    /// Gives back the port a socket of `protocol` holds.
+    fn release_held(&mut self, protocol: Protocol, port: u16, scope: PortScope) {
+        match protocol {
+            Protocol::Tcp => self.ports.release_in(port, scope),
+            Protocol::Udp => self.udp_ports.release_in(port, scope),
+        }
     }
 
     /// Marks a socket closed with `errno` for SO_ERROR, releasing its port. The entry stays
@@ -191,14 +234,14 @@ impl Table {
             .local
             .filter(|_| entry.owns_port)
             .map(|local| local.port());
-        let scope = entry.port_scope;
+        let (scope, protocol) = (entry.port_scope, entry.protocol);
         entry.owns_port = false;
         entry.state = SocketState::Closed;
         if errno != 0 {
             entry.pending_error = errno;
         }
         if let Some(port) = port {
-            self.release_port_in(port, scope);
+            self.release_held(protocol, port, scope);
         }
         self.closed_order.push_back(inode);
         while self.closed_order.len() > CLOSED_ENTRIES_KEPT {
@@ -219,7 +262,7 @@ impl Table {
             && entry.owns_port
             && let Some(local) = entry.local
         {
-            self.release_port_in(local.port(), entry.port_scope);
+            self.release_held(entry.protocol, local.port(), entry.port_scope);
         }
     }
 }
@@ -301,6 +344,25 @@ mod tests {
         assert!(table.claim_port_in(80, PortScope::Ipv6, true));
         assert!(table.claim_port_in(80, PortScope::Ipv6, true));
         assert!(!table.claim_port_in(80, PortScope::Ipv6, false));
+    }
+
+    #[test]
+    fn udp_ports_are_apart_from_tcp() {
+        let mut table = Table::default();
+        assert!(table.claim_port(53));
+        assert!(table.udp_ports.claim_in(53, PortScope::Ipv4, false));
+        assert!(!table.udp_ports.claim_in(53, PortScope::Ipv4, false));
+
+        let inode = Inode(9);
+        let mut entry = SocketEntry::fresh();
+        entry.protocol = Protocol::Udp;
+        entry.local = Some("0.0.0.0:53".parse().unwrap());
+        entry.port_scope = PortScope::Ipv4;
+        entry.owns_port = true;
+        table.sockets.insert(inode, entry);
+        table.remove(inode);
+        assert!(table.udp_ports.claim_in(53, PortScope::Ipv4, false));
+        assert!(!table.claim_port(53), "the TCP port stays taken");
     }
 
     #[test]

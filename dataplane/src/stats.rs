@@ -39,6 +39,23 @@ pub struct WorkerStats {
     pub ring_full: AtomicU64,
     pub connections: AtomicU64,
     pub listeners: AtomicU64,
+    pub udp_sockets: AtomicU64,
+    /// UDP datagrams written to programs' sockets.
+    pub udp_datagrams_in: AtomicU64,
+    /// UDP datagrams dropped because the program's socket had no room, as Linux drops them
+    /// when a socket's receive buffer is full.
+    pub udp_rx_dropped: AtomicU64,
+    /// UDP datagrams to a port with sockets of which none accepts them (all connected to
+    /// other peers, or bound to another address).
+    pub udp_rx_unmatched: AtomicU64,
+    /// Times a UDP socket's receive buffer in the stack filled during one poll, so the stack
+    /// may have dropped datagrams it could not queue.
+    pub udp_rx_overflows: AtomicU64,
+    /// UDP datagrams from programs that could not be sent: no destination on an unconnected
+    /// socket, an unaddressable one, or a malformed message.
+    pub udp_tx_dropped: AtomicU64,
+    /// ICMP errors reported to connected UDP sockets (ECONNREFUSED and the like).
+    pub udp_errors_reported: AtomicU64,
 }
 
 /// Counters of one connection, shared between its worker and `netcon-ctl show`.

@@ -1,7 +1,8 @@
 //! Flow steering between workers: which worker owns a TCP connection, decided by a hash of its
-//! 4-tuple, and what to do with a frame that arrived on some worker's TAP queue. The control
-//! thread uses the same hash to pick local ports for outgoing connections, so their frames
-//! land on the worker that owns them.
+//! 4-tuple, which worker owns the UDP sockets of a local port, decided by a hash of the port,
+//! and what to do with a frame that arrived on some worker's TAP queue. The control thread uses
+//! the same hashes to pick local ports for outgoing connections and UDP sockets, so their
+//! frames land on the worker that owns them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -25,6 +26,10 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ICMP: u8 = 1;
+/// The fragment offset bits of the IPv4 flags and fragment offset field.
+const IPV4_FRAGMENT_OFFSET: u16 = 0x1fff;
 const IPPROTO_ICMPV6: u8 = 58;
 const IPV6_HEADER_LEN: usize = 40;
 
@@ -52,6 +57,16 @@ pub fn owner(
         IpAddr::V6(ip) => fnv1a(ip.octets().into_iter().chain(ports)),
     };
     WorkerId(hash as usize % workers)
+}
+
+/// The worker owning every UDP socket bound to `local_port`. One worker holds all sockets of
+/// a port, so it alone decides which of them receives a datagram (the one connected to the
+/// sender, else one bound to the port) without asking the others.
+pub fn udp_owner(local_port: u16, workers: usize) -> WorkerId {
+    if workers <= 1 {
+        return WorkerId(0);
+    }
+    WorkerId(fnv1a(local_port.to_be_bytes().into_iter()) as usize % workers)
 }
 
 /// FNV-1a over `bytes`: cheap, and it spreads sequential ports evenly.
@@ -89,10 +104,16 @@ pub fn steer(frame: &[u8], l2_len: usize, workers: usize) -> Steer {
     if version_ihl >> 4 == 6 {
         return steer_ipv6(ip, workers);
     }
-    if version_ihl >> 4 != 4 || ip.get(9) != Some(&IPPROTO_TCP) {
+    if version_ihl >> 4 != 4 {
         return Steer::Here;
     }
     let ihl = usize::from(version_ihl & 0x0f) * 4;
+    match ip.get(9) {
+        Some(&IPPROTO_TCP) => {}
+        Some(&IPPROTO_UDP) => return steer_udp(ip, ihl, workers),
+        Some(&IPPROTO_ICMP) => return steer_icmp_error(ip, workers),
+        _ => return Steer::Here,
+    }
     let (Some(src), Some(ports)) = (ip.get(12..16), ip.get(ihl..ihl + 4)) else {
         return Steer::Here;
     };
@@ -100,6 +121,33 @@ pub fn steer(frame: &[u8], l2_len: usize, workers: usize) -> Steer {
     let remote_port = u16::from_be_bytes([ports[0], ports[1]]);
     let local_port = u16::from_be_bytes([ports[2], ports[3]]);
     Steer::To(owner(remote, remote_port, local_port, workers))
+}
+
+/// Steers an IPv4 UDP datagram to the owner of its destination port. A fragment after the
+/// first carries no UDP header and stays where it is.
+// TODO: fragmented datagrams are dropped (smoltcp is built without IPv4 reassembly), so
+// UDP datagrams larger than the link MTU are lost — reassembling on one worker and handing the
+// datagram to the port's owner would carry them.
+fn steer_udp(ip: &[u8], ihl: usize, workers: usize) -> Steer {
+    let Some(flags) = ip.get(6..8).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        return Steer::Here;
+    };
+    if flags & IPV4_FRAGMENT_OFFSET != 0 {
+        return Steer::Here;
+    }
+    match ip.get(ihl + 2..ihl + 4) {
+        Some(port) => Steer::To(udp_owner(u16::from_be_bytes([port[0], port[1]]), workers)),
+        None => Steer::Here,
+    }
+}
+
+/// Steers an ICMP or ICMPv6 error about a UDP datagram to the owner of the datagram's source
+/// port, whose socket it concerns; other ICMP stays where it is.
+fn steer_icmp_error(ip: &[u8], workers: usize) -> Steer {
+    match crate::icmp_error::parse_udp_error(ip, 0) {
+        Some(error) => Steer::To(udp_owner(error.local.port(), workers)),
+        None => Steer::Here,
+    }
 }
 
 /// Steers an IPv6 packet: TCP by its 4-tuple, neighbour discovery to every worker. Packets
@@ -112,7 +160,11 @@ fn steer_ipv6(ip: &[u8], workers: usize) -> Steer {
     match next_header {
         IPPROTO_ICMPV6 => match payload.first() {
             Some(kind) if NDP_TYPES.contains(kind) => Steer::Everyone,
-            _ => Steer::Here,
+            _ => steer_icmp_error(ip, workers),
+        },
+        IPPROTO_UDP => match payload.get(2..4) {
+            Some(port) => Steer::To(udp_owner(u16::from_be_bytes([port[0], port[1]]), workers)),
+            None => Steer::Here,
         },
         IPPROTO_TCP => {
             let (Some(src), Some(ports)) = (ip.get(8..24), payload.get(..4)) else {
@@ -204,6 +256,49 @@ mod tests {
     }
 
     #[test]
+    fn udp_goes_to_port_owner() {
+        let mut udp = tcp_frame([10, 77, 0, 1], 53, 40000);
+        udp[23] = IPPROTO_UDP;
+        assert_eq!(steer(&udp, 14, 4), Steer::To(udp_owner(40000, 4)));
+        // Any peer reaches the same worker: the port alone decides.
+        udp[26..30].copy_from_slice(&[10, 77, 0, 9]);
+        udp[34..36].copy_from_slice(&5353u16.to_be_bytes());
+        assert_eq!(steer(&udp, 14, 4), Steer::To(udp_owner(40000, 4)));
+        // A later fragment has no UDP header.
+        udp[20..22].copy_from_slice(&0x00b9u16.to_be_bytes());
+        assert_eq!(steer(&udp, 14, 4), Steer::Here);
+    }
+
+    #[test]
+    fn udp_ports_spread_over_workers() {
+        let mut counts = [0usize; 4];
+        for port in 32768..33768 {
+            counts[udp_owner(port, 4).0] += 1;
+        }
+        for count in counts {
+            assert!((150..=350).contains(&count), "uneven spread: {counts:?}");
+        }
+    }
+
+    #[test]
+    fn icmp_error_goes_to_quoted_port_owner() {
+        let mut f = vec![0u8; 14 + 20 + 8 + 20 + 8];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        f[14] = 0x45;
+        f[23] = IPPROTO_ICMP;
+        f[34] = 3;
+        f[35] = 3;
+        f[42] = 0x45;
+        f[42 + 9] = IPPROTO_UDP;
+        f[62..64].copy_from_slice(&40001u16.to_be_bytes());
+        f[64..66].copy_from_slice(&9u16.to_be_bytes());
+        assert_eq!(steer(&f, 14, 4), Steer::To(udp_owner(40001, 4)));
+        // An echo request is answered where it arrived.
+        f[34] = 8;
+        assert_eq!(steer(&f, 14, 4), Steer::Here);
+    }
+
+    #[test]
     fn arp_goes_everywhere() {
         let mut frame = vec![0u8; 42];
         frame[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
@@ -231,9 +326,9 @@ mod tests {
     fn short_and_foreign_frames_stay() {
         assert_eq!(steer(&[], 14, 2), Steer::Here);
         assert_eq!(steer(&[0u8; 20], 14, 2), Steer::Here);
-        let mut udp = tcp_frame([10, 77, 0, 1], 53, 40000);
-        udp[23] = 17;
-        assert_eq!(steer(&udp, 14, 2), Steer::Here);
+        let mut gre = tcp_frame([10, 77, 0, 1], 53, 40000);
+        gre[23] = 47;
+        assert_eq!(steer(&gre, 14, 2), Steer::Here);
         let mut short = tcp_frame([10, 77, 0, 1], 1, 2);
         short.truncate(36);
         assert_eq!(steer(&short, 14, 2), Steer::Here);

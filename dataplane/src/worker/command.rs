@@ -57,6 +57,37 @@ pub struct ListenJob {
     pub keepalive: Option<KeepAlive>,
 }
 
+/// Hand a bound UDP socket to the worker that owns its port.
+pub struct DatagramJob {
+    pub inode: Inode,
+    /// The service end of the socket's SOCK_SEQPACKET pair.
+    pub fd: OwnedFd,
+    /// The bound address as the stack uses it (IPv4 for an IPv4-mapped one); the IP may be
+    /// unspecified.
+    pub local: std::net::SocketAddr,
+    /// The peer, when the socket was connected before it was bound.
+    pub peer: Option<std::net::SocketAddr>,
+    /// AF_INET or AF_INET6: the family the program names addresses in.
+    pub domain: i32,
+    pub receives_ipv4: bool,
+    pub receives_ipv6: bool,
+    /// Counters `netcon-ctl show` reads.
+    pub stats: Arc<ConnStats>,
+    /// Set when a request waits for the socket to be in place (a connect).
+    pub reply: Option<ReplyTo>,
+}
+
+/// Connect a UDP socket the worker owns to `peer`, or dissolve its peer (`None`); the worker
+/// replies once datagrams follow the change.
+pub struct DatagramPeerJob {
+    pub inode: Inode,
+    pub peer: Option<std::net::SocketAddr>,
+    /// The local address from now on, in stack form: connect fixes an unspecified IP to the
+    /// source address towards the peer, and a disconnect may reset it.
+    pub local: std::net::SocketAddr,
+    pub reply: ReplyTo,
+}
+
 /// An option change on a connection a worker already owns.
 #[derive(Clone, Copy)]
 pub struct OptionJob {
@@ -79,6 +110,8 @@ pub enum Command {
     SetOptions(OptionJob),
     /// Send a [`Snapshot`] on the channel.
     Snapshot(crossbeam::channel::Sender<Snapshot>),
+    OpenDatagram(DatagramJob),
+    SetDatagramPeer(DatagramPeerJob),
 }
 
 /// A reply a worker produced for a waiting client.

@@ -408,7 +408,7 @@ impl Worker {
     fn finish_conn(&mut self, key: usize, errno: i32, reset_app: bool) {
         let mut conn = self.conns.remove(key);
         self.by_inode.remove(&conn.inode);
-        self.sockets.remove(conn.handle);
+        self.retire(conn.handle);
         if let Some(to) = conn.reply {
             self.completions.send(super::Completion {
                 to,

@@ -223,6 +223,7 @@ impl Worker {
                     log::debug!("worker {}: accept delivery failed: {e}", self.id.0);
                     self.listeners[key].ready.pop_front();
                     self.sockets.get_mut::<tcp::Socket>(handle).abort();
+                    self.retire(handle);
                     moved = true;
                 }
             }
@@ -286,8 +287,9 @@ impl Worker {
             .chain(&listener.handshaking)
             .chain(&listener.ready);
         for &handle in handles {
+            // Connections the program never accepted get a reset, as on Linux.
             self.sockets.get_mut::<tcp::Socket>(handle).abort();
-            self.sockets.remove(handle);
+            self.retire(handle);
         }
         self.registry.lock().remove(listener.inode);
     }

@@ -5,12 +5,16 @@
 
 mod command;
 mod conn;
+mod datagram;
 mod device;
 mod listener;
 mod ring;
 mod stack;
 
-pub use command::{Command, Completion, ConnectJob, ListenJob, OptionJob, ReplyTo, Snapshot};
+pub use command::{
+    Command, Completion, ConnectJob, DatagramJob, DatagramPeerJob, ListenJob, OptionJob, ReplyTo,
+    Snapshot,
+};
 pub use conn::prepare_pair;
 pub use stack::StackConfig;
 
@@ -24,7 +28,8 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender};
 use slab::Slab;
-use smoltcp::iface::{Interface, SocketSet};
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
 
 use crate::hairpin;
 use crate::registry::{Inode, Registry};
@@ -48,8 +53,15 @@ const TX_FRAMES: usize = 256;
 /// Epoll events handled per wake-up; more stay queued for the next one.
 const EPOLL_BATCH: usize = 256;
 
+/// How long an aborted socket may wait for its reset to be sent before it is dropped anyway
+/// (when no transmit buffer or no neighbour entry comes free).
+const RESET_GRACE: Duration = Duration::from_secs(1);
+
 /// Epoll tokens at or above this value name listeners; below it, connections.
 const LISTENER_TOKEN: u64 = 1 << 40;
+
+/// Epoll tokens at or above this value name UDP sockets.
+const UDP_TOKEN: u64 = 1 << 41;
 
 /// A way to hand replies to the control thread and wake it.
 #[derive(Clone)]
@@ -216,6 +228,7 @@ struct Worker {
     conns: Slab<Conn>,
     by_inode: HashMap<Inode, usize>,
     listeners: Slab<Listener>,
+    datagrams: datagram::DatagramTable,
     epoll: OwnedFd,
     wake: Arc<OwnedFd>,
     stop: Arc<AtomicBool>,
@@ -240,6 +253,8 @@ struct Worker {
     clock: stack::Clock,
     /// Where bytes already forwarded from a socketpair are read to, to discard them.
     scratch: Box<[u8]>,
+    /// Aborted sockets kept until smoltcp has sent their reset, with a deadline.
+    retiring: Vec<(SocketHandle, std::time::Instant)>,
 }
 
 impl Worker {
@@ -260,6 +275,7 @@ impl Worker {
             conns: Slab::new(),
             by_inode: HashMap::new(),
             listeners: Slab::new(),
+            datagrams: datagram::DatagramTable::new(),
             epoll: epoll_create()?,
             wake: links.wake,
             stop: links.stop,
@@ -277,6 +293,7 @@ impl Worker {
             reuseport_turn: 0,
             clock,
             scratch: vec![0u8; conn::SCRATCH_LEN].into_boxed_slice(),
+            retiring: Vec::new(),
         })
     }
 
@@ -309,20 +326,58 @@ impl Worker {
     /// needs no new event (frames still queued, or sockets with more to move).
     fn service(&mut self) -> bool {
         for _ in 0..4 {
-            let now = self.clock.now();
-            self.iface.poll(now, &mut self.device, &mut self.sockets);
-            self.turn_around();
+            self.poll_interface();
             let moved = self.pump_all();
+            let moved = self.pump_datagrams() || moved;
             let ingress = &self.device.ingress;
             if !moved && ingress.ready.is_empty() && ingress.handed.is_empty() {
-                let now = self.clock.now();
-                self.iface.poll(now, &mut self.device, &mut self.sockets);
-                self.turn_around();
+                self.poll_interface();
                 let ingress = &self.device.ingress;
                 return !ingress.handed.is_empty();
             }
         }
         true
+    }
+
+    /// Runs smoltcp once, then sorts what it queued for the TAP (see [`Worker::turn_around`])
+    /// and drops the aborted sockets whose reset went out.
+    fn poll_interface(&mut self) {
+        let now = self.clock.now();
+        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        self.turn_around();
+        if !self.retiring.is_empty() {
+            self.drop_retired();
+        }
+    }
+
+    /// Removes a finished connection's socket, or keeps an aborted one until smoltcp has sent
+    /// its reset (smoltcp sends it on the next poll and then clears the socket's endpoints).
+    fn retire(&mut self, handle: SocketHandle) {
+        let socket = self.sockets.get::<tcp::Socket>(handle);
+        let reset_pending =
+            socket.state() == tcp::State::Closed && socket.local_endpoint().is_some();
+        if reset_pending {
+            let deadline = std::time::Instant::now() + RESET_GRACE;
+            self.retiring.push((handle, deadline));
+        } else {
+            self.sockets.remove(handle);
+        }
+    }
+
+    fn drop_retired(&mut self) {
+        let now = std::time::Instant::now();
+        let sockets = &mut self.sockets;
+        self.retiring.retain(|&(handle, deadline)| {
+            let sent = sockets
+                .get::<tcp::Socket>(handle)
+                .local_endpoint()
+                .is_none();
+            if sent || now >= deadline {
+                sockets.remove(handle);
+                return false;
+            }
+            true
+        });
     }
 
     fn next_timeout(&mut self) -> Option<Duration> {
@@ -430,7 +485,12 @@ impl Worker {
                 }
                 self.device.ingress.ready.push_back((index, len));
             }
-            _ => self.device.ingress.ready.push_back((index, len)),
+            _ => {
+                let (start, l2_len) = (self.device.header_len(), self.device.l2_len());
+                let bytes = &self.device.ingress.pool.buffer_mut(index)[..len];
+                self.datagrams.note_error(&bytes[start.min(len)..], l2_len);
+                self.device.ingress.ready.push_back((index, len));
+            }
         }
     }
 
@@ -497,7 +557,11 @@ impl Worker {
         let decision = steer(&frame[start.min(frame.len())..], l2_len, workers);
         match decision {
             Steer::To(owner) if owner != self.id => self.send_to_peer(owner, frame),
-            _ => self.device.ingress.handed.push_back(frame),
+            _ => {
+                let bytes = &frame[start.min(frame.len())..];
+                self.datagrams.note_error(bytes, l2_len);
+                self.device.ingress.handed.push_back(frame);
+            }
         }
     }
 
@@ -510,8 +574,11 @@ impl Worker {
     }
 
     fn take_handed_frames(&mut self) {
+        let (start, l2_len) = (self.device.header_len(), self.device.l2_len());
         while let Ok(frame) = self.handed.try_recv() {
             stats::add(&self.stats.handed_in, 1);
+            let bytes = &frame[start.min(frame.len())..];
+            self.datagrams.note_error(bytes, l2_len);
             self.device.ingress.handed.push_back(frame);
         }
     }
@@ -528,6 +595,9 @@ impl Worker {
         self.stats
             .listeners
             .store(self.listeners.len() as u64, Relaxed);
+        self.stats
+            .udp_sockets
+            .store(self.datagrams.sockets.len() as u64, Relaxed);
     }
 
     fn send_snapshot(&self, reply: crossbeam::channel::Sender<Snapshot>) {
@@ -548,7 +618,12 @@ impl Worker {
         let count = epoll_wait(self.epoll.as_raw_fd(), &mut events, 0).unwrap_or(0);
         for event in &events[..count] {
             let (flags, token) = (event.events, event.u64);
-            if token >= LISTENER_TOKEN {
+            if token >= UDP_TOKEN {
+                let key = (token - UDP_TOKEN) as usize;
+                if let Some(socket) = self.datagrams.sockets.get_mut(key) {
+                    socket.note_events(flags);
+                }
+            } else if token >= LISTENER_TOKEN {
                 if let Some(listener) = self.listeners.get_mut((token - LISTENER_TOKEN) as usize) {
                     listener.note_events(flags);
                 }
@@ -565,6 +640,8 @@ impl Worker {
                 Command::Listen(job) => self.start_listen(job),
                 Command::SetOptions(job) => self.apply_options(job),
                 Command::Snapshot(reply) => self.send_snapshot(reply),
+                Command::OpenDatagram(job) => self.open_datagram(job),
+                Command::SetDatagramPeer(job) => self.set_datagram_peer(job),
             }
         }
     }
