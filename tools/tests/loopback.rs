@@ -1,22 +1,23 @@
 //! Loopback through the stack: a program reaches a server behind the same netcon-dp at
-//! 127.0.0.1 or at the stack's own address, every byte arrives, the peers' addresses are the
-//! ones Linux would report, and none of the traffic crosses the TAP.
+//! 127.0.0.1, ::1 or one of the stack's own addresses, every byte arrives, the peers' addresses
+//! are the ones Linux would report, and none of the traffic crosses the TAP.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{NETCON_IP, PYTHON, Process, Topology, run_bounded, wait_for_stdout};
+use common::{NETCON_IP, NETCON_IP6, PYTHON, Process, Topology, run_bounded, wait_for_stdout};
 use netcon_tools::topology::{netcon_command, require_root};
 use serde_json::Value;
 
 const PORT: u16 = 7600;
 
-/// Listens on BIND:PORT and, for one connection, reads 10 MB, replies with their SHA-256 and
-/// prints the peer address it saw.
+/// Listens on BIND:PORT (an AF_INET6 socket for an IPv6 address, dual-stack on `::`) and, for
+/// one connection, reads 10 MB, replies with their SHA-256 and prints the peer address it saw.
 const SERVER: &str = r#"
 import hashlib, socket, sys
-srv = socket.socket()
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+srv = socket.socket(family)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind((sys.argv[1], int(sys.argv[2])))
 srv.listen(8)
@@ -60,7 +61,16 @@ fn tap_bytes(topology: &Topology) -> u64 {
     stats["rx"]["bytes"].as_u64().unwrap_or(0) + stats["tx"]["bytes"].as_u64().unwrap_or(0)
 }
 
-fn transfer_over_loopback(workers: usize, bind: &str, connect_to: &str, prefix: &str) {
+/// Runs the server bound to `bind` and the client against `connect_to`, both through netcon,
+/// and checks the transfer, the addresses both ends report (`client_ip` is the client's own)
+/// and the TAP's byte counters.
+fn transfer_over_loopback(
+    workers: usize,
+    bind: &str,
+    connect_to: &str,
+    client_ip: &str,
+    prefix: &str,
+) {
     let topology = Topology::start_with(prefix, |options| options.workers = workers);
     let before = tap_bytes(&topology);
 
@@ -82,19 +92,18 @@ fn transfer_over_loopback(workers: usize, bind: &str, connect_to: &str, prefix: 
         .strip_prefix("local ")
         .unwrap_or_default()
         .to_string();
-    let expected_ip = if connect_to.starts_with("127.") {
-        "127.0.0.1"
-    } else {
-        NETCON_IP
-    };
     assert!(
-        client_local.starts_with(&format!("{expected_ip}:")),
+        client_local.starts_with(&format!("{client_ip}:")),
         "{client}"
     );
+    // A dual-stack server sees an IPv4 client as IPv4-mapped.
+    let seen = if bind == "::" && !client_ip.contains(':') {
+        format!("::ffff:{client_local}")
+    } else {
+        client_local.clone()
+    };
     assert!(
-        server
-            .stdout
-            .contains(&format!("peer {client_local} got 10000000")),
+        server.stdout.contains(&format!("peer {seen} got 10000000")),
         "{server}"
     );
 
@@ -111,7 +120,7 @@ fn loopback_address_one_worker() {
     if !require_root("loopback_address_one_worker") {
         return;
     }
-    transfer_over_loopback(1, "127.0.0.1", "127.0.0.1", "nclo1");
+    transfer_over_loopback(1, "127.0.0.1", "127.0.0.1", "127.0.0.1", "nclo1");
 }
 
 #[test]
@@ -119,7 +128,7 @@ fn loopback_address_two_workers() {
     if !require_root("loopback_address_two_workers") {
         return;
     }
-    transfer_over_loopback(2, "0.0.0.0", "127.0.0.1", "nclo2");
+    transfer_over_loopback(2, "0.0.0.0", "127.0.0.1", "127.0.0.1", "nclo2");
 }
 
 #[test]
@@ -127,7 +136,39 @@ fn own_address_two_workers() {
     if !require_root("own_address_two_workers") {
         return;
     }
-    transfer_over_loopback(2, "0.0.0.0", NETCON_IP, "nclo3");
+    transfer_over_loopback(2, "0.0.0.0", NETCON_IP, NETCON_IP, "nclo3");
+}
+
+#[test]
+fn ipv6_loopback_one_worker() {
+    if !require_root("ipv6_loopback_one_worker") {
+        return;
+    }
+    transfer_over_loopback(1, "::1", "::1", "::1", "nclo6");
+}
+
+#[test]
+fn ipv6_loopback_two_workers() {
+    if !require_root("ipv6_loopback_two_workers") {
+        return;
+    }
+    transfer_over_loopback(2, "::", "::1", "::1", "nclo62");
+}
+
+#[test]
+fn own_ipv6_address_two_workers() {
+    if !require_root("own_ipv6_address_two_workers") {
+        return;
+    }
+    transfer_over_loopback(2, "::", NETCON_IP6, NETCON_IP6, "nclo63");
+}
+
+#[test]
+fn dual_stack_over_ipv4_loopback() {
+    if !require_root("dual_stack_over_ipv4_loopback") {
+        return;
+    }
+    transfer_over_loopback(2, "::", "127.0.0.1", "127.0.0.1", "nclo64");
 }
 
 #[test]

@@ -41,14 +41,19 @@ pub fn is_v6only(entry: &SocketEntry) -> bool {
 }
 
 /// Returns the errno with which Linux rejects getting (or, with `setting`, setting) option
-/// `level`/`name` on this socket, if it does: ENOPROTOOPT for IPPROTO_IPV6 options on an AF_INET
-/// socket, and EINVAL for IPV6_V6ONLY once the socket is bound, connected or listening.
+/// `level`/`name` on this socket, if it does. An AF_INET socket fails IPPROTO_IPV6 options with
+/// EOPNOTSUPP on get and ENOPROTOOPT on set (`ip_getsockopt` and `ip_setsockopt`), and
+/// IPV6_V6ONLY is EINVAL once the socket is bound, connected or listening.
 pub fn ipv6_option_error(entry: &SocketEntry, level: i32, name: i32, setting: bool) -> Option<i32> {
     if level != libc::IPPROTO_IPV6 {
         return None;
     }
     if entry.domain != libc::AF_INET6 {
-        return Some(libc::ENOPROTOOPT);
+        return Some(if setting {
+            libc::ENOPROTOOPT
+        } else {
+            libc::EOPNOTSUPP
+        });
     }
     let has_port = entry.state != SocketState::Fresh;
     (setting && name == libc::IPV6_V6ONLY && has_port).then_some(libc::EINVAL)
@@ -218,6 +223,10 @@ mod tests {
         let v6only = libc::IPV6_V6ONLY;
         assert_eq!(
             ipv6_option_error(&entry, libc::IPPROTO_IPV6, v6only, false),
+            Some(libc::EOPNOTSUPP)
+        );
+        assert_eq!(
+            ipv6_option_error(&entry, libc::IPPROTO_IPV6, v6only, true),
             Some(libc::ENOPROTOOPT)
         );
         entry.domain = libc::AF_INET6;

@@ -30,6 +30,11 @@ pub struct DataplaneOptions {
     pub address: String,
     /// The kernel side's address inside the namespace, such as `10.77.0.1/24`.
     pub peer_address: String,
+    /// The stack's IPv6 address in CIDR form, such as `fd00::2/64` (`--address6`), if any.
+    pub address6: Option<String>,
+    /// The kernel side's IPv6 address inside the namespace, such as `fd00::1/64`
+    /// (`--peer-address6`), if any.
+    pub peer_address6: Option<String>,
     /// The control socket path.
     pub socket: PathBuf,
     /// The link MTU in bytes.
@@ -42,8 +47,9 @@ pub struct DataplaneOptions {
 
 impl DataplaneOptions {
     /// Returns options for a `netcon-dp` whose TAP goes into `netns`, with a TAP name and a
-    /// control socket path unique to this process and call, addresses 10.77.0.2/24 (stack) and
-    /// 10.77.0.1/24 (kernel peer), MTU 1500 and one worker.
+    /// control socket path unique to this process and call, addresses 10.77.0.2/24 and
+    /// fd00::2/64 (stack) and 10.77.0.1/24 and fd00::1/64 (kernel peer), MTU 1500 and one
+    /// worker.
     pub fn for_netns(netns: &Netns) -> DataplaneOptions {
         let id = next_id();
         let pid = std::process::id();
@@ -56,6 +62,8 @@ impl DataplaneOptions {
             netns: netns.name().to_owned(),
             address: "10.77.0.2/24".to_owned(),
             peer_address: "10.77.0.1/24".to_owned(),
+            address6: Some("fd00::2/64".to_owned()),
+            peer_address6: Some("fd00::1/64".to_owned()),
             socket,
             mtu: 1500,
             workers: 1,
@@ -81,6 +89,12 @@ impl DataplaneOptions {
             "--workers".to_owned(),
             self.workers.to_string(),
         ];
+        if let Some(address6) = &self.address6 {
+            args.extend(["--address6".to_owned(), address6.clone()]);
+        }
+        if let Some(peer_address6) = &self.peer_address6 {
+            args.extend(["--peer-address6".to_owned(), peer_address6.clone()]);
+        }
         args.extend(self.extra_args.iter().cloned());
         args
     }
@@ -297,6 +311,8 @@ mod tests {
             netns: "ns".to_owned(),
             address: "10.77.0.2/24".to_owned(),
             peer_address: "10.77.0.1/24".to_owned(),
+            address6: Some("fd00::2/64".to_owned()),
+            peer_address6: None,
             socket: PathBuf::from("/tmp/x.sock"),
             mtu: 9000,
             workers: 2,
@@ -306,9 +322,12 @@ mod tests {
         assert_eq!(args[..2], ["--tap", "nctap"]);
         assert!(args.windows(2).any(|pair| pair == ["--mtu", "9000"]));
         assert!(args.windows(2).any(|pair| pair == ["--workers", "2"]));
+        assert!(args.windows(2).any(|pair| pair == ["--address6", "fd00::2/64"]));
+        assert!(!args.iter().any(|arg| arg == "--peer-address6"));
         assert_eq!(args[args.len() - 2..], ["--tcp-buffer", "65536"]);
 
         options.extra_args.clear();
+        options.address6 = None;
         assert_eq!(options.args().last().map(String::as_str), Some("2"));
     }
 }

@@ -28,6 +28,12 @@ pub const PEER_IP: &str = "10.77.0.1";
 /// netcon's own address, served by the stack in `netcon-dp`.
 pub const NETCON_IP: &str = "10.77.0.2";
 
+/// The kernel peer's IPv6 address inside the namespace.
+pub const PEER_IP6: &str = "fd00::1";
+
+/// netcon's own IPv6 address.
+pub const NETCON_IP6: &str = "fd00::2";
+
 /// A Python program that prints "intercepted" when its AF_INET stream socket is listed in
 /// /proc/net/unix, which lists every Unix socket of the namespace, socketpair ends included.
 const INTERCEPT_PROBE: &str = r#"
