@@ -256,15 +256,17 @@ fn into_static(outcome: Result<HostAnswer, HostError>, af: c_int) -> *mut hosten
 }
 
 /// Sets `h_errno` (and `*h_errnop` when given) for `error`, and errno for internal ones.
+/// Returns the errno (0 for a failed lookup).
 fn report(error: HostError, h_errnop: Option<*mut c_int>) -> c_int {
     let (h_errno, errno) = match error {
         HostError::Lookup(h_errno) => (h_errno, None),
         HostError::Internal(errno) => (NETDB_INTERNAL, Some(errno)),
     };
-    match h_errnop {
+    // glibc sets h_errno in the _r functions too, and callers such as Python read it.
+    set_h_errno(h_errno);
+    if let Some(slot) = h_errnop.filter(|slot| !slot.is_null()) {
         // SAFETY: the caller of the _r function passed a valid h_errnop.
-        Some(slot) if !slot.is_null() => unsafe { *slot = h_errno },
-        _ => set_h_errno(h_errno),
+        unsafe { *slot = h_errno };
     }
     if let Some(errno) = errno {
         real::set_errno(errno);

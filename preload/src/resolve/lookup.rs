@@ -9,6 +9,7 @@ use super::config::ResolverConfig;
 use super::hosts;
 use super::info;
 use super::message::{self, Outcome, RecordType, Records, ResponseError};
+use super::search::{self, Step};
 use super::transport::{self, ExchangeError};
 
 /// The address families a forward lookup requests.
@@ -54,6 +55,8 @@ pub enum LookupError {
     NoData,
     /// No answer in time, a server failure or refusal, or no DNS server: TRY_AGAIN.
     TryAgain,
+    /// A malformed response or a query that cannot be made: NO_RECOVERY.
+    NoRecovery,
 }
 
 impl LookupError {
@@ -63,6 +66,7 @@ impl LookupError {
             LookupError::NotFound => super::abi::HOST_NOT_FOUND,
             LookupError::NoData => super::abi::NO_DATA,
             LookupError::TryAgain => super::abi::TRY_AGAIN,
+            LookupError::NoRecovery => super::abi::NO_RECOVERY,
         }
     }
 
@@ -72,6 +76,7 @@ impl LookupError {
             LookupError::NotFound => libc::EAI_NONAME,
             LookupError::NoData => libc::EAI_NODATA,
             LookupError::TryAgain => libc::EAI_AGAIN,
+            LookupError::NoRecovery => libc::EAI_FAIL,
         }
     }
 }
@@ -148,10 +153,12 @@ fn reverse_dns(config: &ResolverConfig, addr: IpAddr) -> Result<HostAnswer, Look
     // to the numeric form, so "no DNS server" reads as "not found" here.
     let server = dns_server(LookupError::NotFound)?;
     let name = message::reverse_name(addr);
-    let records = match query(config, server, &name, RecordType::Ptr)? {
-        Outcome::Records(records) => records,
-        Outcome::NoSuchName => return Err(LookupError::NotFound),
-        Outcome::ServerFailure | Outcome::Refused => return Err(LookupError::TryAgain),
+    let records = match query::<()>(config, server, &name, RecordType::Ptr) {
+        Ok(Outcome::Records(records)) => records,
+        Ok(Outcome::NoSuchName) => return Err(LookupError::NotFound),
+        Ok(Outcome::ServerFailure | Outcome::Refused) | Err(_) => {
+            return Err(LookupError::TryAgain);
+        }
     };
     let mut names = records
         .names
@@ -165,97 +172,39 @@ fn reverse_dns(config: &ResolverConfig, addr: IpAddr) -> Result<HostAnswer, Look
     })
 }
 
-/// Returns the names `res_search` tries for `name`, in order (glibc 2.36 resolv/res_query.c).
-/// An absolute name (trailing dot) is tried alone. A name with at least `ndots` dots is tried
-/// first as it is, then with each search domain; other names get the domains first and are
-/// tried as they are last.
-pub fn search_candidates(config: &ResolverConfig, name: &str) -> Vec<String> {
-    if let Some(absolute) = name.strip_suffix('.') {
-        return vec![absolute.to_owned()];
-    }
-    let dots = name.matches('.').count() as u32;
-    let mut candidates = Vec::new();
-    let as_is_first = dots >= config.ndots;
-    if as_is_first {
-        candidates.push(name.to_owned());
-    }
-    candidates.extend(
-        config
-            .search
-            .iter()
-            .map(|domain| format!("{name}.{domain}")),
-    );
-    if !as_is_first {
-        candidates.push(name.to_owned());
-    }
-    candidates
-}
-
-/// The result of one candidate name across the requested record types.
-enum CandidateOutcome {
-    Found(HostAnswer),
-    NoSuchName,
-    NoData,
-    ServerFailure,
-}
-
 fn search_dns(
     config: &ResolverConfig,
     name: &str,
     families: Families,
 ) -> Result<HostAnswer, LookupError> {
     let server = dns_server(LookupError::TryAgain)?;
-    let candidates = search_candidates(config, name);
-    let as_is_first = candidates.first().is_some_and(|first| first == name);
-    let (mut got_nodata, mut got_servfail) = (false, false);
-    let mut first_error = None;
-    for (index, candidate) in candidates.iter().enumerate() {
-        let error = match query_candidate(config, server, candidate, families)? {
-            CandidateOutcome::Found(answer) => return Ok(answer),
-            CandidateOutcome::NoSuchName => LookupError::NotFound,
-            CandidateOutcome::NoData => {
-                got_nodata = true;
-                LookupError::NoData
-            }
-            CandidateOutcome::ServerFailure => {
-                got_servfail = true;
-                LookupError::TryAgain
-            }
-        };
-        if index == 0 && as_is_first {
-            first_error = Some(error);
-        }
-    }
-    // glibc reports the as-is try's error when it came first, else what the search saw.
-    Err(first_error.unwrap_or(if got_nodata {
-        LookupError::NoData
-    } else if got_servfail {
-        LookupError::TryAgain
-    } else {
-        LookupError::NotFound
-    }))
+    search::search(config, name, |candidate| {
+        query_candidate(config, server, candidate, families)
+    })
 }
 
-/// Queries one candidate for each record type. A timeout or refusal ends the whole search
-/// (`Err`), as in glibc.
+/// Queries one candidate for each record type asked for and merges what they found.
 fn query_candidate(
     config: &ResolverConfig,
     server: std::net::SocketAddr,
     candidate: &str,
     families: Families,
-) -> Result<CandidateOutcome, LookupError> {
+) -> Step<HostAnswer> {
     let mut found: Option<HostAnswer> = None;
-    let mut outcome = CandidateOutcome::NoSuchName;
+    let mut step = Step::NoSuchName;
     for &kind in families.record_types() {
-        match query(config, server, candidate, kind)? {
-            Outcome::Records(records) if !records.addrs.is_empty() => merge(&mut found, records),
-            Outcome::Records(_) => outcome = CandidateOutcome::NoData,
-            Outcome::NoSuchName => {}
-            Outcome::ServerFailure => outcome = CandidateOutcome::ServerFailure,
-            Outcome::Refused => return Err(LookupError::TryAgain),
+        match query(config, server, candidate, kind) {
+            Ok(Outcome::Records(records)) if !records.addrs.is_empty() => {
+                merge(&mut found, records)
+            }
+            Ok(Outcome::Records(_)) => step = Step::NoData,
+            Ok(Outcome::NoSuchName) => {}
+            Ok(Outcome::ServerFailure) => step = Step::ServerFailure,
+            Ok(Outcome::Refused) => return Step::Refused,
+            Err(failure) => return failure,
         }
     }
-    Ok(found.map_or(outcome, CandidateOutcome::Found))
+    found.map_or(step, Step::Found)
 }
 
 fn merge(found: &mut Option<HostAnswer>, records: Records) {
@@ -268,12 +217,14 @@ fn merge(found: &mut Option<HostAnswer>, records: Records) {
 }
 
 /// Sends one query, `config.attempts` times at most, each waiting `config.timeout_secs`.
-fn query(
+/// Fails with [`Step::TimedOut`] when no attempt got a response, and [`Step::Refused`] when
+/// nothing listens on the server's port.
+fn query<T>(
     config: &ResolverConfig,
     server: std::net::SocketAddr,
     name: &str,
     kind: RecordType,
-) -> Result<Outcome, LookupError> {
+) -> Result<Outcome, Step<T>> {
     let timeout = Duration::from_secs(u64::from(config.timeout_secs));
     for _ in 0..config.attempts {
         let id = random_id();
@@ -286,11 +237,11 @@ fn query(
                 Err(ResponseError::Malformed | ResponseError::Mismatch) => continue,
             },
             Err(ExchangeError::TimedOut) => continue,
-            Err(ExchangeError::Failed(libc::ECONNREFUSED)) => return Err(LookupError::TryAgain),
+            Err(ExchangeError::Failed(libc::ECONNREFUSED)) => return Err(Step::Refused),
             Err(ExchangeError::Failed(_)) => continue,
         }
     }
-    Err(LookupError::TryAgain)
+    Err(Step::TimedOut)
 }
 
 /// Returns a random DNS message id, so an off-path sender cannot guess it.
@@ -306,33 +257,4 @@ pub fn random_id() -> u16 {
         return (nanos ^ (nanos >> 16)) as u16;
     }
     u16::from_ne_bytes(id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(search: &[&str], ndots: u32) -> ResolverConfig {
-        ResolverConfig {
-            search: search.iter().map(|s| s.to_string()).collect(),
-            ndots,
-            ..ResolverConfig::default()
-        }
-    }
-
-    #[test]
-    fn search_order_follows_ndots() {
-        let c = config(&["a.test", "b.test"], 1);
-        assert_eq!(
-            search_candidates(&c, "web"),
-            ["web.a.test", "web.b.test", "web"]
-        );
-        assert_eq!(
-            search_candidates(&c, "web.netcon"),
-            ["web.netcon", "web.netcon.a.test", "web.netcon.b.test"]
-        );
-        assert_eq!(search_candidates(&c, "web.netcon."), ["web.netcon"]);
-        let c = config(&["a.test"], 3);
-        assert_eq!(search_candidates(&c, "x.y"), ["x.y.a.test", "x.y"]);
-    }
 }

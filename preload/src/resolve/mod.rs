@@ -24,4 +24,5 @@ mod lookup;
 mod message;
 mod nameinfo;
 mod res;
+mod search;
 mod transport;

@@ -12,33 +12,30 @@ use std::time::Duration;
 
 use libc::{c_char, c_int, c_uchar, c_void};
 
-use super::abi::{HOST_NOT_FOUND, NETDB_INTERNAL, NO_DATA, NO_RECOVERY, TRY_AGAIN, set_h_errno};
+use super::abi::{NETDB_INTERNAL, set_h_errno};
 use super::config::ResolverConfig;
 use super::info;
-use super::lookup::{random_id, search_candidates};
+use super::lookup::{LookupError, random_id};
 use super::message::{self, message_id};
+use super::search::{self, Step};
 use super::transport::{self, ExchangeError};
 use crate::real;
 
 /// Size of a DNS message header.
 const HEADER_LEN: usize = 12;
 
-/// The `h_errno` a failed query reports.
-type HErrno = c_int;
-
-fn server() -> Result<SocketAddr, HErrno> {
-    let Some(info) = info::netcon_info() else {
-        return Err(TRY_AGAIN);
-    };
-    info.dns.ok_or_else(|| {
+/// Returns the DNS server; `None` (reported once on stderr) without `--dns`.
+fn server() -> Option<SocketAddr> {
+    let server = info::netcon_info()?.dns;
+    if server.is_none() {
         info::report_no_dns_server();
-        TRY_AGAIN
-    })
+    }
+    server
 }
 
 /// Sends `message` as it is and returns the response, trying `attempts` times.
 fn send_message(message: &[u8], config: &ResolverConfig) -> Result<Vec<u8>, c_int> {
-    let server = server().map_err(|_| libc::ECONNREFUSED)?;
+    let server = server().ok_or(libc::ECONNREFUSED)?;
     let timeout = Duration::from_secs(u64::from(config.timeout_secs));
     let mut errno = libc::ETIMEDOUT;
     for _ in 0..config.attempts {
@@ -69,33 +66,27 @@ unsafe fn copy_out(response: &[u8], answer: *mut c_uchar, capacity: c_int) -> c_
     response.len() as c_int
 }
 
-/// Classifies a response as `res_query` does: the `h_errno` for NXDOMAIN, SERVFAIL, an empty
-/// answer or another error code, or `None` when it has answers.
-fn response_error(response: &[u8]) -> Option<HErrno> {
+/// Classifies a response as glibc's `res_query` and `res_send` do (glibc 2.36): answers,
+/// NXDOMAIN, an empty answer section (NO_DATA), SERVFAIL, a refusal (REFUSED or NOTIMP, which
+/// `res_send` treats as a server that cannot be used), or another error (NO_RECOVERY).
+fn classify(response: &[u8], len: c_int) -> Step<c_int> {
     if response.len() < HEADER_LEN {
-        return Some(NO_RECOVERY);
+        return Step::Failed(LookupError::NoRecovery);
     }
     let rcode = response[3] & 0x0f;
     let answers = u16::from_be_bytes([response[6], response[7]]);
     match rcode {
-        0 if answers > 0 => None,
-        0 => Some(NO_DATA),
-        2 => Some(TRY_AGAIN),
-        3 => Some(HOST_NOT_FOUND),
-        _ => Some(NO_RECOVERY),
+        0 if answers > 0 => Step::Found(len),
+        0 => Step::NoData,
+        2 => Step::ServerFailure,
+        3 => Step::NoSuchName,
+        4 | 5 => Step::Refused,
+        _ => Step::Failed(LookupError::NoRecovery),
     }
 }
 
-/// A failed query: the `h_errno` to report, and whether the server could not be reached at
-/// all (a timeout or refusal, which ends a search).
-#[derive(Clone, Copy)]
-struct QueryFailure {
-    h_errno: HErrno,
-    unreachable: bool,
-}
-
-/// `res_query`: one query for `name`; the response length (the response copied to `answer`),
-/// or why there are no answers. A response with an error code is copied out too.
+/// `res_query`: one query for `name`. Copies the response (any response code) to `answer`
+/// and returns its length when it has answers.
 ///
 /// # Safety
 /// `answer` must be valid for writes of `anslen` bytes.
@@ -106,89 +97,49 @@ unsafe fn query(
     answer: *mut c_uchar,
     anslen: c_int,
     config: &ResolverConfig,
-) -> Result<c_int, QueryFailure> {
-    let malformed = QueryFailure {
-        h_errno: NO_RECOVERY,
-        unreachable: false,
-    };
+) -> Step<c_int> {
     let (Ok(class), Ok(kind)) = (u16::try_from(class), u16::try_from(kind)) else {
-        return Err(malformed);
+        return Step::Failed(LookupError::NoRecovery);
     };
     let Ok(message) = message::build_query(random_id(), name, class, kind) else {
         real::set_errno(libc::EMSGSIZE);
-        return Err(malformed);
+        return Step::Failed(LookupError::NoRecovery);
     };
-    let response = send_message(&message, config).map_err(|errno| {
-        real::set_errno(errno);
-        QueryFailure {
-            h_errno: TRY_AGAIN,
-            unreachable: true,
+    let response = match send_message(&message, config) {
+        Ok(response) => response,
+        Err(errno) => {
+            real::set_errno(errno);
+            return if errno == libc::ECONNREFUSED {
+                Step::Refused
+            } else {
+                Step::TimedOut
+            };
         }
-    })?;
+    };
     // SAFETY: the caller's contract for answer.
     let len = unsafe { copy_out(&response, answer, anslen) };
-    match response_error(&response) {
-        None => Ok(len),
-        Some(h_errno) => Err(QueryFailure {
-            h_errno,
-            unreachable: false,
-        }),
-    }
-}
-
-/// `res_search`: [`query`] for each name of the search list until one has answers. A timeout
-/// or refusal ends the search; the error reported follows glibc (resolv/res_query.c in 2.36).
-///
-/// # Safety
-/// `answer` must be valid for writes of `anslen` bytes.
-unsafe fn search(
-    name: &str,
-    class: c_int,
-    kind: c_int,
-    answer: *mut c_uchar,
-    anslen: c_int,
-) -> Result<c_int, HErrno> {
-    let config = ResolverConfig::load();
-    let candidates = search_candidates(&config, name);
-    let as_is_first = candidates.first().is_some_and(|first| first == name);
-    let (mut got_nodata, mut got_servfail, mut first_error) = (false, false, None);
-    for (index, candidate) in candidates.iter().enumerate() {
-        // SAFETY: the caller's contract for answer.
-        let failure = match unsafe { query(candidate, class, kind, answer, anslen, &config) } {
-            Ok(len) => return Ok(len),
-            Err(failure) if failure.unreachable => return Err(failure.h_errno),
-            Err(failure) => failure.h_errno,
-        };
-        if index == 0 && as_is_first {
-            first_error = Some(failure);
-        }
-        match failure {
-            NO_DATA => got_nodata = true,
-            TRY_AGAIN => got_servfail = true,
-            HOST_NOT_FOUND => {}
-            other => return Err(other),
-        }
-    }
-    Err(first_error.unwrap_or(if got_nodata {
-        NO_DATA
-    } else if got_servfail {
-        TRY_AGAIN
-    } else {
-        HOST_NOT_FOUND
-    }))
+    classify(&response, len)
 }
 
 /// Returns a call's result the C way: the length, or -1 with `h_errno` set.
-fn finish(result: Result<c_int, HErrno>) -> c_int {
+fn finish(result: Result<c_int, LookupError>) -> c_int {
     match result {
         Ok(len) => {
             set_h_errno(0);
             len
         }
-        Err(h_errno) => {
-            set_h_errno(h_errno);
+        Err(error) => {
+            set_h_errno(error.h_errno());
             -1
         }
+    }
+}
+
+/// Ends a single query: its length, or its step's error.
+fn single(step: Step<c_int>) -> Result<c_int, LookupError> {
+    match step {
+        Step::Found(len) => Ok(len),
+        other => Err(other.error()),
     }
 }
 
@@ -252,7 +203,9 @@ unsafe fn do_query(
     };
     let config = ResolverConfig::load();
     // SAFETY: the caller's contract for answer.
-    finish(unsafe { query(name, class, kind, answer, anslen, &config) }.map_err(|f| f.h_errno))
+    finish(single(unsafe {
+        query(name, class, kind, answer, anslen, &config)
+    }))
 }
 
 /// # Safety
@@ -268,8 +221,11 @@ unsafe fn do_search(
     let Some(name) = (unsafe { text_arg(name) }) else {
         return invalid();
     };
-    // SAFETY: the caller's contract for answer.
-    finish(unsafe { search(name, class, kind, answer, anslen) })
+    let config = ResolverConfig::load();
+    finish(search::search(&config, name, |candidate| {
+        // SAFETY: the caller's contract for answer.
+        unsafe { query(candidate, class, kind, answer, anslen, &config) }
+    }))
 }
 
 /// # Safety
@@ -292,7 +248,9 @@ unsafe fn do_querydomain(
     };
     let config = ResolverConfig::load();
     // SAFETY: the caller's contract for answer.
-    finish(unsafe { query(&full, class, kind, answer, anslen, &config) }.map_err(|f| f.h_errno))
+    finish(single(unsafe {
+        query(&full, class, kind, answer, anslen, &config)
+    }))
 }
 
 /// # Safety
