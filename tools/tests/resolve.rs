@@ -335,9 +335,9 @@ fn lookups_match_glibc() {
     ];
     let mut probe = vec![PYTHON, "-c", LOOKUP_PROBE, "inet"];
     probe.extend(names);
-    // AF_UNSPEC only for names without an IPv6 address: glibc counts the link-local address of
-    // the namespace's interface as IPv6 being configured, netcon only an IPv6 address of its
-    // own.
+    // AF_UNSPEC only for names without an IPv6 address: glibc counts even a link-local address
+    // of the namespace's interface as IPv6 being configured, netcon only a global IPv6
+    // address of its own, which a topology without --address6 does not give it.
     let mut unspec = vec![PYTHON, "-c", LOOKUP_PROBE, "unspec"];
     unspec.extend(names.iter().filter(|name| !name.starts_with("six")));
     let mut runs: Vec<Vec<&str>> = vec![probe, unspec];
