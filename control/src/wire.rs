@@ -40,7 +40,8 @@ pub enum Op {
     GetSockName = 6,
     /// Remote address of the attached socket.
     GetPeerName = 7,
-    /// Read option `arg0` (level) / `arg1` (name); the value comes back in `opt`.
+    /// Read option `arg0` (level) / `arg1` (name) into a buffer of `opt_len` bytes; the value
+    /// comes back in `opt`, cut to that length as `getsockopt(2)` cuts it.
     GetSockOpt = 8,
     /// Set option `arg0` (level) / `arg1` (name) to `opt`.
     SetSockOpt = 9,

@@ -11,7 +11,8 @@
 //!   [`offload`] prepares frames for the TAP's segmentation offload; [`hairpin`] turns
 //!   frames to the stack's own addresses around; [`mapped`] converts the IPv4-mapped
 //!   addresses of AF_INET6 sockets.
-//! - [`registry`] is the socket table both share; [`options`] stores socket options;
+//! - [`registry`] is the socket table both share; [`options`] stores socket options, checked
+//!   against [`option_rules`], which says how Linux treats each one;
 //!   [`stats`] holds the counters and latency histograms `netcon-ctl` reads.
 //! - [`run`] wires them together.
 
@@ -21,6 +22,7 @@ pub mod icmp_error;
 pub mod mapped;
 pub mod netns;
 pub mod offload;
+pub mod option_rules;
 pub mod options;
 pub mod registry;
 pub mod run;

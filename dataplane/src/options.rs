@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::option_rules::{self, BufferLimits, Rule};
+
 /// Linux's keepalive defaults (`net.ipv4.tcp_keepalive_time`, `_intvl`, `_probes`).
 const DEFAULT_KEEPIDLE_SECONDS: u64 = 7200;
 const DEFAULT_KEEPINTVL_SECONDS: u64 = 75;
@@ -18,11 +20,6 @@ pub struct KeepAlive {
     /// Time without any packet from the peer after which the connection is aborted.
     pub give_up: Duration,
 }
-
-/// Linux's default SO_SNDBUF for TCP (`net.ipv4.tcp_wmem` middle value).
-const DEFAULT_SNDBUF: i32 = 16384;
-/// Linux's default SO_RCVBUF for TCP (`net.ipv4.tcp_rmem` middle value).
-const DEFAULT_RCVBUF: i32 = 131072;
 
 /// The options of one socket.
 #[derive(Clone, Debug, Default)]
@@ -42,21 +39,29 @@ pub enum SetOutcome {
 }
 
 impl SocketOptions {
-    /// Stores `value` for (`level`, `name`). Errors with EINVAL for a value shorter than an int
-    /// where the option takes an int, as Linux does.
-    pub fn set(&mut self, level: i32, name: i32, value: &[u8]) -> Result<SetOutcome, i32> {
-        if takes_int(level, name) && value.len() < 4 {
-            return Err(libc::EINVAL);
-        }
-        let stored = match (level, name) {
-            // Linux doubles the requested size to leave room for bookkeeping.
-            (libc::SOL_SOCKET, libc::SO_SNDBUF | libc::SO_RCVBUF) => {
-                let asked = i32::from_ne_bytes(value[..4].try_into().expect("4 bytes"));
-                asked.saturating_mul(2).to_ne_bytes().to_vec()
-            }
-            _ => value.to_vec(),
+    /// Stores `value` for (`level`, `name`) on a socket of `domain` after checking it as
+    /// Linux does (see [`option_rules`]). Fails with the errno Linux gives: ENOPROTOOPT for
+    /// an option a TCP socket does not have, EINVAL for a value too short or out of range.
+    pub fn set(
+        &mut self,
+        domain: i32,
+        level: i32,
+        name: i32,
+        value: &[u8],
+        limits: BufferLimits,
+    ) -> Result<SetOutcome, i32> {
+        // At these two levels Linux checks the length before it looks the name up.
+        let int_level = matches!(level, libc::SOL_SOCKET | libc::IPPROTO_TCP);
+        let rule = match option_rules::rule(domain, level, name) {
+            Ok(rule) => rule,
+            Err(_) if int_level && value.len() < 4 => return Err(libc::EINVAL),
+            Err((_, set_errno)) => return Err(set_errno),
         };
-        self.values.insert((level, name), stored);
+        let previous = self.values.get(&(level, name)).map(Vec::as_slice);
+        match rule.store(level, name, value, previous, limits)? {
+            Some(stored) => self.values.insert((level, name), stored),
+            None => self.values.remove(&(level, name)),
+        };
         let outcome = match (level, name) {
             (libc::IPPROTO_TCP, libc::TCP_NODELAY)
             | (libc::SOL_SOCKET, libc::SO_KEEPALIVE)
@@ -69,6 +74,14 @@ impl SocketOptions {
             )
             // Applied when the socket binds, connects or listens.
             | (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => SetOutcome::Applied,
+            // The preload sets both timeouts on the program's end, where they take effect.
+            (
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO
+                | libc::SO_SNDTIMEO
+                | option_rules::SO_RCVTIMEO_NEW
+                | option_rules::SO_SNDTIMEO_NEW,
+            ) => SetOutcome::Applied,
             _ => SetOutcome::StoredOnly,
         };
         if outcome == SetOutcome::StoredOnly {
@@ -77,18 +90,21 @@ impl SocketOptions {
         Ok(outcome)
     }
 
-    /// The value last stored, or Linux's default for options that have one.
-    pub fn get(&self, level: i32, name: i32) -> Option<Vec<u8>> {
-        if let Some(value) = self.values.get(&(level, name)) {
-            return Some(value.clone());
+    /// Returns the value last stored for (`level`, `name`), or Linux's default for an option
+    /// never set, with the rule that describes it. The value is `None` for read-only options
+    /// whose value comes from the socket's state (SO_TYPE, SO_ERROR, TCP_INFO…). Fails with
+    /// the errno Linux gives for an option the socket does not have.
+    pub fn get(&self, domain: i32, level: i32, name: i32) -> Result<(Rule, Option<Vec<u8>>), i32> {
+        let rule = option_rules::rule(domain, level, name).map_err(|(get_errno, _)| get_errno)?;
+        if rule == Rule::Unsupported {
+            return Err(libc::EOPNOTSUPP);
         }
-        let default = match (level, name) {
-            (libc::SOL_SOCKET, libc::SO_SNDBUF) => DEFAULT_SNDBUF,
-            (libc::SOL_SOCKET, libc::SO_RCVBUF) => DEFAULT_RCVBUF,
-            _ if takes_int(level, name) => 0,
-            _ => return default_struct(level, name).map(|len| vec![0u8; len]),
-        };
-        Some(default.to_ne_bytes().to_vec())
+        let value = self
+            .values
+            .get(&(level, name))
+            .cloned()
+            .or_else(|| rule.default_value(level, name));
+        Ok((rule, value))
     }
 
     /// The keepalive a connection with these options runs, or `None` without SO_KEEPALIVE.
@@ -124,7 +140,8 @@ impl SocketOptions {
         })
     }
 
-    fn int(&self, level: i32, name: i32) -> Option<i32> {
+    /// Returns the int stored for (`level`, `name`), if the program set one.
+    pub fn int(&self, level: i32, name: i32) -> Option<i32> {
         let value = self.values.get(&(level, name))?.get(..4)?;
         Some(i32::from_ne_bytes(value.try_into().expect("4 bytes")))
     }
@@ -174,71 +191,37 @@ pub fn tcp_info(state: LinuxTcpState, mss: u32) -> [u8; TCP_INFO_LEN] {
     info
 }
 
-/// The length of the all-zero value Linux returns for an option that is not an int and was
-/// never set: an empty device name or IP options, no linger, no timeouts.
-fn default_struct(level: i32, name: i32) -> Option<usize> {
-    match (level, name) {
-        // sshd reads both on every connection and logs an error when they fail.
-        (libc::SOL_SOCKET, libc::SO_BINDTODEVICE) | (libc::IPPROTO_IP, libc::IP_OPTIONS) => Some(0),
-        (libc::SOL_SOCKET, libc::SO_LINGER) => Some(size_of::<libc::linger>()),
-        (libc::SOL_SOCKET, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) => {
-            Some(size_of::<libc::timeval>())
-        }
-        _ => None,
-    }
-}
-
-/// Options whose value is a C int.
-fn takes_int(level: i32, name: i32) -> bool {
-    matches!(
-        (level, name),
-        (
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR
-                | libc::SO_REUSEPORT
-                | libc::SO_KEEPALIVE
-                | libc::SO_SNDBUF
-                | libc::SO_RCVBUF
-                | libc::SO_BROADCAST
-                | libc::SO_OOBINLINE
-                | libc::SO_PRIORITY
-                | libc::SO_RCVLOWAT
-        ) | (
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY
-                | libc::TCP_KEEPIDLE
-                | libc::TCP_KEEPINTVL
-                | libc::TCP_KEEPCNT
-                | libc::TCP_USER_TIMEOUT
-                | libc::TCP_QUICKACK
-                | libc::TCP_CORK
-                | libc::TCP_MAXSEG
-                | libc::TCP_DEFER_ACCEPT
-                | libc::TCP_FASTOPEN
-        ) | (libc::IPPROTO_IP, libc::IP_TOS | libc::IP_TTL)
-            | (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const INET: i32 = libc::AF_INET;
+
     fn int(v: i32) -> Vec<u8> {
         v.to_ne_bytes().to_vec()
+    }
+
+    fn set(options: &mut SocketOptions, level: i32, name: i32, value: &[u8]) -> SetOutcome {
+        options
+            .set(INET, level, name, value, BufferLimits::default())
+            .unwrap_or_else(|errno| panic!("set ({level}, {name}) failed with {errno}"))
+    }
+
+    fn get(options: &SocketOptions, level: i32, name: i32) -> Option<Vec<u8>> {
+        options.get(INET, level, name).expect("a known option").1
     }
 
     #[test]
     fn nodelay_reads_back() {
         let mut options = SocketOptions::default();
         assert_eq!(
-            options.get(libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            get(&options, libc::IPPROTO_TCP, libc::TCP_NODELAY),
             Some(int(0))
         );
-        let outcome = options.set(libc::IPPROTO_TCP, libc::TCP_NODELAY, &int(1));
-        assert_eq!(outcome, Ok(SetOutcome::Applied));
+        let outcome = set(&mut options, libc::IPPROTO_TCP, libc::TCP_NODELAY, &int(1));
+        assert_eq!(outcome, SetOutcome::Applied);
         assert_eq!(
-            options.get(libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            get(&options, libc::IPPROTO_TCP, libc::TCP_NODELAY),
             Some(int(1))
         );
         assert!(options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY));
@@ -247,11 +230,9 @@ mod tests {
     #[test]
     fn rcvbuf_doubles_like_linux() {
         let mut options = SocketOptions::default();
-        options
-            .set(libc::SOL_SOCKET, libc::SO_RCVBUF, &int(65536))
-            .unwrap();
+        set(&mut options, libc::SOL_SOCKET, libc::SO_RCVBUF, &int(65536));
         assert_eq!(
-            options.get(libc::SOL_SOCKET, libc::SO_RCVBUF),
+            get(&options, libc::SOL_SOCKET, libc::SO_RCVBUF),
             Some(int(131072))
         );
         assert_eq!(options.unhonoured, 1);
@@ -261,11 +242,11 @@ mod tests {
     fn unset_device_and_ip_options_are_empty() {
         let options = SocketOptions::default();
         assert_eq!(
-            options.get(libc::SOL_SOCKET, libc::SO_BINDTODEVICE),
+            get(&options, libc::SOL_SOCKET, libc::SO_BINDTODEVICE),
             Some(Vec::new())
         );
         assert_eq!(
-            options.get(libc::IPPROTO_IP, libc::IP_OPTIONS),
+            get(&options, libc::IPPROTO_IP, libc::IP_OPTIONS),
             Some(Vec::new())
         );
     }
@@ -274,34 +255,67 @@ mod tests {
     fn unset_linger_is_off() {
         let options = SocketOptions::default();
         assert_eq!(
-            options.get(libc::SOL_SOCKET, libc::SO_LINGER),
+            get(&options, libc::SOL_SOCKET, libc::SO_LINGER),
             Some(vec![0u8; 8])
         );
+    }
+
+    #[test]
+    fn linux_defaults_for_unset_options() {
+        let options = SocketOptions::default();
+        let tcp = |name| get(&options, libc::IPPROTO_TCP, name);
+        assert_eq!(tcp(libc::TCP_KEEPIDLE), Some(int(7200)));
+        assert_eq!(tcp(libc::TCP_KEEPINTVL), Some(int(75)));
+        assert_eq!(tcp(libc::TCP_KEEPCNT), Some(int(9)));
+        assert_eq!(tcp(libc::TCP_MAXSEG), Some(int(536)));
+        assert_eq!(get(&options, libc::IPPROTO_IP, libc::IP_TTL), Some(int(64)));
+        assert_eq!(
+            get(&options, libc::SOL_SOCKET, libc::SO_RCVLOWAT),
+            Some(int(1))
+        );
+        assert_eq!(get(&options, libc::SOL_SOCKET, libc::SO_TYPE), None);
+    }
+
+    #[test]
+    fn unknown_option_is_rejected() {
+        let mut options = SocketOptions::default();
+        let limits = BufferLimits::default();
+        let value = int(1);
+        assert_eq!(
+            options.set(INET, libc::SOL_SOCKET, 9999, &value, limits),
+            Err(libc::ENOPROTOOPT)
+        );
+        assert_eq!(
+            options.get(INET, libc::SOL_SOCKET, 9999),
+            Err(libc::ENOPROTOOPT)
+        );
+        assert_eq!(options.get(INET, 4242, 1), Err(libc::EOPNOTSUPP));
+        assert_eq!(options.unhonoured, 0);
     }
 
     #[test]
     fn keepalive_from_linux_knobs() {
         let mut options = SocketOptions::default();
         assert_eq!(options.keepalive(), None);
-        options
-            .set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, &int(1))
-            .unwrap();
+        set(&mut options, libc::SOL_SOCKET, libc::SO_KEEPALIVE, &int(1));
         let defaults = options.keepalive().unwrap();
         assert_eq!(defaults.idle, Duration::from_secs(7200));
         assert_eq!(defaults.give_up, Duration::from_secs(7200 + 75 * 9));
-        options
-            .set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, &int(2))
-            .unwrap();
-        options
-            .set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, &int(1))
-            .unwrap();
-        options
-            .set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, &int(3))
-            .unwrap();
+        set(&mut options, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, &int(2));
+        set(
+            &mut options,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPINTVL,
+            &int(1),
+        );
+        set(&mut options, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, &int(3));
         assert_eq!(options.keepalive().unwrap().give_up, Duration::from_secs(5));
-        options
-            .set(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, &int(1500))
-            .unwrap();
+        set(
+            &mut options,
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            &int(1500),
+        );
         assert_eq!(
             options.keepalive().unwrap().give_up,
             Duration::from_millis(1500)
@@ -313,7 +327,13 @@ mod tests {
     fn short_int_value_is_invalid() {
         let mut options = SocketOptions::default();
         assert_eq!(
-            options.set(libc::SOL_SOCKET, libc::SO_REUSEADDR, &[1]),
+            options.set(
+                INET,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                &[1],
+                BufferLimits::default()
+            ),
             Err(libc::EINVAL)
         );
     }

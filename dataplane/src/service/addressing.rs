@@ -59,18 +59,6 @@ pub fn ipv6_option_error(entry: &SocketEntry, level: i32, name: i32, setting: bo
     (setting && name == libc::IPV6_V6ONLY && has_port).then_some(libc::EINVAL)
 }
 
-/// Returns the value to store for an option: IPV6_V6ONLY is a flag, so Linux reads any
-/// non-zero value back as 1. Other values are stored as given.
-pub fn normalized_option(level: i32, name: i32, value: &[u8]) -> Vec<u8> {
-    match (level, name, value.get(..4)) {
-        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, Some(int)) => {
-            let set = i32::from_ne_bytes(int.try_into().expect("4 bytes")) != 0;
-            i32::from(set).to_ne_bytes().to_vec()
-        }
-        _ => value.to_vec(),
-    }
-}
-
 /// Returns the TCP MSS of a socket of `domain` on a link whose IPv4 MSS is `ipv4_mss`: IPv6
 /// headers are 20 bytes longer.
 pub fn mss_for(ipv4_mss: u32, domain: i32) -> u32 {
@@ -244,14 +232,6 @@ mod tests {
             None
         );
         assert_eq!(ipv6_option_error(&entry, libc::IPPROTO_TCP, 1, true), None);
-    }
-
-    #[test]
-    fn v6only_reads_back_as_flag() {
-        let stored = normalized_option(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, &7i32.to_ne_bytes());
-        assert_eq!(stored, 1i32.to_ne_bytes());
-        let other = normalized_option(libc::SOL_SOCKET, libc::SO_RCVBUF, &7i32.to_ne_bytes());
-        assert_eq!(other, 7i32.to_ne_bytes());
     }
 
     #[test]

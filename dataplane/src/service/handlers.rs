@@ -7,10 +7,9 @@ use netcon_control::wire::FLAG_NONBLOCK;
 use netcon_control::{NetconInfo, Op, Reply, Request, SocketKind, WireAddr};
 
 use super::Service;
-use super::addressing::{
-    address_scope, ipv6_option_error, is_v6only, mss_for, normalized_option, unspecified,
-};
+use super::addressing::{address_scope, ipv6_option_error, is_v6only, mss_for, unspecified};
 use crate::mapped;
+use crate::option_rules;
 use crate::options::{CONGESTION_CONTROL, LinuxTcpState, SetOutcome, tcp_info};
 use crate::registry::{Inode, PortScope, SocketEntry, SocketState, Table};
 use crate::steer;
@@ -323,8 +322,33 @@ impl Service {
         if let Some(errno) = ipv6_option_error(entry, level, name, false) {
             return error(errno);
         }
+        let (rule, stored) = match entry.options.get(entry.domain, level, name) {
+            Ok(found) => found,
+            Err(errno) => return error(errno),
+        };
+        let value = match self.state_option(entry, level, name, stored) {
+            Ok(value) => value,
+            Err(errno) => return error(errno),
+        };
+        // The preload sends the length of the program's buffer, which the value is cut to.
+        let len = request.opt_len as usize;
+        ok(Reply::with_opt(&option_rules::truncate(
+            level, rule, value, len,
+        )))
+    }
+
+    /// Returns the value of an option that depends on the socket's state, or `stored` (the
+    /// value set, or the default) for the others.
+    fn state_option(
+        &self,
+        entry: &mut SocketEntry,
+        level: i32,
+        name: i32,
+        stored: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, i32> {
         let mss = mss_for(self.mss, entry.domain);
-        let int = |v: i32| ok(Reply::with_opt(&v.to_ne_bytes()));
+        let int = |v: i32| Ok(v.to_ne_bytes().to_vec());
+        let connected = entry.state == SocketState::Connected;
         match (level, name) {
             (libc::SOL_SOCKET, libc::SO_TYPE) => int(libc::SOCK_STREAM),
             (libc::SOL_SOCKET, libc::SO_DOMAIN) => int(entry.domain),
@@ -333,10 +357,12 @@ impl Service {
                 int(i32::from(entry.state == SocketState::Listening))
             }
             (libc::SOL_SOCKET, libc::SO_ERROR) => int(std::mem::take(&mut entry.pending_error)),
-            (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => ok(Reply::with_opt(CONGESTION_CONTROL)),
-            // The MSS the link allows until a connection negotiates its own.
-            (libc::IPPROTO_TCP, libc::TCP_MAXSEG) if !entry.options.is_set(level, name) => {
-                int(mss as i32)
+            (libc::IPPROTO_TCP, libc::TCP_CONGESTION) => Ok(CONGESTION_CONTROL.to_vec()),
+            // A connection sends segments of the MSS the link allows, or of the program's MSS
+            // when that is smaller. Before it connects, Linux reports the program's MSS or 536.
+            (libc::IPPROTO_TCP, libc::TCP_MAXSEG) if connected => {
+                let requested = entry.options.int(level, name).unwrap_or(i32::MAX);
+                int(requested.min(mss as i32))
             }
             (libc::IPPROTO_TCP, libc::TCP_INFO) => {
                 let state = match entry.state {
@@ -345,15 +371,15 @@ impl Service {
                     SocketState::Listening => LinuxTcpState::Listen,
                     _ => LinuxTcpState::Close,
                 };
-                ok(Reply::with_opt(&tcp_info(state, mss)))
+                Ok(tcp_info(state, mss).to_vec())
             }
-            _ => match entry.options.get(level, name) {
-                Some(value) => ok(Reply::with_opt(&value)),
-                None => {
-                    log::debug!("getsockopt level {level} name {name}: not supported");
-                    error(libc::ENOPROTOOPT)
-                }
-            },
+            (libc::IPPROTO_IP, libc::IP_MTU) if connected => int(self.mss as i32 + 40),
+            (libc::IPPROTO_IP, libc::IP_MTU) | (libc::SOL_SOCKET, libc::SO_PEERNAME) => {
+                Err(libc::ENOTCONN)
+            }
+            // Read-only options about the kernel's own bookkeeping (SO_COOKIE, SO_MEMINFO…)
+            // read as zero.
+            _ => Ok(stored.unwrap_or_else(|| vec![0; 4])),
         }
     }
 
@@ -364,8 +390,12 @@ impl Service {
         if let Some(errno) = ipv6_option_error(entry, level, name, true) {
             return error(errno);
         }
-        let value = normalized_option(level, name, request.opt_bytes());
-        let outcome = match entry.options.set(level, name, &value) {
+        let value = request.opt_bytes();
+        let domain = entry.domain;
+        let outcome = match entry
+            .options
+            .set(domain, level, name, value, self.buffer_limits)
+        {
             Ok(outcome) => outcome,
             Err(errno) => return error(errno),
         };

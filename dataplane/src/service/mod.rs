@@ -72,6 +72,8 @@ pub struct Service {
     dns: Option<std::net::SocketAddr>,
     /// TCP maximum segment size on the link (MTU less IPv4 and TCP headers).
     mss: u32,
+    /// The host's limits on socket buffer sizes, which SO_SNDBUF and SO_RCVBUF follow.
+    buffer_limits: crate::option_rules::BufferLimits,
     started: std::time::Instant,
     /// Requests served per kind, indexed like `Op::ALL`.
     rpc_counts: [u64; Op::ALL.len()],
@@ -118,6 +120,7 @@ impl Service {
             ipv6: crate::hairpin::OwnIpv6::default(),
             dns: None,
             mss: mtu - 40,
+            buffer_limits: crate::sys::buffer_limits(),
             started: std::time::Instant::now(),
             rpc_counts: [0; Op::ALL.len()],
             rpc_latency: Op::ALL.iter().map(|_| Latency::new(2)).collect(),

@@ -8,6 +8,8 @@ pub mod tap;
 
 use std::io;
 
+use crate::option_rules::BufferLimits;
+
 /// Raises the soft limit on open fds to the hard limit and returns the new soft limit. Every
 /// connection costs the data plane one fd (its end of the socketpair), so the default soft
 /// limit of 1024 would cap connections far below what the machine can carry.
@@ -24,6 +26,21 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })?;
     }
     Ok(limit.rlim_cur)
+}
+
+/// Reads the host's `net.core.wmem_max`, `net.core.rmem_max` and the last value of
+/// `net.ipv4.tcp_rmem`, keeping Linux's default for a value that cannot be read.
+pub fn buffer_limits() -> BufferLimits {
+    let read = |path: &str| {
+        let text = std::fs::read_to_string(format!("/proc/sys/net/{path}")).ok()?;
+        text.split_whitespace().last()?.parse::<i32>().ok()
+    };
+    let defaults = BufferLimits::default();
+    BufferLimits {
+        wmem_max: read("core/wmem_max").unwrap_or(defaults.wmem_max),
+        rmem_max: read("core/rmem_max").unwrap_or(defaults.rmem_max),
+        tcp_rmem_max: read("ipv4/tcp_rmem").unwrap_or(defaults.tcp_rmem_max),
+    }
 }
 
 /// Converts a libc return value into `io::Result`, reading errno on -1.

@@ -80,9 +80,16 @@ pub unsafe extern "C" fn getsockopt(
     if value.is_null() || len.is_null() {
         return fail(libc::EFAULT);
     }
+    // SAFETY: the caller's contract: len is valid for reads.
+    let capacity = unsafe { *len } as i32;
+    if capacity < 0 {
+        // The kernel reads the length as an int, and a negative one is invalid.
+        return fail(libc::EINVAL);
+    }
     let mut request = Request::new(Op::GetSockOpt);
     request.arg0 = level as u64;
     request.arg1 = name as u64;
+    request.opt_len = (capacity as usize).min(OPT_MAX) as u32;
     match ask(fd, &request) {
         Answer::Reply(reply, _) => {
             let bytes = reply.opt_bytes();

@@ -673,6 +673,155 @@ static void io_timeout(const char *ip, int port, const char *which) {
     close(fd);
 }
 
+/* --- The option table: every option below is read and written on a fresh socket with
+ * buffers of several lengths and with edge values, so both runs can be compared entry by
+ * entry. --- */
+
+struct table_option {
+    const char *label;
+    int level, name;
+};
+
+static const struct table_option OPTION_TABLE[] = {
+    {"SO_DEBUG", SOL_SOCKET, SO_DEBUG},
+    {"SO_REUSEADDR", SOL_SOCKET, SO_REUSEADDR},
+    {"SO_TYPE", SOL_SOCKET, SO_TYPE},
+    {"SO_ERROR", SOL_SOCKET, SO_ERROR},
+    {"SO_DONTROUTE", SOL_SOCKET, SO_DONTROUTE},
+    {"SO_BROADCAST", SOL_SOCKET, SO_BROADCAST},
+    {"SO_SNDBUF", SOL_SOCKET, SO_SNDBUF},
+    {"SO_RCVBUF", SOL_SOCKET, SO_RCVBUF},
+    {"SO_KEEPALIVE", SOL_SOCKET, SO_KEEPALIVE},
+    {"SO_OOBINLINE", SOL_SOCKET, SO_OOBINLINE},
+    {"SO_PRIORITY", SOL_SOCKET, SO_PRIORITY},
+    {"SO_LINGER", SOL_SOCKET, SO_LINGER},
+    {"SO_REUSEPORT", SOL_SOCKET, SO_REUSEPORT},
+    {"SO_PASSCRED", SOL_SOCKET, SO_PASSCRED},
+    {"SO_RCVLOWAT", SOL_SOCKET, SO_RCVLOWAT},
+    {"SO_SNDLOWAT", SOL_SOCKET, SO_SNDLOWAT},
+    {"SO_RCVTIMEO", SOL_SOCKET, SO_RCVTIMEO},
+    {"SO_SNDTIMEO", SOL_SOCKET, SO_SNDTIMEO},
+    {"SO_TIMESTAMP", SOL_SOCKET, SO_TIMESTAMP},
+    {"SO_ACCEPTCONN", SOL_SOCKET, SO_ACCEPTCONN},
+    {"SO_MARK", SOL_SOCKET, SO_MARK},
+    {"SO_PROTOCOL", SOL_SOCKET, SO_PROTOCOL},
+    {"SO_DOMAIN", SOL_SOCKET, SO_DOMAIN},
+    {"SO_PEEK_OFF", SOL_SOCKET, SO_PEEK_OFF},
+    {"SO_BUSY_POLL", SOL_SOCKET, SO_BUSY_POLL},
+    {"SO_INCOMING_CPU", SOL_SOCKET, SO_INCOMING_CPU},
+    {"SO_ZEROCOPY", SOL_SOCKET, SO_ZEROCOPY},
+    {"SOL_SOCKET-22", SOL_SOCKET, 22},
+    {"SOL_SOCKET-9999", SOL_SOCKET, 9999},
+    {"SOL_SOCKET-negative", SOL_SOCKET, -1},
+    {"TCP_NODELAY", IPPROTO_TCP, TCP_NODELAY},
+    {"TCP_MAXSEG", IPPROTO_TCP, TCP_MAXSEG},
+    {"TCP_CORK", IPPROTO_TCP, TCP_CORK},
+    {"TCP_KEEPIDLE", IPPROTO_TCP, TCP_KEEPIDLE},
+    {"TCP_KEEPINTVL", IPPROTO_TCP, TCP_KEEPINTVL},
+    {"TCP_KEEPCNT", IPPROTO_TCP, TCP_KEEPCNT},
+    {"TCP_SYNCNT", IPPROTO_TCP, TCP_SYNCNT},
+    {"TCP_QUICKACK", IPPROTO_TCP, TCP_QUICKACK},
+    {"TCP_USER_TIMEOUT", IPPROTO_TCP, TCP_USER_TIMEOUT},
+    {"TCP_FASTOPEN_CONNECT", IPPROTO_TCP, TCP_FASTOPEN_CONNECT},
+    {"TCP_INQ", IPPROTO_TCP, TCP_INQ},
+    {"TCP-15", IPPROTO_TCP, 15},
+    {"TCP-9999", IPPROTO_TCP, 9999},
+    {"IP_TOS", IPPROTO_IP, IP_TOS},
+    {"IP_TTL", IPPROTO_IP, IP_TTL},
+    {"IP_HDRINCL", IPPROTO_IP, IP_HDRINCL},
+    {"IP_OPTIONS", IPPROTO_IP, IP_OPTIONS},
+    {"IP_RECVTOS", IPPROTO_IP, IP_RECVTOS},
+    {"IP_MTU_DISCOVER", IPPROTO_IP, IP_MTU_DISCOVER},
+    {"IP_MTU", IPPROTO_IP, IP_MTU},
+    {"IP_FREEBIND", IPPROTO_IP, IP_FREEBIND},
+    {"IP_BIND_ADDRESS_NO_PORT", IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT},
+    {"IP_MINTTL", IPPROTO_IP, IP_MINTTL},
+    {"IP_MULTICAST_LOOP", IPPROTO_IP, IP_MULTICAST_LOOP},
+    {"IP-9999", IPPROTO_IP, 9999},
+    {"IPV6_V6ONLY-on-ipv4", IPPROTO_IPV6, IPV6_V6ONLY},
+    {"level-4242", 4242, 1},
+    {"level-udp", IPPROTO_UDP, 1},
+};
+#define OPTION_TABLE_COUNT (sizeof OPTION_TABLE / sizeof *OPTION_TABLE)
+
+/* Buffer lengths getsockopt is called with, and value lengths setsockopt is called with. */
+static const int GET_LENGTHS[] = {0, 1, 2, 3, 4, 8, 64};
+static const int SET_LENGTHS[] = {0, 1, 2, 3, 4, 8, 16};
+/* Int values setsockopt is called with (four bytes each). */
+static const int SET_VALUES[] = {-1, 0, 1, 7, 88, 255, 256, 4096, 32767, 32768, 65536, 0x7fffffff};
+
+#define COUNT(array) (sizeof array / sizeof *array)
+
+/* Prints getsockopt's outcome: the errno, or the length and the bytes it returned. */
+static void print_get(const char *label, const char *what, int fd, const struct table_option *o,
+                      int len) {
+    unsigned char buf[64];
+    memset(buf, 0xee, sizeof buf);
+    socklen_t got = len;
+    int ret = getsockopt(fd, o->level, o->name, buf, &got);
+    printf("%s %s", label, what);
+    if (ret < 0) {
+        printf(" %s\n", name_of(errno));
+        return;
+    }
+    printf(" ok len=%u value=", (unsigned)got);
+    for (socklen_t i = 0; i < got && i < sizeof buf; i++) printf("%02x", buf[i]);
+    printf("\n");
+}
+
+static void option_table(void) {
+    char what[64];
+    for (size_t i = 0; i < OPTION_TABLE_COUNT; i++) {
+        const struct table_option *o = &OPTION_TABLE[i];
+        for (size_t j = 0; j < COUNT(GET_LENGTHS); j++) {
+            int fd = tcp_socket();
+            snprintf(what, sizeof what, "get len=%d", GET_LENGTHS[j]);
+            print_get(o->label, what, fd, o, GET_LENGTHS[j]);
+            close(fd);
+        }
+        for (size_t j = 0; j < COUNT(SET_LENGTHS); j++) {
+            int fd = tcp_socket();
+            /* One in the first byte and in the first int, zero after it. */
+            unsigned char value[16] = {1};
+            int ret = setsockopt(fd, o->level, o->name, value, SET_LENGTHS[j]);
+            printf("%s set len=%d %s\n", o->label, SET_LENGTHS[j], result_of(ret));
+            if (ret == 0) {
+                snprintf(what, sizeof what, "after-set len=%d reads", SET_LENGTHS[j]);
+                print_get(o->label, what, fd, o, 64);
+            }
+            close(fd);
+        }
+        for (size_t j = 0; j < COUNT(SET_VALUES); j++) {
+            int fd = tcp_socket();
+            int value[4] = {SET_VALUES[j], 0, 0, 0};
+            /* Struct options get the value in their first int and zeros after it. */
+            int ret = setsockopt(fd, o->level, o->name, value, sizeof value);
+            int int_ret = setsockopt(fd, o->level, o->name, value, sizeof(int));
+            printf("%s set value=%d %s %s\n", o->label, SET_VALUES[j], result_of(ret),
+                   result_of(int_ret));
+            snprintf(what, sizeof what, "after-value=%d reads", SET_VALUES[j]);
+            print_get(o->label, what, fd, o, 64);
+            close(fd);
+        }
+    }
+}
+
+/* SO_LINGER's two fields: l_onoff reads back as 0 or 1, and turning linger off keeps the
+ * time. */
+static void linger_table(void) {
+    const struct linger sets[] = {{0, 5}, {1, 5}, {7, 9}, {0, 3}, {1, 0}};
+    int fd = tcp_socket();
+    for (size_t i = 0; i < COUNT(sets); i++) {
+        int ret = setsockopt(fd, SOL_SOCKET, SO_LINGER, &sets[i], sizeof sets[i]);
+        struct linger got = {-1, -1};
+        socklen_t len = sizeof got;
+        getsockopt(fd, SOL_SOCKET, SO_LINGER, &got, &len);
+        printf("SO_LINGER set {%d,%d} %s reads {%d,%d} len=%u\n", sets[i].l_onoff,
+               sets[i].l_linger, result_of(ret), got.l_onoff, got.l_linger, (unsigned)len);
+    }
+    close(fd);
+}
+
 /* SO_RCVTIMEO of 500 ms set before listen: accept gives up with EAGAIN when nobody connects,
  * the connection accepted later inherits the timeout, and a read on it gives up too. */
 static void accept_timeout(int port) {
@@ -760,6 +909,9 @@ int main(int argc, char **argv) {
         option_errors();
     } else if (strcmp(mode, "ipv6-only") == 0 && argc == 2) {
         ipv6_only();
+    } else if (strcmp(mode, "option-table") == 0 && argc == 2) {
+        option_table();
+        linger_table();
     } else if (strcmp(mode, "accept-timeout") == 0 && argc == 3) {
         accept_timeout(atoi(argv[2]));
     } else if (strcmp(mode, "io-timeout") == 0 && argc == 5) {
