@@ -11,7 +11,7 @@ use super::addressing::{address_scope, ipv6_option_error, is_v6only, mss_for, un
 use crate::mapped;
 use crate::option_rules;
 use crate::options::{CONGESTION_CONTROL, LinuxTcpState, SetOutcome, tcp_info};
-use crate::registry::{Inode, PortScope, SocketEntry, SocketState, Table};
+use crate::registry::{Inode, PortScope, Protocol, SocketEntry, SocketState, Table};
 use crate::steer;
 use crate::sys::socket::{inode, send, set_nonblocking, socketpair};
 use crate::worker::{Command, ConnectJob, ListenJob, OptionJob, ReplyTo, prepare_pair};
@@ -49,11 +49,14 @@ impl Service {
         };
         let inode = Inode(number);
         if request.op == Op::Identify {
-            return ok(Reply::ok(self.identify(inode) as i64));
+            return ok(self.identify(inode));
         }
-        if !self.registry.lock().sockets.contains_key(&inode) {
+        let protocol = self.registry.lock().sockets.get(&inode).map(|e| e.protocol);
+        match protocol {
+            Some(Protocol::Tcp) => {}
+            Some(Protocol::Udp) => return self.handle_datagram(inode, &request, to),
             // Not a socket this service made: the shim passes the call to libc.
-            return error(libc::ENOTSOCK);
+            None => return error(libc::ENOTSOCK),
         }
         match request.op {
             Op::Bind => self.bind(inode, &request),
@@ -76,6 +79,9 @@ impl Service {
             Ok(domain @ (libc::AF_INET | libc::AF_INET6)) => domain,
             _ => return error(libc::EAFNOSUPPORT),
         };
+        if request.arg1 == libc::SOCK_DGRAM as u64 {
+            return self.create_datagram_socket(domain);
+        }
         if request.arg1 != libc::SOCK_STREAM as u64 {
             return error(libc::EPROTONOSUPPORT);
         }
@@ -108,12 +114,17 @@ impl Service {
         }
     }
 
-    fn identify(&self, inode: Inode) -> SocketKind {
-        match self.registry.lock().sockets.get(&inode).map(|e| e.state) {
-            Some(SocketState::Listening) => SocketKind::Listener,
+    fn identify(&self, inode: Inode) -> Reply {
+        let table = self.registry.lock();
+        let kind = match table.sockets.get(&inode) {
+            Some(entry) if entry.protocol == Protocol::Udp => {
+                return Service::identify_datagram(entry);
+            }
+            Some(entry) if entry.state == SocketState::Listening => SocketKind::Listener,
             Some(_) => SocketKind::Stream,
             None => SocketKind::Foreign,
-        }
+        };
+        Reply::ok(kind as i64)
     }
 
     fn bind(&mut self, inode: Inode, request: &Request) -> Handled {

@@ -4,6 +4,7 @@
 //! the worker through a completion queue.
 
 mod addressing;
+mod datagram;
 mod handlers;
 mod listen_socket;
 mod observe;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use netcon_control::Op;
 use serde_json::{Value, json};
 
-use crate::registry::{Inode, Registry, SocketState};
+use crate::registry::{Inode, Protocol, Registry, SocketState};
 use crate::stats::{self, Latency, LatencySet, WorkerStats, tcp_state_name};
 use crate::steer::WorkerId;
 use crate::worker::{Command, RemoteWorker, Snapshot};
@@ -54,10 +54,17 @@ impl Observation {
             };
             let conn = &entry.stats;
             let worker = conn.worker.load(Ordering::Relaxed);
-            let tcp_state = match entry.state {
-                SocketState::Listening => "LISTEN",
-                SocketState::Fresh | SocketState::Bound => "CLOSED",
+            // UDP sockets are named as `ss` names them.
+            let tcp_state = match (entry.protocol, entry.state) {
+                (Protocol::Udp, SocketState::Connected) => "ESTAB",
+                (Protocol::Udp, _) => "UNCONN",
+                (_, SocketState::Listening) => "LISTEN",
+                (_, SocketState::Fresh | SocketState::Bound) => "CLOSED",
                 _ => tcp_state_name(conn.state.load(Ordering::Relaxed)),
+            };
+            let protocol = match entry.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
             };
             for &(pid, fd) in held_by {
                 rows.push(json!({
@@ -65,7 +72,7 @@ impl Observation {
                     "program": program_name(pid),
                     "fd": fd,
                     "inode": inode.0,
-                    "protocol": "tcp",
+                    "protocol": protocol,
                     "local": entry.local.map(|a| a.to_string()),
                     "remote": entry.remote.map(|a| a.to_string()),
                     "socket_state": format!("{:?}", entry.state).to_lowercase(),
@@ -104,6 +111,13 @@ impl Observation {
                     "ring_full": stats::read(&s.ring_full),
                     "connections": stats::read(&s.connections),
                     "listeners": stats::read(&s.listeners),
+                    "udp_sockets": stats::read(&s.udp_sockets),
+                    "udp_datagrams_in": stats::read(&s.udp_datagrams_in),
+                    "udp_rx_dropped": stats::read(&s.udp_rx_dropped),
+                    "udp_rx_unmatched": stats::read(&s.udp_rx_unmatched),
+                    "udp_rx_overflows": stats::read(&s.udp_rx_overflows),
+                    "udp_tx_dropped": stats::read(&s.udp_tx_dropped),
+                    "udp_errors_reported": stats::read(&s.udp_errors_reported),
                 })
             })
             .collect();

@@ -28,7 +28,7 @@ pub fn format(status: &Value) -> Vec<String> {
         }
     ));
     lines.push(String::new());
-    const COLUMNS: [(&str, &str); 13] = [
+    const COLUMNS: [(&str, &str); 17] = [
         ("worker", "worker"),
         ("frames_in", "frames in"),
         ("bytes_in", "bytes in"),
@@ -42,6 +42,10 @@ pub fn format(status: &Value) -> Vec<String> {
         ("cqes", "cqes"),
         ("ring_full", "ring full"),
         ("connections", "conns"),
+        ("udp_sockets", "udp socks"),
+        ("udp_rx_dropped", "udp rx drops"),
+        ("udp_rx_overflows", "udp overflow"),
+        ("udp_tx_dropped", "udp tx drops"),
     ];
     lines.push(
         COLUMNS
