@@ -1,6 +1,7 @@
-//! Redis 7 through netcon: redis-server with its default `bind * -::*` (the IPv6 part must
-//! fail without stopping the server) under redis-benchmark from the namespace, and redis-cli
-//! through netcon against a redis-server in the namespace.
+//! Redis 7 through netcon. redis-server with its default `bind * -::*` (an IPv4 listener and an
+//! IPV6_V6ONLY listener on one port) runs under redis-benchmark from the namespace and is
+//! reached by redis-cli over both IPv4 and IPv6. redis-cli through netcon reaches a
+//! redis-server in the namespace.
 
 mod common;
 
@@ -8,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    NETCON_IP, PEER_IP, Process, Topology, package_version, record_compat, run_bounded,
-    wait_for_listener, wait_for_netcon_listener,
+    NETCON_IP, NETCON_IP6, PEER_IP, PEER_IP6, Process, Topology, package_version, record_compat,
+    run_bounded, wait_for_listener, wait_for_netcon_listener,
 };
 use netcon_tools::topology::{netcon_command, require_root};
 
@@ -77,10 +78,45 @@ fn redis_server_through_netcon_under_benchmark() {
         );
     }
 
+    // Each family reaches its own listener; a value set over one is read over the other.
+    let cli = |host: &str, args: &[&str]| {
+        let mut command = topology.netns.command("redis-cli");
+        command
+            .args(["-h", host, "-p", &PORT.to_string()])
+            .args(args);
+        let label = format!("redis-cli -h {host} in the namespace");
+        let run = run_bounded(command, &label, Duration::from_secs(20));
+        run.assert_success();
+        run.stdout.trim().to_owned()
+    };
+    assert_eq!(cli(NETCON_IP, &["PING"]), "PONG");
+    assert_eq!(cli(NETCON_IP6, &["PING"]), "PONG");
+    assert_eq!(
+        cli(NETCON_IP6, &["SET", "netcon:family", "set over IPv6"]),
+        "OK"
+    );
+    assert_eq!(cli(NETCON_IP, &["GET", "netcon:family"]), "set over IPv6");
+    let over_ipv6 = cli(NETCON_IP6, &["CLIENT", "INFO"]);
+    assert!(
+        over_ipv6.contains(&format!("addr=[{PEER_IP6}]:"))
+            && over_ipv6.contains(&format!("laddr=[{NETCON_IP6}]:{PORT}")),
+        "redis-server does not report the IPv6 client's addresses: {over_ipv6}"
+    );
+    let over_ipv4 = cli(NETCON_IP, &["CLIENT", "INFO"]);
+    assert!(
+        over_ipv4.contains(&format!("addr={PEER_IP}:"))
+            && over_ipv4.contains(&format!("laddr={NETCON_IP}:{PORT}")),
+        "redis-server does not report the IPv4 client's addresses: {over_ipv4}"
+    );
+
     let (stdout, _) = server.output_so_far();
     assert!(
         stdout.contains("Ready to accept connections"),
         "redis-server did not report that it is ready\n{stdout}"
+    );
+    assert!(
+        !stdout.contains("Could not create server TCP listening socket"),
+        "redis-server could not listen on one of its addresses\n{stdout}"
     );
     assert!(server.try_wait().is_none(), "redis-server exited\n{stdout}");
     record_compat("redis", &version, "server", "pass");
