@@ -65,10 +65,10 @@ pub struct Args {
     #[arg(long, value_name = "ADDR")]
     pub gateway: Option<Ipv4Addr>,
 
-    /// The stack's IPv6 address and prefix length, such as fd00::2/64. Without it the stack
-    /// has only ::1 for IPv6, so AF_INET6 sockets reach programs behind this netcon-dp and
-    /// nothing on the link. With it the stack also takes the link-local address of its MAC
-    /// and answers neighbour discovery and ping on both.
+    /// The stack's IPv6 address and prefix length, such as fd00::2/64. The stack adds the
+    /// link-local address of its MAC and replies to neighbour discovery and ping on both
+    /// [default: none, so AF_INET6 sockets reach only ::1, the programs behind this
+    /// netcon-dp].
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr6)]
     pub address6: Option<Ipv6Cidr>,
 
