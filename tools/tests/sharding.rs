@@ -1,12 +1,16 @@
 //! Several workers: connections spread over workers by their 4-tuple, frames that land on the
 //! wrong worker's TAP queue are handed over, and a listener lives on every worker. Checked with
-//! checksummed parallel transfers and with many connections to one listener.
+//! checksummed parallel transfers and with many connections to one listener, over IPv4 and
+//! IPv6.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{NETCON_IP, PEER_IP, PYTHON, Process, Topology, run_bounded, wait_for_listener};
+use common::{
+    NETCON_IP, NETCON_IP6, PEER_IP, PEER_IP6, PYTHON, Process, Topology, run_bounded,
+    wait_for_listener,
+};
 use netcon_tools::topology::{netcon_command, require_root};
 
 const ECHO_PORT: u16 = 7100;
@@ -49,13 +53,16 @@ if failures:
 print(f"{conns} connections echoed {size} bytes each")
 "#;
 
-/// Accepts connections on PORT forever; each gets one byte back for the byte it sent.
+/// Accepts connections on PORT forever (on HOST, 0.0.0.0 unless given); each gets one byte
+/// back for the byte it sent.
 const ONE_BYTE_SERVER: &str = r#"
 import socket, sys
 
-server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+host = sys.argv[2] if len(sys.argv) > 2 else "0.0.0.0"
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+server = socket.socket(family, socket.SOCK_STREAM)
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind(("0.0.0.0", int(sys.argv[1])))
+server.bind((host, int(sys.argv[1])))
 server.listen(128)
 print("listening", flush=True)
 while True:
@@ -102,23 +109,18 @@ fn four_workers(prefix: &str) -> Topology {
     Topology::start_with(prefix, |options| options.workers = 4)
 }
 
-#[test]
-fn parallel_transfers_checksummed() {
-    if !require_root("parallel_transfers_checksummed") {
-        return;
-    }
-    let topology = four_workers("ncshard");
+/// Runs 64 checksummed echo transfers at once from netcon to a socat echo server listening
+/// at `listen` (socat's address type and options) and reached at `peer`.
+fn parallel_transfers(prefix: &str, listen: &str, peer: &str) {
+    let topology = four_workers(prefix);
     let mut command = topology.netns.command("socat");
-    command.args([
-        &format!("TCP4-LISTEN:{ECHO_PORT},bind={PEER_IP},fork,reuseaddr,backlog=128"),
-        "EXEC:cat",
-    ]);
+    command.args([listen, "EXEC:cat"]);
     let mut server = Process::spawn(command, "socat echo server in the namespace");
     wait_for_listener(&topology.netns, ECHO_PORT, &mut server);
 
     let mut client = netcon_command(topology.socket(), PYTHON);
     let port = ECHO_PORT.to_string();
-    client.args(["-c", PARALLEL_ECHO, PEER_IP, &port, "64", "1048576"]);
+    client.args(["-c", PARALLEL_ECHO, peer, &port, "64", "1048576"]);
     let run = run_bounded(
         client,
         "64 parallel echo transfers through netcon",
@@ -129,13 +131,29 @@ fn parallel_transfers_checksummed() {
 }
 
 #[test]
-fn listener_on_every_worker() {
-    if !require_root("listener_on_every_worker") {
+fn parallel_transfers_checksummed() {
+    if !require_root("parallel_transfers_checksummed") {
         return;
     }
-    let topology = four_workers("nclisten");
+    let listen = format!("TCP4-LISTEN:{ECHO_PORT},bind={PEER_IP},fork,reuseaddr,backlog=128");
+    parallel_transfers("ncshard", &listen, PEER_IP);
+}
+
+#[test]
+fn parallel_transfers_ipv6() {
+    if !require_root("parallel_transfers_ipv6") {
+        return;
+    }
+    let listen = format!("TCP6-LISTEN:{ECHO_PORT},bind=[{PEER_IP6}],fork,reuseaddr,backlog=128");
+    parallel_transfers("ncshard6", &listen, PEER_IP6);
+}
+
+/// Makes `count` connections from the namespace to a listener through netcon on `bind`,
+/// reached at `target`.
+fn many_connections(prefix: &str, bind: &str, target: &str, count: u32) {
+    let topology = four_workers(prefix);
     let mut command = netcon_command(topology.socket(), PYTHON);
-    command.args(["-c", ONE_BYTE_SERVER, &LISTEN_PORT.to_string()]);
+    command.args(["-c", ONE_BYTE_SERVER, &LISTEN_PORT.to_string(), bind]);
     let mut server = Process::spawn(command, "one-byte server through netcon");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !server.output_so_far().0.contains("listening") {
@@ -153,12 +171,27 @@ fn listener_on_every_worker() {
 
     let mut client = topology.netns.command(PYTHON);
     let port = LISTEN_PORT.to_string();
-    client.args(["-c", MANY_CONNECTS, NETCON_IP, &port, "10000", "8"]);
-    let run = run_bounded(
-        client,
-        "10,000 connections from the namespace",
-        Duration::from_secs(240),
-    );
+    let count_text = count.to_string();
+    client.args(["-c", MANY_CONNECTS, target, &port, &count_text, "8"]);
+    let label = format!("{count} connections from the namespace to {target}");
+    let run = run_bounded(client, &label, Duration::from_secs(240));
     run.assert_success();
-    assert!(run.stdout.contains("10000 connections served"), "{run}");
+    let served = format!("{count} connections served");
+    assert!(run.stdout.contains(&served), "{run}");
+}
+
+#[test]
+fn listener_on_every_worker() {
+    if !require_root("listener_on_every_worker") {
+        return;
+    }
+    many_connections("nclisten", "0.0.0.0", NETCON_IP, 10_000);
+}
+
+#[test]
+fn ipv6_listener_on_every_worker() {
+    if !require_root("ipv6_listener_on_every_worker") {
+        return;
+    }
+    many_connections("nclisten6", "::", NETCON_IP6, 2_000);
 }
