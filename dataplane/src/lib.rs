@@ -5,7 +5,8 @@
 //! - [`config`] turns the command line into a validated [`config::Config`].
 //! - [`sys`] holds every raw OS call: TAP queues, socketpairs, epoll, eventfd.
 //! - [`netns`] moves the TAP into a network namespace and configures the kernel side.
-//! - [`service`] is the control thread: it answers the preload's RPCs on the control socket.
+//! - [`service`] is the control thread: it answers the preload's RPCs on the control socket;
+//!   [`connect_gate`] keeps a connecting socket unwritable until its handshake ends.
 //! - [`worker`] owns the packet path: io_uring, a smoltcp `Interface`, and the connections.
 //! - [`steer`] decides which worker owns a connection and where a received frame goes;
 //!   [`offload`] prepares frames for the TAP's segmentation offload; [`hairpin`] turns
@@ -17,6 +18,7 @@
 //! - [`run`] wires them together.
 
 pub mod config;
+pub mod connect_gate;
 pub mod hairpin;
 pub mod icmp_error;
 pub mod mapped;

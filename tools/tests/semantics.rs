@@ -653,10 +653,38 @@ fn nonblocking_connect_refused() {
     assert_same_lines("non-blocking connect to a closed port", &runs[0], &runs[1]);
 }
 
+/// How often the refused-connect readiness test connects through netcon, per wait method.
+const REFUSED_ATTEMPTS: usize = 20;
+
+/// Checks what a refused non-blocking connect's first wake-up reports on the netcon side.
+/// POLLERR must come with it every time, so the socket never polls writable without an
+/// error. POLLOUT must come with it or with the very next poll. Returns whether
+/// the first wake-up lacked POLLOUT.
+fn check_refused_wakeup(method: &str, attempt: usize, run: &Finished) -> bool {
+    let first = format!("{method} out=1 err=1");
+    let error_only = format!("{method} out=0 err=1");
+    let then_writable = format!("{method} again out=1 err=1");
+    let stdout = &run.stdout;
+    assert!(
+        !stdout.contains(&format!("{method} out=1 err=0")),
+        "{method} attempt {attempt}: the socket polled writable without an error\n{run}"
+    );
+    assert!(
+        stdout.contains(&first) || stdout.contains(&error_only),
+        "{method} attempt {attempt}: the first wake-up did not report POLLERR\n{run}"
+    );
+    assert!(
+        stdout.contains(&first) || stdout.contains(&then_writable),
+        "{method} attempt {attempt}: POLLOUT did not follow the error\n{run}"
+    );
+    assert!(
+        stdout.contains("so-error ECONNREFUSED"),
+        "{method} attempt {attempt}: SO_ERROR is not ECONNREFUSED\n{run}"
+    );
+    !stdout.contains(&first)
+}
+
 #[test]
-#[ignore = "a refused non-blocking connect through netcon wakes poll with POLLOUT alone in a \
-            few of twenty runs: the worker sets SO_ERROR, reads the filler back (POLLOUT) and \
-            only then closes its end (POLLERR), where Linux raises both at once"]
 fn refused_connect_polls_writable() {
     if !require_root("refused_connect_polls_writable") {
         return;
@@ -667,14 +695,29 @@ fn refused_connect_polls_writable() {
         kernel.stdout.contains("poll out=1 err=1"),
         "the kernel run does not report POLLOUT and POLLERR\n{kernel}"
     );
-    // The outcome varies from run to run, so one run in twenty that differs is a failure.
-    for attempt in 1..=20 {
-        let netcon = nonblocking_connect(&fixture, Side::Netcon, 7412, 10_000, false);
-        assert!(
-            netcon.stdout.contains("poll out=1 err=1"),
-            "attempt {attempt}: netcon's poll events differ from the kernel's\n{netcon}"
-        );
+    let epoll_args = ["connect-epoll", PEER_IP, "7412"];
+    let label = "epoll connect on the kernel side";
+    let kernel = run_bounded(fixture.probe(Side::Kernel, &epoll_args), label, RUN_TIMEOUT);
+    kernel.assert_success();
+    assert!(
+        kernel.stdout.contains("epoll out=1 err=1"),
+        "the kernel run does not report EPOLLOUT and EPOLLERR\n{kernel}"
+    );
+
+    // The outcome varies from run to run, so each wait method is tried twenty times.
+    let mut without_out = 0;
+    for attempt in 1..=REFUSED_ATTEMPTS {
+        let run = nonblocking_connect(&fixture, Side::Netcon, 7412, 10_000, false);
+        without_out += usize::from(check_refused_wakeup("poll", attempt, &run));
+        let label = "epoll connect on the netcon side";
+        let run = run_bounded(fixture.probe(Side::Netcon, &epoll_args), label, RUN_TIMEOUT);
+        run.assert_success();
+        without_out += usize::from(check_refused_wakeup("epoll", attempt, &run));
     }
+    println!(
+        "{without_out} of {} first wake-ups through netcon lacked POLLOUT",
+        2 * REFUSED_ATTEMPTS
+    );
 }
 
 /// Drops every segment to `port` on the namespace's input hook, so SYNs go unanswered.

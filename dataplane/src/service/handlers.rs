@@ -8,12 +8,13 @@ use netcon_control::{NetconInfo, Op, Reply, Request, SocketKind, WireAddr};
 
 use super::Service;
 use super::addressing::{address_scope, ipv6_option_error, is_v6only, mss_for, unspecified};
+use crate::connect_gate::{self, HeldEnd};
 use crate::mapped;
 use crate::option_rules;
 use crate::options::{CONGESTION_CONTROL, LinuxTcpState, SetOutcome, tcp_info};
 use crate::registry::{Inode, PortScope, Protocol, SocketEntry, SocketState, Table};
 use crate::steer;
-use crate::sys::socket::{inode, send, set_nonblocking, socketpair};
+use crate::sys::socket::{inode, set_nonblocking, socketpair};
 use crate::worker::{Command, ConnectJob, ListenJob, OptionJob, ReplyTo, prepare_pair};
 
 /// The outcome of one request: the reply to send now (with an fd attached when given), or
@@ -27,10 +28,6 @@ fn error(errno: i32) -> Handled {
 fn ok(reply: Reply) -> Handled {
     Some((reply, None))
 }
-
-/// Largest filler written to keep a connecting socket unwritable; the program end's default
-/// send buffer fills long before this.
-const MAX_FILLER: usize = 16 * 1024 * 1024;
 
 impl Service {
     pub(super) fn handle(&mut self, request: Request, fd: Option<OwnedFd>, to: ReplyTo) -> Handled {
@@ -274,9 +271,9 @@ impl Service {
             return error(libc::EBADF);
         };
         let nonblocking = request.flags & FLAG_NONBLOCK != 0;
-        let filler = if nonblocking { fill(app) } else { 0 };
+        let held = if nonblocking { hold_end(app) } else { None };
         if let Some(entry) = self.registry.lock().sockets.get_mut(&inode) {
-            entry.filled_for_connect = filler > 0;
+            entry.filled_for_connect = held.is_some();
         }
         let reply = (!nonblocking).then_some(to);
         let job = ConnectJob {
@@ -284,7 +281,7 @@ impl Service {
             fd,
             local,
             remote,
-            filler,
+            held,
             nodelay,
             keepalive,
             stats,
@@ -442,22 +439,17 @@ fn report_connected_once(table: &mut Table, inode: Inode) -> Handled {
     ok(Reply::ok(0))
 }
 
-/// Writes filler through the program's end until it is full, so it stops polling writable
-/// until the worker reads the filler back after the handshake. Returns the bytes written.
-fn fill(app: &OwnedFd) -> usize {
-    let chunk = [0u8; 4096];
-    let mut written = 0;
-    while written < MAX_FILLER {
-        match send(
-            app.as_raw_fd(),
-            &chunk,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        ) {
-            Ok(n) => written += n,
-            Err(_) => break,
+/// Keeps the program's end of a non-blocking connect unwritable (see [`connect_gate`]), or
+/// returns `None` when that fails, and the end stays writable.
+fn hold_end(app: &OwnedFd) -> Option<HeldEnd> {
+    match connect_gate::hold(app) {
+        Ok(held) if held.filler > 0 => Some(held),
+        Ok(_) => None,
+        Err(e) => {
+            log::debug!("cannot fill a connecting socket's end: {e}");
+            None
         }
     }
-    written
 }
 
 /// Whether a non-blocking connect's handshake has succeeded, seen from the program's end: the

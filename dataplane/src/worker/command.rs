@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 
 use netcon_control::Reply;
 
+use crate::connect_gate::HeldEnd;
 use crate::options::KeepAlive;
 use crate::registry::Inode;
 use crate::stats::{ConnStats, LatencySet};
@@ -28,9 +29,9 @@ pub struct ConnectJob {
     /// The addresses as the stack uses them: IPv4 for IPv4-mapped ones.
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    /// Bytes written through the program's end to keep it unwritable until the handshake
-    /// ends; the worker reads them back once it succeeds.
-    pub filler: usize,
+    /// The program's end, kept unwritable by filler until the handshake ends (non-blocking
+    /// connects); the worker reads the filler back once it succeeds.
+    pub held: Option<HeldEnd>,
     pub nodelay: bool,
     pub keepalive: Option<KeepAlive>,
     /// Counters `netcon-ctl show` reads.

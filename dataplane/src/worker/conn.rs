@@ -18,6 +18,7 @@ use smoltcp::time::Duration;
 
 use super::stack::{endpoint, socket_addr};
 use super::{ConnectJob, OptionJob, ReplyTo, Worker};
+use crate::connect_gate::HeldEnd;
 use crate::mapped;
 use crate::options::KeepAlive;
 use crate::registry::{Inode, SocketState};
@@ -76,6 +77,8 @@ pub struct Conn {
     ingress_sampler: Sampler,
     /// Keepalive to start once the handshake ends.
     keepalive: Option<KeepAlive>,
+    /// The program's end of a non-blocking connect, until the handshake ends.
+    held: Option<HeldEnd>,
 }
 
 impl Conn {
@@ -106,6 +109,7 @@ impl Conn {
             ack_sampler: Sampler::default(),
             ingress_sampler: Sampler::default(),
             keepalive: None,
+            held: None,
         }
     }
 
@@ -213,10 +217,12 @@ impl Worker {
         job.stats
             .worker
             .store(self.id.0 as u64, std::sync::atomic::Ordering::Relaxed);
-        let phase = Phase::Connecting { filler: job.filler };
+        let filler = job.held.as_ref().map_or(0, |held| held.filler);
+        let phase = Phase::Connecting { filler };
         let mut conn = Conn::new(handle, job.fd, job.inode, phase, job.stats);
         conn.reply = job.reply;
         conn.keepalive = job.keepalive;
+        conn.held = job.held;
         self.insert_conn(conn);
     }
 
@@ -416,12 +422,9 @@ impl Worker {
             });
         }
         self.registry.lock().mark_closed(conn.inode, errno);
-        if let Phase::Connecting { filler } = conn.phase {
-            // SO_ERROR is set now; reading the filler back makes the program's end writable
-            // as it hangs up, so poll reports POLLOUT with POLLERR as on Linux. One byte stays
-            // queued, so the close still reads as a reset.
-            let _ = read_back_filler(&mut conn, filler);
-        }
+        // A failed connect closes its end with the filler unread, so the program's end shows
+        // the error before it turns writable (see `crate::connect_gate`).
+        drop(conn.held.take());
         if !reset_app {
             drain(conn.fd.as_raw_fd(), &mut self.scratch);
         }
@@ -460,8 +463,12 @@ pub fn apply_keepalive(socket: &mut tcp::Socket, keepalive: Option<KeepAlive>) {
     socket.set_timeout(keepalive.map(|k| k.give_up.into()));
 }
 
-/// Reads back the filler that kept the program's end unwritable, and restores the peek offset.
+/// Gives the program's end its send buffer back, reads back the filler that kept it
+/// unwritable, and restores the peek offset.
 fn complete_handshake(conn: &mut Conn, filler: usize) -> io::Result<()> {
+    if let Some(held) = conn.held.take() {
+        held.release()?;
+    }
     read_back_filler(conn, filler)?;
     if filler > 0 {
         set_int_option(conn.fd.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF, 1)?;

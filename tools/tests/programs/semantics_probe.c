@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -203,6 +204,13 @@ static void connect_nonblocking(const char *ip, int port, int wait_ms, int again
         printf("poll timeout\n");
     else
         printf("poll out=%d err=%d\n", !!(p.revents & POLLOUT), !!(p.revents & POLLERR));
+    if (ready > 0 && !(p.revents & POLLOUT)) {
+        /* Woken without POLLOUT: does the very next poll report it? */
+        p.revents = 0;
+        poll(&p, 1, 0);
+        printf("poll again out=%d err=%d\n", !!(p.revents & POLLOUT),
+               !!(p.revents & POLLERR));
+    }
 
     int err = -1, err_again = -1;
     option_int(fd, SOL_SOCKET, SO_ERROR, &err);
@@ -227,6 +235,37 @@ static void connect_nonblocking(const char *ip, int port, int wait_ms, int again
     if (err == 0 && ready > 0) {
         printf("write %s\n", write(fd, "x\n", 2) == 2 ? "0" : name_of(errno));
     }
+    close(fd);
+}
+
+/* A non-blocking connect waited for with epoll (level-triggered EPOLLOUT), as event loops
+ * do. */
+static void connect_epoll(const char *ip, int port) {
+    int fd = tcp_socket();
+    if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0) die("O_NONBLOCK");
+    int epoll = epoll_create1(EPOLL_CLOEXEC);
+    if (epoll < 0) die("epoll_create1");
+    struct epoll_event event = {.events = EPOLLOUT, .data.fd = fd};
+    if (epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) < 0) die("epoll_ctl");
+    struct sockaddr_in addr = ipv4(ip, port);
+    int ret = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+    printf("connect %s\n", result_of(ret));
+    struct epoll_event got = {0};
+    int ready = epoll_wait(epoll, &got, 1, 10000);
+    if (ready == 0)
+        printf("epoll timeout\n");
+    else
+        printf("epoll out=%d err=%d\n", !!(got.events & EPOLLOUT), !!(got.events & EPOLLERR));
+    if (ready > 0 && !(got.events & EPOLLOUT)) {
+        got.events = 0;
+        epoll_wait(epoll, &got, 1, 0);
+        printf("epoll again out=%d err=%d\n", !!(got.events & EPOLLOUT),
+               !!(got.events & EPOLLERR));
+    }
+    int err = -1;
+    option_int(fd, SOL_SOCKET, SO_ERROR, &err);
+    printf("so-error %s\n", name_of(err));
+    close(epoll);
     close(fd);
 }
 
@@ -881,6 +920,8 @@ int main(int argc, char **argv) {
         run_stream_scenario(fd, argv[3], argv[4], argv[5]);
     } else if (strcmp(mode, "connect-nonblocking") == 0 && (argc == 5 || argc == 6)) {
         connect_nonblocking(argv[2], atoi(argv[3]), atoi(argv[4]), argc == 6);
+    } else if (strcmp(mode, "connect-epoll") == 0 && argc == 4) {
+        connect_epoll(argv[2], atoi(argv[3]));
     } else if (strcmp(mode, "connect-blocking") == 0 && argc == 4) {
         connect_blocking(argv[2], atoi(argv[3]));
     } else if (strcmp(mode, "accept-names") == 0 && argc == 3) {
