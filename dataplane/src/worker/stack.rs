@@ -49,8 +49,10 @@ impl StackConfig {
             IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8)),
             IpCidr::Ipv6(Ipv6Cidr::new(Ipv6Addr::LOCALHOST, 128)),
         ];
-        if let (Some((address, prefix_len)), Some(link_local)) = (self.address6, own.link_local) {
+        if let Some((address, prefix_len)) = self.address6 {
             cidrs.push(IpCidr::Ipv6(Ipv6Cidr::new(address, prefix_len)));
+        }
+        if let Some(link_local) = own.link_local {
             cidrs.push(IpCidr::Ipv6(Ipv6Cidr::new(link_local, 64)));
         }
         iface.update_ip_addrs(|addrs| {
@@ -153,6 +155,65 @@ mod tests {
             address,
             "fe80::6e:63ff:fe01:203".parse::<Ipv6Addr>().unwrap()
         );
+    }
+
+    fn config(medium: Medium) -> StackConfig {
+        StackConfig {
+            medium,
+            mtu: 1500,
+            mac: [0x02, 0x6e, 0x63, 0x01, 0x02, 0x03],
+            address: Ipv4Addr::new(10, 77, 0, 2),
+            prefix_len: 24,
+            gateway: None,
+            address6: Some(("fd00::2".parse().unwrap(), 64)),
+            gateway6: None,
+            tcp_buffer: 4096,
+            offload: false,
+        }
+    }
+
+    /// Returns the addresses the interface of `config` gets.
+    fn interface_addresses(config: &StackConfig) -> Vec<IpCidr> {
+        let mut device = RingDevice::new(config.medium, config.mtu, false, 1, 1);
+        let iface = config.interface(&mut device, Instant::from_micros(0));
+        iface.ip_addrs().to_vec()
+    }
+
+    #[test]
+    fn tap_interface_addresses() {
+        let addresses = interface_addresses(&config(Medium::Ethernet));
+        for expected in ["10.77.0.2/24", "127.0.0.1/8", "::1/128", "fd00::2/64"] {
+            let cidr: IpCidr = expected.parse().unwrap();
+            assert!(
+                addresses.contains(&cidr),
+                "{expected} missing: {addresses:?}"
+            );
+        }
+        let link_local: IpCidr = "fe80::6e:63ff:fe01:203/64".parse().unwrap();
+        assert!(addresses.contains(&link_local), "{addresses:?}");
+    }
+
+    #[test]
+    fn tun_interface_has_no_link_local() {
+        let addresses = interface_addresses(&config(Medium::Ip));
+        let global: IpCidr = "fd00::2/64".parse().unwrap();
+        assert!(addresses.contains(&global), "{addresses:?}");
+        let link_local = addresses
+            .iter()
+            .any(|cidr| matches!(cidr, IpCidr::Ipv6(v6) if v6.address().is_unicast_link_local()));
+        assert!(!link_local, "{addresses:?}");
+    }
+
+    #[test]
+    fn no_ipv6_address_by_default() {
+        let mut plain = config(Medium::Ethernet);
+        plain.address6 = None;
+        let addresses = interface_addresses(&plain);
+        let ipv6: Vec<&IpCidr> = addresses
+            .iter()
+            .filter(|cidr| matches!(cidr, IpCidr::Ipv6(_)))
+            .collect();
+        assert_eq!(ipv6, [&"::1/128".parse::<IpCidr>().unwrap()]);
     }
 
     #[test]
