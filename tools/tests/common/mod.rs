@@ -34,16 +34,17 @@ pub const PEER_IP6: &str = "fd00::1";
 /// netcon's own IPv6 address.
 pub const NETCON_IP6: &str = "fd00::2";
 
-/// A Python program that prints "intercepted" when its AF_INET stream socket is listed in
-/// /proc/net/unix, which lists every Unix socket of the namespace, socketpair ends included.
+/// A Python program that prints "intercepted" when its AF_INET and AF_INET6 stream sockets are
+/// listed in /proc/net/unix, which lists every Unix socket of the namespace, socketpair ends
+/// included.
 const INTERCEPT_PROBE: &str = r#"
 import os, socket
-sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-inode = os.stat(f"/proc/self/fd/{sock.fileno()}").st_ino
+sockets = [socket.socket(family, socket.SOCK_STREAM) for family in (socket.AF_INET, socket.AF_INET6)]
+inodes = [os.stat(f"/proc/self/fd/{sock.fileno()}").st_ino for sock in sockets]
 with open("/proc/net/unix") as table:
     next(table)
     unix_inodes = {line.split()[6] for line in table}
-print("intercepted" if str(inode) in unix_inodes else "not intercepted")
+print("intercepted" if all(str(inode) in unix_inodes for inode in inodes) else "not intercepted")
 "#;
 
 /// How long a process gets to exit after SIGTERM before its group is killed.
@@ -80,17 +81,18 @@ impl Topology {
         topology
     }
 
-    /// Panics unless an AF_INET stream socket created through `netcon-ctl run` is a Unix
-    /// socket underneath. Programs run through netcon live in the host namespace, so a preload
-    /// that lets sockets through would send their traffic to the host's routes instead.
+    /// Panics unless the AF_INET and AF_INET6 stream sockets created through `netcon-ctl run`
+    /// are Unix sockets underneath. Programs run through netcon live in the host namespace, so
+    /// a preload that lets sockets through would send their traffic to the host's routes
+    /// instead.
     pub fn assert_intercepting(&self) {
         let mut probe = netcon_command(self.socket(), PYTHON);
         probe.args(["-c", INTERCEPT_PROBE]);
         let run = run_bounded(probe, "interception probe", Duration::from_secs(15));
         assert!(
             run.succeeded() && run.stdout.trim() == "intercepted",
-            "the preload does not turn AF_INET sockets into netcon sockets, so this test does \
-             not run programs that could reach the host's network\n{run}"
+            "the preload does not turn AF_INET and AF_INET6 sockets into netcon sockets, so \
+             this test does not run programs that could reach the host's network\n{run}"
         );
     }
 
