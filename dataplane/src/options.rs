@@ -1,6 +1,7 @@
 //! Socket options as the program set them: stored per socket so `getsockopt` reads back what
 //! `setsockopt` wrote, with Linux's defaults for the rest. The subset the stack honours
-//! (TCP_NODELAY and the keepalive family) is applied by the worker that owns the connection.
+//! (TCP_NODELAY, the keepalive family and an abortive SO_LINGER) is applied by the worker that
+//! owns the connection, as [`ConnectionOptions`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +20,18 @@ pub struct KeepAlive {
     pub idle: Duration,
     /// Time without any packet from the peer after which the connection is aborted.
     pub give_up: Duration,
+}
+
+/// The part of a socket's options that the stack carries out for its connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionOptions {
+    /// TCP_NODELAY: Nagle's algorithm is off.
+    pub nodelay: bool,
+    /// SO_KEEPALIVE with its timing, see [`SocketOptions::keepalive`].
+    pub keepalive: Option<KeepAlive>,
+    /// SO_LINGER with `l_onoff` set and `l_linger` 0: closing the socket resets the
+    /// connection instead of ending it with a FIN.
+    pub reset_on_close: bool,
 }
 
 /// The options of one socket.
@@ -82,6 +95,12 @@ impl SocketOptions {
                 | option_rules::SO_RCVTIMEO_NEW
                 | option_rules::SO_SNDTIMEO_NEW,
             ) => SetOutcome::Applied,
+            // TODO: a close with a linger time above 0 returns at once, where Linux waits up to
+            // that time for the data to be sent. Blocking close in the preload until the
+            // worker reports the send queue empty would fix it.
+            (libc::SOL_SOCKET, libc::SO_LINGER) if !self.lingers_with_timeout() => {
+                SetOutcome::Applied
+            }
             _ => SetOutcome::StoredOnly,
         };
         if outcome == SetOutcome::StoredOnly {
@@ -138,6 +157,35 @@ impl SocketOptions {
             idle: Duration::from_secs(idle),
             give_up,
         })
+    }
+
+    /// SO_LINGER as (`l_onoff`, `l_linger`), or `None` when it was never set.
+    fn linger(&self) -> Option<(i32, i32)> {
+        let value = self
+            .values
+            .get(&(libc::SOL_SOCKET, libc::SO_LINGER))?
+            .get(..8)?;
+        let on = i32::from_ne_bytes(value[..4].try_into().expect("4 bytes"));
+        let seconds = i32::from_ne_bytes(value[4..].try_into().expect("4 bytes"));
+        Some((on, seconds))
+    }
+
+    /// Whether SO_LINGER makes close wait for unsent data.
+    fn lingers_with_timeout(&self) -> bool {
+        self.linger()
+            .is_some_and(|(on, seconds)| on != 0 && seconds != 0)
+    }
+
+    /// Returns the options the worker owning this socket's connection carries out.
+    pub fn connection(&self) -> ConnectionOptions {
+        let reset_on_close = self
+            .linger()
+            .is_some_and(|(on, seconds)| on != 0 && seconds == 0);
+        ConnectionOptions {
+            nodelay: self.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY),
+            keepalive: self.keepalive(),
+            reset_on_close,
+        }
     }
 
     /// Returns the int stored for (`level`, `name`), if the program set one.
@@ -291,6 +339,39 @@ mod tests {
         );
         assert_eq!(options.get(INET, 4242, 1), Err(libc::EOPNOTSUPP));
         assert_eq!(options.unhonoured, 0);
+    }
+
+    #[test]
+    fn zero_linger_resets_on_close() {
+        let mut options = SocketOptions::default();
+        let linger = |on: i32, seconds: i32| [on.to_ne_bytes(), seconds.to_ne_bytes()].concat();
+        let outcome = set(
+            &mut options,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger(1, 5),
+        );
+        assert_eq!(outcome, SetOutcome::StoredOnly);
+        assert!(!options.connection().reset_on_close);
+        let outcome = set(
+            &mut options,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger(1, 0),
+        );
+        assert_eq!(outcome, SetOutcome::Applied);
+        assert!(options.connection().reset_on_close);
+        assert_eq!(
+            get(&options, libc::SOL_SOCKET, libc::SO_LINGER),
+            Some(linger(1, 0))
+        );
+        set(
+            &mut options,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger(0, 0),
+        );
+        assert!(!options.connection().reset_on_close);
     }
 
     #[test]

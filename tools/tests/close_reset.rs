@@ -1,8 +1,9 @@
 //! How closing a connection ends it for the peer, measured against the kernel. A close with
-//! received data the program never read sends a reset, so the peer reads ECONNRESET. An
-//! ordinary close after reading everything sends a FIN, so the peer reads EOF. Each scenario
-//! runs the probe inside the namespace on the kernel's TCP and through netcon, against the
-//! same kind of kernel peer, and both runs must report the same.
+//! SO_LINGER {1, 0}, or with received data the program never read, sends a reset, so the peer
+//! reads ECONNRESET, and SO_LINGER reads back as set. An ordinary close after reading
+//! everything sends a FIN, so the peer reads EOF. Each scenario runs the probe inside the
+//! namespace on the kernel's TCP and through netcon, against the same kind of kernel peer,
+//! and both runs must report the same.
 
 mod common;
 
@@ -147,6 +148,16 @@ impl Fixture {
             .unwrap_or_default()
             .to_owned()
     }
+}
+
+#[test]
+fn linger_zero_sends_reset() {
+    if !require_root("linger_zero_sends_reset") {
+        return;
+    }
+    let fixture = Fixture::start("nclinger");
+    let end = fixture.compare(7900, "linger-zero", 0);
+    assert_eq!(end, "end reset", "the kernel run did not end in a reset");
 }
 
 #[test]

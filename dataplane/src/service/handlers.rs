@@ -182,8 +182,7 @@ impl Service {
         entry.state = SocketState::Listening;
         entry.local = Some(local);
         entry.owns_port = true;
-        let nodelay = entry.options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY);
-        let keepalive = entry.options.keepalive();
+        let options = entry.options.connection();
         table.sockets.insert(listener_inode, entry);
         drop(table);
         let _ = self.take_pending(inode);
@@ -201,8 +200,7 @@ impl Service {
                 addresses: addresses.clone(),
                 domain,
                 backlog,
-                nodelay,
-                keepalive,
+                options,
             }));
         }
         Some((Reply::ok(1), Some(app)))
@@ -262,8 +260,7 @@ impl Service {
         entry.local = Some(mapped::for_domain(local, domain));
         entry.remote = Some(mapped::for_domain(remote, domain));
         entry.owns_port = true;
-        let nodelay = entry.options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY);
-        let keepalive = entry.options.keepalive();
+        let options = entry.options.connection();
         let stats = entry.stats.clone();
         drop(table);
 
@@ -282,8 +279,7 @@ impl Service {
             local,
             remote,
             held,
-            nodelay,
-            keepalive,
+            options,
             stats,
             reply,
         };
@@ -413,8 +409,7 @@ impl Service {
         );
         let job = OptionJob {
             inode,
-            nodelay: entry.options.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY),
-            keepalive: entry.options.keepalive(),
+            options: entry.options.connection(),
         };
         drop(table);
         if outcome == SetOutcome::Applied && live {

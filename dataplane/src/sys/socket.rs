@@ -138,6 +138,20 @@ pub fn shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `fd` reports a hang-up now (POLLHUP: both directions are shut, so for one end of
+/// a socketpair the other end was closed, or shut down after this end shut down its own
+/// sending side). Does not wait.
+pub fn is_hung_up(fd: RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one valid pollfd and does not wait (timeout 0).
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) } == 1;
+    ready && poll.revents & libc::POLLHUP != 0
+}
+
 /// Creates a close-on-exec pipe; returns (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1; 2];

@@ -7,7 +7,7 @@ use std::os::fd::OwnedFd;
 use netcon_control::Reply;
 
 use crate::connect_gate::HeldEnd;
-use crate::options::KeepAlive;
+use crate::options::ConnectionOptions;
 use crate::registry::Inode;
 use crate::stats::{ConnStats, LatencySet};
 use crate::steer::WorkerId;
@@ -32,8 +32,7 @@ pub struct ConnectJob {
     /// The program's end, kept unwritable by filler until the handshake ends (non-blocking
     /// connects); the worker reads the filler back once it succeeds.
     pub held: Option<HeldEnd>,
-    pub nodelay: bool,
-    pub keepalive: Option<KeepAlive>,
+    pub options: ConnectionOptions,
     /// Counters `netcon-ctl show` reads.
     pub stats: Arc<ConnStats>,
     /// Set for a blocking connect.
@@ -53,9 +52,8 @@ pub struct ListenJob {
     /// addresses for it.
     pub domain: i32,
     pub backlog: usize,
-    pub nodelay: bool,
-    /// Accepted connections inherit the listener's keepalive, as on Linux.
-    pub keepalive: Option<KeepAlive>,
+    /// Accepted connections inherit the listener's options, as on Linux.
+    pub options: ConnectionOptions,
 }
 
 /// Hand a bound UDP socket to the worker that owns its port.
@@ -93,8 +91,7 @@ pub struct DatagramPeerJob {
 #[derive(Clone, Copy)]
 pub struct OptionJob {
     pub inode: Inode,
-    pub nodelay: bool,
-    pub keepalive: Option<KeepAlive>,
+    pub options: ConnectionOptions,
 }
 
 /// A copy of a worker's latency histograms, in total and per connection.

@@ -20,10 +20,10 @@ use super::stack::{endpoint, socket_addr};
 use super::{ConnectJob, OptionJob, ReplyTo, Worker};
 use crate::connect_gate::HeldEnd;
 use crate::mapped;
-use crate::options::KeepAlive;
+use crate::options::{ConnectionOptions, KeepAlive};
 use crate::registry::{Inode, SocketState};
 use crate::stats::{ConnStats, LatencySet, Sampler};
-use crate::sys::socket::{epoll_add, recv, send, set_int_option, shutdown};
+use crate::sys::socket::{epoll_add, is_hung_up, recv, send, set_int_option, shutdown};
 use std::sync::Arc;
 
 /// Largest chunk peeked from a socketpair at once, and the size of the discard buffer.
@@ -75,8 +75,11 @@ pub struct Conn {
     pub latency: Option<Box<LatencySet>>,
     ack_sampler: Sampler,
     ingress_sampler: Sampler,
-    /// Keepalive to start once the handshake ends.
-    keepalive: Option<KeepAlive>,
+    /// The socket options the stack carries out; keepalive starts once the handshake ends.
+    options: ConnectionOptions,
+    /// The program closed its socket with SO_LINGER {1, 0}: what it wrote before goes out
+    /// with the next poll of the interface, then the connection is reset.
+    reset_armed: bool,
     /// The program's end of a non-blocking connect, until the handshake ends.
     held: Option<HeldEnd>,
 }
@@ -108,19 +111,24 @@ impl Conn {
             latency: None,
             ack_sampler: Sampler::default(),
             ingress_sampler: Sampler::default(),
-            keepalive: None,
+            options: ConnectionOptions::default(),
+            reset_armed: false,
             held: None,
         }
     }
 
-    /// A connection a listener accepted: established, with the program's end already sent.
+    /// A connection a listener accepted: established, with the program's end already sent,
+    /// and the listener's options.
     pub fn accepted(
         handle: SocketHandle,
         fd: OwnedFd,
         inode: Inode,
         stats: Arc<ConnStats>,
+        options: ConnectionOptions,
     ) -> Conn {
-        Conn::new(handle, fd, inode, Phase::Open, stats)
+        let mut conn = Conn::new(handle, fd, inode, Phase::Open, stats);
+        conn.options = options;
+        conn
     }
 
     /// Publishes counters and takes latency samples after a pump.
@@ -202,7 +210,7 @@ impl Worker {
     /// Opens a TCP connection for a `connect` call.
     pub(super) fn start_connect(&mut self, job: ConnectJob) {
         let mut socket = self.stack.tcp_socket();
-        socket.set_nagle_enabled(!job.nodelay);
+        apply_to_socket(&mut socket, &job.options);
         socket.set_timeout(Some(CONNECT_TIMEOUT));
 
         let remote = endpoint(job.remote);
@@ -221,7 +229,7 @@ impl Worker {
         let phase = Phase::Connecting { filler };
         let mut conn = Conn::new(handle, job.fd, job.inode, phase, job.stats);
         conn.reply = job.reply;
-        conn.keepalive = job.keepalive;
+        conn.options = job.options;
         conn.held = job.held;
         self.insert_conn(conn);
     }
@@ -254,11 +262,12 @@ impl Worker {
         let Some(&key) = self.by_inode.get(&job.inode) else {
             return;
         };
-        let socket = self.sockets.get_mut::<tcp::Socket>(self.conns[key].handle);
-        socket.set_nagle_enabled(!job.nodelay);
-        self.conns[key].keepalive = job.keepalive;
-        if self.conns[key].phase == Phase::Open {
-            apply_keepalive(socket, job.keepalive);
+        let conn = &mut self.conns[key];
+        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        apply_to_socket(socket, &job.options);
+        conn.options = job.options;
+        if conn.phase == Phase::Open {
+            apply_keepalive(socket, job.options.keepalive);
         }
     }
 
@@ -308,7 +317,7 @@ impl Worker {
                     }
                 }
                 _ => {
-                    apply_keepalive(socket, conn.keepalive);
+                    apply_keepalive(socket, conn.options.keepalive);
                     let local = socket.local_endpoint().and_then(socket_addr);
                     // Record the connection first: reading the filler back makes the
                     // program's end writable, and the program may ask about it at once.
@@ -342,6 +351,23 @@ impl Worker {
                     reset_app: true,
                 };
             }
+        }
+        if conn.app_gone && conn.options.reset_on_close {
+            // SO_LINGER {1, 0}: Linux resets at close. What the program wrote first goes out
+            // with the next poll of the interface, as far as the window allows. The reset
+            // follows, and as on Linux nothing waits for the data to be acknowledged.
+            // NOTE: a program that shuts down its write side after the peer's FIN looks
+            // closed from here too (the socketpair reports a hang-up either way), so it
+            // resets where Linux would send a FIN.
+            if conn.reset_armed {
+                socket.abort();
+                return Step::Finished {
+                    errno: libc::ECONNRESET,
+                    reset_app: true,
+                };
+            }
+            conn.reset_armed = true;
+            moved = true;
         }
         if conn.app_gone {
             if socket.can_recv() {
@@ -456,6 +482,12 @@ pub fn prepare_pair(app: BorrowedFd<'_>, service: BorrowedFd<'_>) -> io::Result<
     Ok(())
 }
 
+/// Sets what a smoltcp socket carries out itself: Nagle's algorithm. Keepalive waits for the
+/// handshake ([`apply_keepalive`]).
+pub fn apply_to_socket(socket: &mut tcp::Socket, options: &ConnectionOptions) {
+    socket.set_nagle_enabled(!options.nodelay);
+}
+
 /// Starts or stops keepalive probes; the abort timer only runs with them, so an idle
 /// connection without keepalive is never cut.
 pub fn apply_keepalive(socket: &mut tcp::Socket, keepalive: Option<KeepAlive>) {
@@ -536,6 +568,12 @@ fn forward_to_peer(
             }
         });
         match result {
+            // A program that closed with SO_LINGER {1, 0} gets a reset and no FIN.
+            Ok(Ok(0)) if conn.options.reset_on_close && is_hung_up(fd) => {
+                conn.app_eof = true;
+                conn.app_gone = true;
+                moved = true;
+            }
             Ok(Ok(0)) => {
                 socket.close();
                 conn.app_eof = true;

@@ -18,7 +18,7 @@ use super::conn::Conn;
 use super::stack::socket_addr;
 use super::{LISTENER_TOKEN, ListenJob, Worker};
 use crate::mapped;
-use crate::options::KeepAlive;
+use crate::options::ConnectionOptions;
 use crate::registry::{Inode, SocketEntry, SocketState};
 use crate::sys::socket::{epoll_add, inode, set_nonblocking, socketpair};
 
@@ -46,8 +46,8 @@ pub struct Listener {
     handshaking: Vec<SocketHandle>,
     /// Established connections the program has not had room to receive yet.
     ready: VecDeque<SocketHandle>,
-    nodelay: bool,
-    keepalive: Option<KeepAlive>,
+    /// The options accepted connections inherit.
+    options: ConnectionOptions,
     /// Set by EPOLLOUT: the seqpacket queue has room again.
     writable: bool,
     /// Set by EPOLLHUP: every copy of the program's listening fd is closed.
@@ -76,14 +76,13 @@ impl Worker {
             listening: Vec::with_capacity(count * job.addresses.len()),
             handshaking: Vec::new(),
             ready: VecDeque::new(),
-            nodelay: job.nodelay,
-            keepalive: job.keepalive,
+            options: job.options,
             writable: true,
             closed: false,
         };
         for &addr in &job.addresses {
             for _ in 0..count {
-                match self.listening_socket(addr, listener.local.port()) {
+                match self.listening_socket(addr, listener.local.port(), &listener.options) {
                     Some(handle) => listener.listening.push((handle, addr)),
                     None => break,
                 }
@@ -106,8 +105,15 @@ impl Worker {
         }
     }
 
-    fn listening_socket(&mut self, addr: Option<IpAddr>, port: u16) -> Option<SocketHandle> {
+    /// Adds a smoltcp socket in LISTEN on `addr` (every address for `None`) and `port`.
+    fn listening_socket(
+        &mut self,
+        addr: Option<IpAddr>,
+        port: u16,
+        options: &ConnectionOptions,
+    ) -> Option<SocketHandle> {
         let mut socket = self.stack.tcp_socket();
+        super::conn::apply_to_socket(&mut socket, options);
         let endpoint = IpListenEndpoint {
             addr: addr.map(Into::into),
             port,
@@ -149,11 +155,14 @@ impl Worker {
                 index += 1;
                 continue;
             }
-            let port = self.listeners[key].local.port();
+            let (port, options) = (
+                self.listeners[key].local.port(),
+                self.listeners[key].options,
+            );
             let listener = &mut self.listeners[key];
             listener.listening.swap_remove(index);
             listener.handshaking.push(handle);
-            if let Some(fresh) = self.listening_socket(addr, port) {
+            if let Some(fresh) = self.listening_socket(addr, port, &options) {
                 self.listeners[key].listening.push((fresh, addr));
             }
             moved = true;
@@ -244,8 +253,9 @@ impl Worker {
             .remote_endpoint()
             .and_then(socket_addr)
             .map(program_view);
-        socket.set_nagle_enabled(!self.listeners[key].nodelay);
-        super::conn::apply_keepalive(socket, self.listeners[key].keepalive);
+        let options = self.listeners[key].options;
+        super::conn::apply_to_socket(socket, &options);
+        super::conn::apply_keepalive(socket, options.keepalive);
 
         let (app, service) = socketpair(libc::SOCK_STREAM)?;
         super::conn::prepare_pair(app.as_fd(), service.as_fd())?;
@@ -260,7 +270,15 @@ impl Worker {
         stats
             .worker
             .store(self.id.0 as u64, std::sync::atomic::Ordering::Relaxed);
-        self.registry.lock().sockets.insert(app_inode, entry);
+        {
+            let mut table = self.registry.lock();
+            // An accepted socket starts with its listener's options, as on Linux.
+            if let Some(listening) = table.sockets.get(&self.listeners[key].inode) {
+                entry.options = listening.options.clone();
+                entry.options.unhonoured = 0;
+            }
+            table.sockets.insert(app_inode, entry);
+        }
 
         let message = AcceptMessage {
             local: WireAddr(local),
@@ -274,7 +292,8 @@ impl Worker {
         }
         drop(app);
         set_nonblocking(service.as_fd(), true)?;
-        self.insert_conn(Conn::accepted(handle, service, app_inode, stats));
+        let conn = Conn::accepted(handle, service, app_inode, stats, options);
+        self.insert_conn(conn);
         Ok(())
     }
 
