@@ -11,7 +11,8 @@
 //! - [`steer`] decides which worker owns a connection and where a received frame goes;
 //!   [`offload`] prepares frames for the TAP's segmentation offload; [`hairpin`] turns
 //!   frames to the stack's own addresses around; [`mapped`] converts the IPv4-mapped
-//!   addresses of AF_INET6 sockets.
+//!   addresses of AF_INET6 sockets; [`tos`] writes IP_TOS and IPV6_TCLASS into egress
+//!   packets.
 //! - [`registry`] is the socket table both share; [`options`] stores socket options, checked
 //!   against [`option_rules`], which says how Linux treats each one;
 //!   [`stats`] holds the counters and latency histograms `netcon-ctl` reads.
@@ -32,4 +33,5 @@ pub mod service;
 pub mod stats;
 pub mod steer;
 pub mod sys;
+pub mod tos;
 pub mod worker;

@@ -57,6 +57,8 @@ pub enum Rule {
     TypeOfService,
     /// IP_TTL: 1 to 255, or -1 for the default of 64.
     TimeToLive,
+    /// IPV6_TCLASS: 0 to 255 with the two ECN bits cleared, or -1 for the default of 0.
+    TrafficClass,
     /// TCP_MAXSEG: 0 (back to the default) or 88 to 32767 (TCP_MIN_MSS to MAX_TCP_WINDOW).
     MaxSegment,
     /// Bytes stored as given, `min` to `max` of them (SO_BINDTODEVICE, TCP_CONGESTION).
@@ -212,14 +214,15 @@ fn ip_rule(name: i32) -> Option<Rule> {
     })
 }
 
-/// IPPROTO_IPV6 options of an AF_INET6 socket (linux/in6.h). Only IPV6_V6ONLY is modelled;
-/// the others are stored as given.
+/// IPPROTO_IPV6 options of an AF_INET6 socket (linux/in6.h). Only IPV6_V6ONLY and
+/// IPV6_TCLASS are modelled; the others are stored as given.
 fn ipv6_rule(name: i32) -> Option<Rule> {
     Some(match name {
         libc::IPV6_V6ONLY => Rule::Flag {
             default: 0,
             binary: false,
         },
+        libc::IPV6_TCLASS => Rule::TrafficClass,
         1..=80 => Rule::Other,
         _ => return None,
     })
@@ -281,6 +284,11 @@ impl Rule {
                 1..=255 => int,
                 _ => return Err(libc::EINVAL),
             },
+            Rule::TrafficClass => match int {
+                -1 => return Ok(None),
+                0..=255 => int & 0xfc,
+                _ => return Err(libc::EINVAL),
+            },
             Rule::Struct { .. }
             | Rule::Linger
             | Rule::Bytes { .. }
@@ -300,7 +308,7 @@ impl Rule {
             Rule::Buffer { receive: true } => 131_072,
             Rule::LowWater => 1,
             Rule::Linger => return Some(vec![0; size_of::<libc::linger>()]),
-            Rule::TypeOfService | Rule::Other => 0,
+            Rule::TypeOfService | Rule::TrafficClass | Rule::Other => 0,
             Rule::MaxSegment => TCP_MSS_DEFAULT,
             Rule::TimeToLive => 64,
             Rule::Bytes { .. } | Rule::IpOptions => return Some(Vec::new()),

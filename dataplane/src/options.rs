@@ -1,7 +1,7 @@
 //! Socket options as the program set them: stored per socket so `getsockopt` reads back what
 //! `setsockopt` wrote, with Linux's defaults for the rest. The subset the stack honours
-//! (TCP_NODELAY, the keepalive family and an abortive SO_LINGER) is applied by the worker that
-//! owns the connection, as [`ConnectionOptions`].
+//! (TCP_NODELAY, the keepalive family, IP_TOS, IPV6_TCLASS, IP_TTL and an abortive SO_LINGER)
+//! is applied by the worker that owns the connection, as [`ConnectionOptions`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,9 +29,27 @@ pub struct ConnectionOptions {
     pub nodelay: bool,
     /// SO_KEEPALIVE with its timing, see [`SocketOptions::keepalive`].
     pub keepalive: Option<KeepAlive>,
+    /// IP_TOS: the TOS byte (DSCP and ECN bits) of every IPv4 packet sent; 0 leaves it 0.
+    pub tos: u8,
+    /// IPV6_TCLASS: the traffic class of every IPv6 packet sent; 0 leaves it 0.
+    pub tclass: u8,
+    /// IP_TTL: the TTL of every IPv4 packet sent, or `None` for the default of 64.
+    pub ttl: Option<u8>,
     /// SO_LINGER with `l_onoff` set and `l_linger` 0: closing the socket resets the
     /// connection instead of ending it with a FIN.
     pub reset_on_close: bool,
+}
+
+impl ConnectionOptions {
+    /// Returns the TOS byte or traffic class a connection to `remote` sends with. As on
+    /// Linux, IP_TOS marks IPv4 packets (IPv4-mapped peers of AF_INET6 sockets too) and
+    /// IPV6_TCLASS marks IPv6 ones.
+    pub fn mark_for(&self, remote: std::net::IpAddr) -> u8 {
+        match remote {
+            std::net::IpAddr::V4(_) => self.tos,
+            std::net::IpAddr::V6(_) => self.tclass,
+        }
+    }
 }
 
 /// The options of one socket.
@@ -78,6 +96,8 @@ impl SocketOptions {
         let outcome = match (level, name) {
             (libc::IPPROTO_TCP, libc::TCP_NODELAY)
             | (libc::SOL_SOCKET, libc::SO_KEEPALIVE)
+            | (libc::IPPROTO_IP, libc::IP_TOS | libc::IP_TTL)
+            | (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
             | (
                 libc::IPPROTO_TCP,
                 libc::TCP_KEEPIDLE
@@ -181,9 +201,13 @@ impl SocketOptions {
         let reset_on_close = self
             .linger()
             .is_some_and(|(on, seconds)| on != 0 && seconds == 0);
+        let byte = |level, name| self.int(level, name).and_then(|v| u8::try_from(v).ok());
         ConnectionOptions {
             nodelay: self.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY),
             keepalive: self.keepalive(),
+            tos: byte(libc::IPPROTO_IP, libc::IP_TOS).unwrap_or(0),
+            tclass: byte(libc::IPPROTO_IPV6, libc::IPV6_TCLASS).unwrap_or(0),
+            ttl: byte(libc::IPPROTO_IP, libc::IP_TTL),
             reset_on_close,
         }
     }
@@ -339,6 +363,46 @@ mod tests {
         );
         assert_eq!(options.get(INET, 4242, 1), Err(libc::EOPNOTSUPP));
         assert_eq!(options.unhonoured, 0);
+    }
+
+    #[test]
+    fn tos_and_ttl_reach_the_connection() {
+        let mut options = SocketOptions::default();
+        assert_eq!(options.connection(), ConnectionOptions::default());
+        let outcome = set(&mut options, libc::IPPROTO_IP, libc::IP_TOS, &int(0x83));
+        assert_eq!(outcome, SetOutcome::Applied);
+        set(&mut options, libc::IPPROTO_IP, libc::IP_TTL, &int(7));
+        let applied = options.connection();
+        assert_eq!(applied.tos, 0x80);
+        assert_eq!(applied.ttl, Some(7));
+        set(&mut options, libc::IPPROTO_IP, libc::IP_TTL, &int(-1));
+        assert_eq!(options.connection().ttl, None);
+        assert_eq!(options.unhonoured, 0);
+    }
+
+    #[test]
+    fn tclass_reads_back_without_ecn() {
+        let mut options = SocketOptions::default();
+        let limits = BufferLimits::default();
+        let inet6 = libc::AF_INET6;
+        let level = libc::IPPROTO_IPV6;
+        let outcome = options.set(inet6, level, libc::IPV6_TCLASS, &int(0xb9), limits);
+        assert_eq!(outcome, Ok(SetOutcome::Applied));
+        let read = options.get(inet6, level, libc::IPV6_TCLASS).unwrap().1;
+        assert_eq!(read, Some(int(0xb8)));
+        assert_eq!(options.connection().tclass, 0xb8);
+        options
+            .set(inet6, level, libc::IPV6_TCLASS, &int(-1), limits)
+            .unwrap();
+        assert_eq!(options.connection().tclass, 0);
+        assert_eq!(
+            options.set(inet6, level, libc::IPV6_TCLASS, &int(256), limits),
+            Err(libc::EINVAL)
+        );
+        assert_eq!(
+            options.set(inet6, level, libc::IPV6_TCLASS, &int(-2), limits),
+            Err(libc::EINVAL)
+        );
     }
 
     #[test]

@@ -403,9 +403,11 @@ impl Service {
             Ok(outcome) => outcome,
             Err(errno) => return error(errno),
         };
+        // Workers hold what connections and listeners carry out; a listener passes it on to
+        // the connections it accepts later.
         let live = matches!(
             entry.state,
-            SocketState::Connecting | SocketState::Connected
+            SocketState::Connecting | SocketState::Connected | SocketState::Listening
         );
         let job = OptionJob {
             inode,

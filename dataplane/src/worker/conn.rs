@@ -24,6 +24,7 @@ use crate::options::{ConnectionOptions, KeepAlive};
 use crate::registry::{Inode, SocketState};
 use crate::stats::{ConnStats, LatencySet, Sampler};
 use crate::sys::socket::{epoll_add, is_hung_up, recv, send, set_int_option, shutdown};
+use crate::tos::Flow;
 use std::sync::Arc;
 
 /// Largest chunk peeked from a socketpair at once, and the size of the discard buffer.
@@ -82,6 +83,8 @@ pub struct Conn {
     reset_armed: bool,
     /// The program's end of a non-blocking connect, until the handshake ends.
     held: Option<HeldEnd>,
+    /// Local port and remote endpoint, the key of the worker's TOS table.
+    flow: Flow,
 }
 
 impl Conn {
@@ -91,6 +94,7 @@ impl Conn {
         inode: Inode,
         phase: Phase,
         stats: Arc<ConnStats>,
+        flow: Flow,
     ) -> Conn {
         let open = phase == Phase::Open;
         Conn {
@@ -114,6 +118,7 @@ impl Conn {
             options: ConnectionOptions::default(),
             reset_armed: false,
             held: None,
+            flow,
         }
     }
 
@@ -124,9 +129,10 @@ impl Conn {
         fd: OwnedFd,
         inode: Inode,
         stats: Arc<ConnStats>,
+        flow: Flow,
         options: ConnectionOptions,
     ) -> Conn {
-        let mut conn = Conn::new(handle, fd, inode, Phase::Open, stats);
+        let mut conn = Conn::new(handle, fd, inode, Phase::Open, stats, flow);
         conn.options = options;
         conn
     }
@@ -210,7 +216,7 @@ impl Worker {
     /// Opens a TCP connection for a `connect` call.
     pub(super) fn start_connect(&mut self, job: ConnectJob) {
         let mut socket = self.stack.tcp_socket();
-        apply_to_socket(&mut socket, &job.options);
+        apply_to_socket(&mut socket, &job.options, job.remote.is_ipv4());
         socket.set_timeout(Some(CONNECT_TIMEOUT));
 
         let remote = endpoint(job.remote);
@@ -227,7 +233,12 @@ impl Worker {
             .store(self.id.0 as u64, std::sync::atomic::Ordering::Relaxed);
         let filler = job.held.as_ref().map_or(0, |held| held.filler);
         let phase = Phase::Connecting { filler };
-        let mut conn = Conn::new(handle, job.fd, job.inode, phase, job.stats);
+        let flow = Flow {
+            local_port: job.local.port(),
+            remote: job.remote.ip(),
+            remote_port: job.remote.port(),
+        };
+        let mut conn = Conn::new(handle, job.fd, job.inode, phase, job.stats, flow);
         conn.reply = job.reply;
         conn.options = job.options;
         conn.held = job.held;
@@ -238,6 +249,8 @@ impl Worker {
     pub(super) fn insert_conn(&mut self, conn: Conn) -> usize {
         let fd = conn.fd.as_raw_fd();
         let inode = conn.inode;
+        self.tos
+            .set_flow(conn.flow, conn.options.mark_for(conn.flow.remote));
         let key = self.conns.insert(conn);
         let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
         if let Err(e) = epoll_add(self.epoll.as_raw_fd(), fd, events, key as u64) {
@@ -260,15 +273,18 @@ impl Worker {
     /// Applies option changes made after the connection started.
     pub(super) fn apply_options(&mut self, job: OptionJob) {
         let Some(&key) = self.by_inode.get(&job.inode) else {
+            self.apply_listener_options(job.inode, job.options);
             return;
         };
         let conn = &mut self.conns[key];
         let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
-        apply_to_socket(socket, &job.options);
+        apply_to_socket(socket, &job.options, conn.flow.remote.is_ipv4());
         conn.options = job.options;
         if conn.phase == Phase::Open {
             apply_keepalive(socket, job.options.keepalive);
         }
+        self.tos
+            .set_flow(conn.flow, job.options.mark_for(conn.flow.remote));
     }
 
     /// Pumps every connection once; returns whether any bytes or states moved.
@@ -440,6 +456,7 @@ impl Worker {
     fn finish_conn(&mut self, key: usize, errno: i32, reset_app: bool) {
         let mut conn = self.conns.remove(key);
         self.by_inode.remove(&conn.inode);
+        self.tos.remove_flow(conn.flow);
         self.retire(conn.handle);
         if let Some(to) = conn.reply {
             self.completions.send(super::Completion {
@@ -482,10 +499,12 @@ pub fn prepare_pair(app: BorrowedFd<'_>, service: BorrowedFd<'_>) -> io::Result<
     Ok(())
 }
 
-/// Sets what a smoltcp socket carries out itself: Nagle's algorithm. Keepalive waits for the
-/// handshake ([`apply_keepalive`]).
-pub fn apply_to_socket(socket: &mut tcp::Socket, options: &ConnectionOptions) {
+/// Sets what a smoltcp socket carries out itself: Nagle's algorithm, and the TTL when it
+/// sends `ipv4` packets (IP_TTL does not apply to IPv6). Keepalive waits for the handshake
+/// ([`apply_keepalive`]) and the TOS is written on egress.
+pub fn apply_to_socket(socket: &mut tcp::Socket, options: &ConnectionOptions, ipv4: bool) {
     socket.set_nagle_enabled(!options.nodelay);
+    socket.set_hop_limit(if ipv4 { options.ttl } else { None });
 }
 
 /// Starts or stops keepalive probes; the abort timer only runs with them, so an idle

@@ -21,6 +21,22 @@ use crate::mapped;
 use crate::options::ConnectionOptions;
 use crate::registry::{Inode, SocketEntry, SocketState};
 use crate::sys::socket::{epoll_add, inode, set_nonblocking, socketpair};
+use crate::tos::{Flow, ListenerMarks};
+
+/// Stands in for an accepted connection's remote endpoint when smoltcp reports none (it
+/// always has one once established).
+const UNKNOWN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
+/// Returns the TOS byte and traffic class a listener with `options` puts on its port's packets.
+fn marks(options: &ConnectionOptions) -> ListenerMarks {
+    ListenerMarks {
+        tos: options.tos,
+        tclass: options.tclass,
+    }
+}
 
 /// Fewest and most smoltcp sockets kept in LISTEN per port and address (the program's
 /// backlog, within these bounds): the number of handshakes that can start between two
@@ -80,6 +96,7 @@ impl Worker {
             writable: true,
             closed: false,
         };
+        self.tos.set_listener(job.local.port(), marks(&job.options));
         for &addr in &job.addresses {
             for _ in 0..count {
                 match self.listening_socket(addr, listener.local.port(), &listener.options) {
@@ -105,7 +122,8 @@ impl Worker {
         }
     }
 
-    /// Adds a smoltcp socket in LISTEN on `addr` (every address for `None`) and `port`.
+    /// Adds a smoltcp socket in LISTEN on `addr` (every address for `None`) and `port`, whose
+    /// SYN-ACKs carry the listener's TTL.
     fn listening_socket(
         &mut self,
         addr: Option<IpAddr>,
@@ -113,7 +131,10 @@ impl Worker {
         options: &ConnectionOptions,
     ) -> Option<SocketHandle> {
         let mut socket = self.stack.tcp_socket();
-        super::conn::apply_to_socket(&mut socket, options);
+        // NOTE: a socket listening on every address sends its IPv6 SYN-ACKs with IP_TTL too;
+        // the connection itself drops it once it is accepted.
+        let ipv4 = addr.is_none_or(|a| a.is_ipv4());
+        super::conn::apply_to_socket(&mut socket, options, ipv4);
         let endpoint = IpListenEndpoint {
             addr: addr.map(Into::into),
             port,
@@ -245,16 +266,16 @@ impl Worker {
         let socket = self.sockets.get_mut::<tcp::Socket>(handle);
         let domain = self.listeners[key].domain;
         let program_view = |addr| mapped::for_domain(addr, domain);
+        let stack_remote = socket.remote_endpoint().and_then(socket_addr);
+        let local_port = socket.local_endpoint().map_or(0, |l| l.port);
         let local = socket
             .local_endpoint()
             .and_then(socket_addr)
             .map(program_view);
-        let remote = socket
-            .remote_endpoint()
-            .and_then(socket_addr)
-            .map(program_view);
+        let remote = stack_remote.map(program_view);
         let options = self.listeners[key].options;
-        super::conn::apply_to_socket(socket, &options);
+        let ipv4 = stack_remote.is_none_or(|r| r.is_ipv4());
+        super::conn::apply_to_socket(socket, &options, ipv4);
         super::conn::apply_keepalive(socket, options.keepalive);
 
         let (app, service) = socketpair(libc::SOCK_STREAM)?;
@@ -292,7 +313,13 @@ impl Worker {
         }
         drop(app);
         set_nonblocking(service.as_fd(), true)?;
-        let conn = Conn::accepted(handle, service, app_inode, stats, options);
+        let remote = stack_remote.unwrap_or(UNKNOWN);
+        let flow = Flow {
+            local_port,
+            remote: remote.ip(),
+            remote_port: remote.port(),
+        };
+        let conn = Conn::accepted(handle, service, app_inode, stats, flow, options);
         self.insert_conn(conn);
         Ok(())
     }
@@ -310,6 +337,33 @@ impl Worker {
             self.sockets.get_mut::<tcp::Socket>(handle).abort();
             self.retire(handle);
         }
+        let port = listener.local.port();
+        let port_still_listening = self.listeners.iter().any(|(_, l)| l.local.port() == port);
+        if !port_still_listening {
+            self.tos.set_listener(port, ListenerMarks::default());
+        }
         self.registry.lock().remove(listener.inode);
+    }
+
+    /// Applies option changes made on a listening socket: to its sockets in LISTEN and to
+    /// the connections it accepts from now on. Does nothing when no listener has `inode`.
+    pub(super) fn apply_listener_options(&mut self, inode: Inode, options: ConnectionOptions) {
+        let Some(key) = self
+            .listeners
+            .iter()
+            .find(|(_, l)| l.inode == inode)
+            .map(|(k, _)| k)
+        else {
+            return;
+        };
+        let listener = &mut self.listeners[key];
+        listener.options = options;
+        for &(handle, addr) in &listener.listening {
+            let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+            let ipv4 = addr.is_none_or(|a| a.is_ipv4());
+            super::conn::apply_to_socket(socket, &options, ipv4);
+        }
+        self.tos
+            .set_listener(listener.local.port(), marks(&options));
     }
 }

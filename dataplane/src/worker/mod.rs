@@ -36,6 +36,7 @@ use crate::registry::{Inode, Registry};
 use crate::stats::{self, LatencySet, WorkerStats};
 use crate::steer::{Steer, steer};
 use crate::sys::socket::{epoll_create, epoll_wait, eventfd, eventfd_drain, eventfd_signal};
+use crate::tos::TosTable;
 use conn::Conn;
 use device::RingDevice;
 use listener::Listener;
@@ -253,6 +254,8 @@ struct Worker {
     clock: stack::Clock,
     /// Where bytes already forwarded from a socketpair are read to, to discard them.
     scratch: Box<[u8]>,
+    /// The TOS byte written into the egress packets of each connection that set IP_TOS.
+    tos: TosTable,
     /// Aborted sockets kept until smoltcp has sent their reset, with a deadline.
     retiring: Vec<(SocketHandle, std::time::Instant)>,
 }
@@ -293,6 +296,7 @@ impl Worker {
             reuseport_turn: 0,
             clock,
             scratch: vec![0u8; conn::SCRATCH_LEN].into_boxed_slice(),
+            tos: TosTable::default(),
             retiring: Vec::new(),
         })
     }
@@ -509,7 +513,8 @@ impl Worker {
     /// Takes the frames smoltcp queued for one of its own addresses off the TAP's queue and
     /// delivers them back into the stack (to the worker owning their connection), answering
     /// ARP requests and neighbour solicitations for those addresses on the way (see
-    /// [`crate::hairpin`]).
+    /// [`crate::hairpin`]). Frames that stay on the queue get the TOS or traffic class of
+    /// their connection (see [`crate::tos`]).
     fn turn_around(&mut self) {
         let (start, l2_len) = (self.device.header_len(), self.device.l2_len());
         let address = self.stack.address;
@@ -517,11 +522,15 @@ impl Worker {
         let mut index = 0;
         while index < self.device.egress.queued.len() {
             let (buffer, len) = self.device.egress.queued[index];
-            let bytes = &self.device.egress.pool.buffer_mut(buffer)[..len];
+            let bytes = &mut self.device.egress.pool.buffer_mut(buffer)[..len];
             let frame = &bytes[start.min(len)..];
             let decision = hairpin::classify(frame, l2_len, address, &own_ipv6);
             let turned = match decision {
                 hairpin::Egress::Wire => {
+                    if !self.tos.is_empty() {
+                        let packet = bytes.get_mut(start + l2_len..).unwrap_or_default();
+                        self.tos.mark(packet);
+                    }
                     index += 1;
                     continue;
                 }
