@@ -307,8 +307,9 @@ fn classify(
 
 /// Applies `--mtu`, `--netns`, `--peer-address`, `--peer-address6` and `--bridge` to the TAP's
 /// kernel side and brings it up. Without CAP_NET_ADMIN it changes nothing and only warns, with
-/// the command for root, when the MTU differs or the link is down. Returns an error only when a step of
-/// `--netns` or `--bridge` fails; the MTU and, outside a namespace, the up flag only warn.
+/// the command for root, when the MTU differs or the link is down. Returns an error only when a
+/// step of `--netns` or `--bridge` fails; the MTU and, outside a namespace, the up flag only
+/// warn.
 pub fn configure_link(args: &Args, privileges: Privileges) -> Result<(), TapAccessError> {
     let tap = args.tap.as_str();
     if !privileges.net_admin {

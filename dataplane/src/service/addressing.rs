@@ -132,9 +132,13 @@ impl Service {
     }
 
     /// Returns the stack addresses a listener on `local` (as the program names it) listens
-    /// on, `None` meaning every address. A wildcard of one family becomes that family's addresses,
-    /// because a smoltcp socket listening on every address would take the other family's
-    /// connections too.
+    /// on, `None` meaning every address. A wildcard of one family becomes that family's
+    /// addresses, because a smoltcp socket listening on every address would take the other
+    /// family's connections too.
+    // TODO: such a wildcard keeps a set of LISTEN sockets per address (two for IPv4, up to
+    // three for IPv6), and smoltcp scans every socket for each frame, so connection set-up
+    // costs more than with one set. An ingress filter that resets the other family's SYNs
+    // would let a listener that shares its port with no other family keep one set.
     pub(super) fn listen_addresses(
         &self,
         scope: PortScope,
