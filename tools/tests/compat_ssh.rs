@@ -1,5 +1,7 @@
 //! OpenSSH through netcon: sshd as a server that ssh in the namespace logs in to with a key,
-//! and ssh and sftp as clients of an sshd in the namespace.
+//! and ssh and sftp as clients of an sshd in the namespace. Neither prints a warning about the
+//! socket options it sets (IP_TOS from IPQoS, TCP_NODELAY, SO_KEEPALIVE), and the TOS ssh
+//! sets reaches the wire.
 
 mod common;
 
@@ -8,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    NETCON_IP, PEER_IP, Process, Topology, package_version, record_compat, run_bounded,
-    sha256_file, wait_for_listener, wait_for_netcon_listener, write_random_file,
+    NETCON_IP, PEER_IP, Process, Topology, load_nft_rules, package_version, record_compat,
+    run_bounded, sha256_file, wait_for_listener, wait_for_netcon_listener, write_random_file,
 };
 use netcon_tools::topology::{netcon_command, require_root};
 
@@ -148,6 +150,8 @@ fn sshd_through_netcon_accepts_key_login() {
         assert_eq!(login.stdout.trim(), "logged-in-through-netcon");
         assert!(took < MAX_LOGIN, "login {attempt} took {took:?}");
     }
+    let (_, stderr) = sshd.output_so_far();
+    assert_no_option_warnings("sshd through netcon", &stderr);
     record_compat("sshd", &version, "server", "pass");
 }
 
@@ -201,6 +205,111 @@ fn ssh_and_sftp_through_netcon_reach_namespace_sshd() {
     assert_same_content(&local, &remote, "uploaded");
     assert_same_content(&local, &fetched, "downloaded");
     record_compat("ssh, sftp", &version, "client", "pass");
+}
+
+/// Panics when a line of `stderr` mentions setsockopt or "Operation not supported", which is
+/// how OpenSSH reports a socket option it could not set.
+fn assert_no_option_warnings(program: &str, stderr: &str) {
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("setsockopt") || line.contains("Operation not supported"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "{program} warned about socket options:\n{}",
+        warnings.join("\n")
+    );
+}
+
+/// The DSCP of the TOS byte ssh sets for a session that runs a command: `throughput` (0x08),
+/// the non-interactive half of IPQoS's default `lowdelay throughput` in ssh_config(5) of
+/// OpenSSH 9.2 in Debian 12.
+const SSH_BULK_DSCP: u8 = 0x08 >> 2;
+
+/// Returns the packet count of counter `name` in the `sshmarks` table of `topology`.
+fn counter_packets(topology: &Topology, name: &str) -> u64 {
+    let mut nft = topology.netns.command("nft");
+    nft.args(["list", "counter", "inet", "sshmarks", name]);
+    let run = run_bounded(nft, "nft list counter", Duration::from_secs(10));
+    run.assert_success();
+    run.stdout
+        .split_whitespace()
+        .skip_while(|word| *word != "packets")
+        .nth(1)
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in\n{}", run.stdout))
+}
+
+#[test]
+fn ssh_sets_options_without_warnings() {
+    if !require_root("ssh_sets_options_without_warnings") {
+        return;
+    }
+    let topology = Topology::start("ncsshopt");
+    let files = SshFiles::create(PEER_IP);
+    let tap = topology.dataplane.options().tap.clone();
+    // Packets ssh sends to sshd with the TOS it chose, from the kernel run (over the
+    // namespace's loopback) and from the run through netcon (over the TAP).
+    load_nft_rules(
+        &topology.netns,
+        &format!(
+            "table inet sshmarks {{\n  counter kernel {{}}\n  counter netcon {{}}\n  \
+             chain input {{\n    type filter hook input priority 0;\n    \
+             iifname \"lo\" tcp dport {PORT} ip dscp {SSH_BULK_DSCP} counter name kernel\n    \
+             iifname \"{tap}\" tcp dport {PORT} ip dscp {SSH_BULK_DSCP} counter name netcon\n  \
+             }}\n}}\n"
+        ),
+    );
+
+    let mut sshd = topology.netns.command(SSHD);
+    sshd.args(["-D", "-e", "-f"]).arg(files.config());
+    let mut sshd = Process::spawn(sshd, "sshd in the namespace");
+    wait_for_listener(&topology.netns, PORT, &mut sshd);
+
+    let ssh_args = |ssh: &mut Command| {
+        // At DEBUG3, ssh also logs each TOS it sets, so the run shows the option was set.
+        ssh.args(files.client_options())
+            .args(["-o", "LogLevel=DEBUG3", "-p", &PORT.to_string()])
+            .args([&format!("root@{PEER_IP}"), "echo", "session-ran"]);
+    };
+    let mut kernel_ssh = topology.netns.command("ssh");
+    ssh_args(&mut kernel_ssh);
+    let kernel = run_bounded(kernel_ssh, "ssh in the namespace", Duration::from_secs(30));
+    kernel.assert_success();
+    let mut netcon_ssh = netcon_command(topology.socket(), "ssh");
+    ssh_args(&mut netcon_ssh);
+    let netcon = run_bounded(netcon_ssh, "ssh through netcon", Duration::from_secs(30));
+    netcon.assert_success();
+
+    assert_eq!(netcon.stdout.trim(), "session-ran");
+    for (run, name) in [
+        (&kernel, "ssh on the kernel"),
+        (&netcon, "ssh through netcon"),
+    ] {
+        assert!(
+            run.stderr.contains("set_sock_tos: set socket"),
+            "{name} did not log setting IP_TOS\n{run}"
+        );
+        assert!(
+            run.stderr.contains("setting TCP_NODELAY"),
+            "{name} did not log setting TCP_NODELAY\n{run}"
+        );
+        assert_no_option_warnings(name, &run.stderr);
+    }
+    let (_, sshd_stderr) = sshd.output_so_far();
+    assert_no_option_warnings("sshd in the namespace", &sshd_stderr);
+
+    let kernel_marked = counter_packets(&topology, "kernel");
+    let netcon_marked = counter_packets(&topology, "netcon");
+    println!("packets with DSCP {SSH_BULK_DSCP}: kernel {kernel_marked}, netcon {netcon_marked}");
+    assert!(
+        kernel_marked > 0,
+        "the kernel run sent no packet with ssh's TOS"
+    );
+    assert!(
+        netcon_marked > 0,
+        "no packet through netcon carried ssh's TOS"
+    );
 }
 
 /// Returns the CPU time (user and system, in clock ticks) process `pid` has used.
