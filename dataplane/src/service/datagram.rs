@@ -9,17 +9,18 @@
 //! it follows the change, so a send right after them goes where the program now expects.
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use netcon_control::{Op, Reply, Request, WireAddr};
 
 use super::Service;
-use super::addressing::{address_scope, ipv6_option_error, is_v6only};
+use super::addressing::{address_scope, ipv6_option_error, is_v6only, unspecified};
 use super::handlers::Handled;
 use crate::mapped;
 use crate::option_rules;
 use crate::registry::{Inode, PortScope, Protocol, SocketEntry, SocketState};
 use crate::steer::{self, WorkerId};
+use crate::sys::datagram::force_send_buffer;
 use crate::sys::socket::{inode, set_nonblocking, socketpair};
 use crate::worker::{Command, DatagramJob, DatagramPeerJob, ReplyTo};
 
@@ -71,7 +72,10 @@ impl Service {
     /// knows whether it is bound and connected.
     pub(super) fn identify_datagram(entry: &SocketEntry) -> Reply {
         let mut reply = Reply::ok(netcon_control::SocketKind::Datagram as i64);
-        reply.local = WireAddr(entry.local);
+        // An unbound socket reports the unspecified address of its family, so the preload
+        // learns the family too.
+        let local = entry.local.unwrap_or(unspecified(entry.domain, 0));
+        reply.local = WireAddr(Some(local));
         reply.remote = WireAddr(entry.remote);
         reply
     }
@@ -91,7 +95,7 @@ impl Service {
                     return ok(Reply::ok(0));
                 }
                 let domain = self.registry.lock().sockets[&inode].domain;
-                let wildcard = super::addressing::unspecified(domain, 0);
+                let wildcard = unspecified(domain, 0);
                 self.bind_datagram(inode, WireAddr(Some(wildcard)))
             }
             Op::Connect => self.connect_datagram(inode, request.addr, to),
@@ -222,7 +226,7 @@ impl Service {
         let fresh = state == SocketState::Fresh;
         if fresh {
             let target = self.next_worker_for_connect();
-            let wildcard = super::addressing::unspecified(domain, 0);
+            let wildcard = unspecified(domain, 0);
             let scope = {
                 let table = self.registry.lock();
                 address_scope(domain, is_v6only(&table.sockets[&inode]), wildcard)
@@ -308,9 +312,7 @@ impl Service {
             };
             reply.remote = WireAddr(Some(remote));
         } else {
-            let local = entry
-                .local
-                .unwrap_or(super::addressing::unspecified(entry.domain, 0));
+            let local = entry.local.unwrap_or(unspecified(entry.domain, 0));
             reply.local = WireAddr(Some(local));
         }
         ok(reply)
@@ -367,14 +369,38 @@ impl Service {
             return error(errno);
         }
         let domain = entry.domain;
-        match entry
-            .options
-            .set(domain, level, name, request.opt_bytes(), limits)
-        {
-            Ok(_) => ok(Reply::ok(0)),
-            Err(errno) => error(errno),
+        let value = request.opt_bytes();
+        if let Err(errno) = entry.options.set(domain, level, name, value, limits) {
+            return error(errno);
+        }
+        if (level, name) == (libc::SOL_SOCKET, libc::SO_RCVBUF) {
+            let bytes = receive_buffer(entry).expect("set just now");
+            let port = entry.local.map(|local| local.port());
+            drop(table);
+            self.apply_receive_buffer(inode, port, bytes);
+        }
+        ok(Reply::ok(0))
+    }
+
+    /// Sizes the queue towards the program, which is what SO_RCVBUF bounds on a kernel
+    /// socket: the send buffer of the service end. The control thread sets it while it holds
+    /// that end, the owning worker afterwards.
+    fn apply_receive_buffer(&mut self, inode: Inode, port: Option<u16>, bytes: i32) {
+        if let Some(pending) = self.pending.get(&inode) {
+            if let Err(e) = force_send_buffer(pending.fd.as_raw_fd(), bytes) {
+                log::debug!("cannot size UDP socket {}: {e}", inode.0);
+            }
+        } else if let Some(port) = port {
+            self.send_to_owner(port, Command::SetDatagramBuffer(inode, bytes));
         }
     }
+}
+
+/// Returns the size the program set with SO_RCVBUF (as Linux stores it: doubled), if any.
+fn receive_buffer(entry: &SocketEntry) -> Option<i32> {
+    let set = entry.options.is_set(libc::SOL_SOCKET, libc::SO_RCVBUF);
+    set.then(|| entry.options.int(libc::SOL_SOCKET, libc::SO_RCVBUF))
+        .flatten()
 }
 
 /// Returns the errno with which Linux rejects an option on a UDP socket, if it does. The

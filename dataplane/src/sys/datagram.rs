@@ -42,9 +42,11 @@ pub fn recv_message(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result
     Ok((len, message.msg_flags & libc::MSG_TRUNC != 0))
 }
 
-/// Sets the send buffer of `fd` to `bytes` (the kernel doubles it), beyond `net.core.wmem_max`
-/// when the process has CAP_NET_ADMIN (SO_SNDBUFFORCE), else up to that limit.
+/// Sets the send buffer of `fd` to `bytes`, as the kernel reports it (the kernel stores twice
+/// what is asked, so half is asked). Beyond `net.core.wmem_max` only when the process has
+/// CAP_NET_ADMIN (SO_SNDBUFFORCE); otherwise up to that limit.
 pub fn force_send_buffer(fd: RawFd, bytes: libc::c_int) -> io::Result<()> {
+    let half = bytes / 2;
     let set = |name: libc::c_int| {
         // SAFETY: the option value is a c_int on the stack whose size is passed along.
         super::cvt(unsafe {
@@ -52,7 +54,7 @@ pub fn force_send_buffer(fd: RawFd, bytes: libc::c_int) -> io::Result<()> {
                 fd,
                 libc::SOL_SOCKET,
                 name,
-                (&bytes as *const libc::c_int).cast(),
+                (&half as *const libc::c_int).cast(),
                 size_of::<libc::c_int>() as libc::socklen_t,
             )
         })

@@ -110,6 +110,8 @@ pub enum Command {
     Snapshot(crossbeam::channel::Sender<Snapshot>),
     OpenDatagram(DatagramJob),
     SetDatagramPeer(DatagramPeerJob),
+    /// Size the queue towards the program of a UDP socket to this many bytes (SO_RCVBUF).
+    SetDatagramBuffer(Inode, i32),
 }
 
 /// A reply a worker produced for a waiting client.

@@ -249,6 +249,21 @@ impl Worker {
         self.reply_datagram(Some(job.reply), Reply::ok(0));
     }
 
+    /// Sizes the queue towards the program of a UDP socket (its SO_RCVBUF).
+    pub(super) fn size_datagram(&mut self, inode: Inode, bytes: i32) {
+        let Some(&key) = self.datagrams.by_inode.get(&inode) else {
+            return;
+        };
+        let fd = self.datagrams.sockets[key].fd.as_raw_fd();
+        if let Err(e) = crate::sys::datagram::force_send_buffer(fd, bytes) {
+            log::debug!(
+                "worker {}: cannot size UDP socket {}: {e}",
+                self.id.0,
+                inode.0
+            );
+        }
+    }
+
     fn reply_datagram(&self, to: Option<ReplyTo>, reply: Reply) {
         if let Some(to) = to {
             self.completions.send(Completion { to, reply });

@@ -651,6 +651,7 @@ impl Worker {
                 Command::Snapshot(reply) => self.send_snapshot(reply),
                 Command::OpenDatagram(job) => self.open_datagram(job),
                 Command::SetDatagramPeer(job) => self.set_datagram_peer(job),
+                Command::SetDatagramBuffer(inode, bytes) => self.size_datagram(inode, bytes),
             }
         }
     }
