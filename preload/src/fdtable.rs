@@ -1,6 +1,7 @@
 //! What this process knows about each fd number: unknown, foreign (libc's), a netcon stream,
-//! a netcon listener or a netcon datagram socket. Only a cache: the service is asked for any fd marked unknown, and
-//! every entry is reset when its fd is closed or replaced.
+//! a netcon listener or a netcon datagram socket, and the address family of datagram sockets.
+//! Only a cache: the service is asked for any fd marked unknown, and every entry is reset
+//! when its fd is closed or replaced.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -35,6 +36,9 @@ impl FdKind {
 
 static TABLE: [AtomicU8; CACHED_FDS] = [const { AtomicU8::new(0) }; CACHED_FDS];
 
+/// The family of each cached datagram socket: 6 for AF_INET6, anything else for AF_INET.
+static FAMILIES: [AtomicU8; CACHED_FDS] = [const { AtomicU8::new(0) }; CACHED_FDS];
+
 /// The cached kind of `fd`.
 pub fn get(fd: i32) -> FdKind {
     let Some(slot) = usize::try_from(fd).ok().and_then(|i| TABLE.get(i)) else {
@@ -62,4 +66,21 @@ pub fn set(fd: i32, kind: FdKind) {
 /// Forgets `fd` (closed or replaced).
 pub fn forget(fd: i32) {
     set(fd, FdKind::Unknown);
+    set_family(fd, libc::AF_INET);
+}
+
+/// Records the address family (AF_INET or AF_INET6) of the datagram socket `fd`.
+pub fn set_family(fd: i32, domain: i32) {
+    if let Some(slot) = usize::try_from(fd).ok().and_then(|i| FAMILIES.get(i)) {
+        let family = if domain == libc::AF_INET6 { 6 } else { 4 };
+        slot.store(family, Ordering::Relaxed);
+    }
+}
+
+/// The recorded address family of the datagram socket `fd`; AF_INET when none is recorded.
+pub fn family(fd: i32) -> i32 {
+    match usize::try_from(fd).ok().and_then(|i| FAMILIES.get(i)) {
+        Some(slot) if slot.load(Ordering::Relaxed) == 6 => libc::AF_INET6,
+        _ => libc::AF_INET,
+    }
 }

@@ -184,6 +184,32 @@ fn inode_of(fd: RawFd) -> Option<u64> {
 
 thread_local! {
     static CONNECTION: RefCell<Option<Connection>> = const { RefCell::new(None) };
+    /// Set while this thread is inside [`call`].
+    static IN_CALL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Returns whether this thread is inside [`call`], so the fd at hand can only be the control
+/// socket (its `sendmsg`/`recvmsg` reach the preload's own replacements).
+pub fn in_call() -> bool {
+    IN_CALL.try_with(Cell::get).unwrap_or(true)
+}
+
+/// Marks the thread as inside [`call`] until dropped.
+struct CallGuard {
+    outer: bool,
+}
+
+impl CallGuard {
+    fn enter() -> CallGuard {
+        let outer = IN_CALL.try_with(|flag| flag.replace(true)).unwrap_or(true);
+        CallGuard { outer }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let _ = IN_CALL.try_with(|flag| flag.set(self.outer));
+    }
 }
 
 /// Opens the calling thread's control connection now unless it has a usable one; failures
@@ -209,6 +235,7 @@ pub fn connect_early() {
 /// Sends `request` (with `fd` attached) and waits for the reply. Blocks for as long as the
 /// service takes, which for a blocking `connect` is the TCP handshake.
 pub fn call(request: &Request, fd: Option<RawFd>) -> Result<(Reply, Option<OwnedFd>), CallError> {
+    let _guard = CallGuard::enter();
     let result = CONNECTION.try_with(|slot| {
         let Ok(mut slot) = slot.try_borrow_mut() else {
             // Re-entered from a signal handler during a call: use a connection of its own.

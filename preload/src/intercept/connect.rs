@@ -5,7 +5,7 @@ use netcon_control::wire::FLAG_NONBLOCK;
 use netcon_control::{Op, Request, WireAddr};
 
 use super::{Answer, ask, classify, fail, read_sockaddr};
-use crate::fdtable::FdKind;
+use crate::fdtable::{self, FdKind};
 use crate::real;
 
 /// Replaces `connect(2)`. A blocking socket returns once the handshake ends, with the errno
@@ -20,6 +20,11 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // SAFETY: the program's own arguments, passed on unchanged.
         return unsafe { real::connect(fd, addr, len) };
     }
+    let kind = classify(fd);
+    // SAFETY: the caller's contract for addr and len.
+    if kind.is_datagram() && unsafe { is_unspecified_family(addr, len) } {
+        return disconnect(fd);
+    }
     // SAFETY: the caller's contract for addr and len.
     let target = match unsafe { read_sockaddr(addr, len) } {
         Ok(target) => target,
@@ -33,10 +38,42 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         request.flags |= FLAG_NONBLOCK;
     }
     match ask(fd, &request) {
-        Answer::Reply(..) => 0,
+        Answer::Reply(..) => {
+            if kind.is_datagram() {
+                fdtable::set(fd, FdKind::ConnectedDatagram);
+            }
+            0
+        }
         Answer::Failed(errno) => fail(errno),
         // SAFETY: as above.
         Answer::Foreign => unsafe { real::connect(fd, addr, len) },
+    }
+}
+
+/// Whether `addr` is an AF_UNSPEC address, with which `connect` dissolves a datagram
+/// socket's association.
+///
+/// # Safety
+/// `addr` must be null or valid for reads of `len` bytes.
+unsafe fn is_unspecified_family(addr: *const sockaddr, len: socklen_t) -> bool {
+    if addr.is_null() || (len as usize) < size_of::<libc::sa_family_t>() {
+        return false;
+    }
+    // SAFETY: the caller guarantees the family field is readable.
+    let family = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sa_family_t>()) };
+    i32::from(family) == libc::AF_UNSPEC
+}
+
+/// Serves `connect` with AF_UNSPEC on a datagram socket: the socket keeps its port and
+/// forgets its peer.
+fn disconnect(fd: c_int) -> c_int {
+    match ask(fd, &Request::new(Op::Disconnect)) {
+        Answer::Reply(..) => {
+            fdtable::set(fd, FdKind::BoundDatagram);
+            0
+        }
+        Answer::Failed(errno) => fail(errno),
+        Answer::Foreign => fail(libc::EAFNOSUPPORT),
     }
 }
 
@@ -58,7 +95,12 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     let mut request = Request::new(Op::Bind);
     request.addr = WireAddr(Some(local));
     match ask(fd, &request) {
-        Answer::Reply(..) => 0,
+        Answer::Reply(..) => {
+            if fdtable::get(fd) == FdKind::Datagram {
+                fdtable::set(fd, FdKind::BoundDatagram);
+            }
+            0
+        }
         Answer::Failed(errno) => fail(errno),
         // SAFETY: as above.
         Answer::Foreign => unsafe { real::bind(fd, addr, len) },

@@ -181,6 +181,15 @@ pub unsafe extern "C" fn syscall(
             }
             ret
         }
+        libc::SYS_sendmmsg | libc::SYS_recvmmsg => {
+            let args = [a0, a1, a2, a3, a4, a5];
+            // SAFETY: the arguments are the system call's, as the caller's contract says.
+            match unsafe { super::datagram::mmsg_syscall(number, args) } {
+                Some(result) => result,
+                // SAFETY: passed on unchanged.
+                None => unsafe { real::syscall(number, args) },
+            }
+        }
         // SAFETY: passed on unchanged.
         _ => unsafe { real::syscall(number, [a0, a1, a2, a3, a4, a5]) },
     }

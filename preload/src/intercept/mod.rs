@@ -3,6 +3,7 @@
 //! program's memory.
 
 mod connect;
+mod datagram;
 mod listen;
 mod orphaned;
 mod query;
@@ -36,10 +37,15 @@ fn fail(errno: c_int) -> c_int {
 
 /// What `fd` is. Asks the service (once, then cached) about Unix sockets it has not seen,
 /// since every netcon socket is one end of a Unix socketpair.
-fn classify(fd: c_int) -> FdKind {
+pub(crate) fn classify(fd: c_int) -> FdKind {
     let cached = fdtable::get(fd);
     if cached != FdKind::Unknown {
         return cached;
+    }
+    if rpc::in_call() {
+        // The only fd used during a call is the control socket's, whose sendmsg and recvmsg
+        // come back here; asking the service about it would recurse.
+        return FdKind::Foreign;
     }
     let saved = real::errno();
     let mut domain: c_int = 0;
@@ -61,7 +67,7 @@ fn classify(fd: c_int) -> FdKind {
             Ok((reply, _)) => match SocketKind::from_value(reply.value) {
                 SocketKind::Stream => FdKind::Stream,
                 SocketKind::Listener => FdKind::Listener,
-                SocketKind::Datagram => datagram_kind(&reply),
+                SocketKind::Datagram => datagram_kind(fd, &reply),
                 SocketKind::Foreign => FdKind::Foreign,
             },
             // Without the service nothing can be ours: do not cache, ask again next time.
@@ -77,7 +83,15 @@ fn classify(fd: c_int) -> FdKind {
 }
 
 /// The kind of a datagram socket, from the addresses the service reported for it.
-fn datagram_kind(reply: &Reply) -> FdKind {
+fn datagram_kind(fd: c_int, reply: &Reply) -> FdKind {
+    if let Some(local) = reply.local.0 {
+        let domain = if local.is_ipv6() {
+            libc::AF_INET6
+        } else {
+            libc::AF_INET
+        };
+        fdtable::set_family(fd, domain);
+    }
     let bound = reply.local.0.is_some_and(|local| local.port() != 0);
     match (reply.remote.0, bound) {
         (Some(_), _) => FdKind::ConnectedDatagram,

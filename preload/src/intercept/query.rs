@@ -73,6 +73,14 @@ pub unsafe extern "C" fn getsockopt(
         // SAFETY: the program's own arguments, passed on unchanged.
         return unsafe { real::getsockopt(fd, level, name, value, len) };
     }
+    let is_error = level == libc::SOL_SOCKET && name == libc::SO_ERROR;
+    if is_error
+        && classify(fd).is_datagram()
+        && let Some(errno) = super::datagram::take_error(fd)
+    {
+        // SAFETY: the caller's contract: value and len are valid for an int.
+        return unsafe { write_int_option(errno, value, len) };
+    }
     if timeouts::is_timeout(level, name) {
         // SAFETY: as above. The program's own end stores the timeout it set.
         return unsafe { real::getsockopt(fd, level, name, value, len) };
@@ -105,6 +113,25 @@ pub unsafe extern "C" fn getsockopt(
         // SAFETY: as above.
         Answer::Foreign => unsafe { real::getsockopt(fd, level, name, value, len) },
     }
+}
+
+/// Writes an int option value the way the kernel does: truncated to `*len` bytes, with
+/// `*len` set to the bytes written.
+///
+/// # Safety
+/// `value` and `len` must be null or valid, with `*len` writable bytes at `value`.
+unsafe fn write_int_option(number: c_int, value: *mut c_void, len: *mut socklen_t) -> c_int {
+    if value.is_null() || len.is_null() {
+        return fail(libc::EFAULT);
+    }
+    let bytes = number.to_ne_bytes();
+    // SAFETY: the caller's contract.
+    unsafe {
+        let copied = bytes.len().min(*len as usize);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), value.cast::<u8>(), copied);
+        *len = copied as socklen_t;
+    }
+    0
 }
 
 /// Replaces `setsockopt(2)`. The service stores every option so it reads back, acts on those
@@ -186,6 +213,11 @@ unsafe fn send_option(
 pub extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     if !matches!(how, libc::SHUT_RD | libc::SHUT_WR | libc::SHUT_RDWR) {
         return fail(libc::EINVAL);
+    }
+    // Linux: shutting down a UDP socket that has no peer fails.
+    let kind = classify(fd);
+    if kind == FdKind::Datagram || kind == FdKind::BoundDatagram {
+        return fail(libc::ENOTCONN);
     }
     // SAFETY: the program's own arguments, passed on unchanged.
     unsafe { real::shutdown(fd, how) }

@@ -10,19 +10,22 @@ use crate::fdtable::{self, FdKind};
 use crate::real;
 use crate::rpc;
 
-/// Replaces `socket(2)`: IPv4 and IPv6 TCP sockets come from netcon-dp; other INET sockets are
-/// refused rather than created on the host network; every other family goes to libc.
+/// Replaces `socket(2)`: IPv4 and IPv6 TCP and UDP sockets come from netcon-dp; other INET
+/// sockets are refused rather than created on the host network; every other family goes to
+/// libc.
 #[unsafe(no_mangle)]
 pub extern "C" fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
     let base = kind & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
     let tcp = matches!(protocol, 0 | libc::IPPROTO_TCP);
+    let udp = matches!(protocol, 0 | libc::IPPROTO_UDP);
     match domain {
         libc::AF_INET | libc::AF_INET6 if base == libc::SOCK_STREAM && tcp => {}
         libc::AF_INET | libc::AF_INET6 if base == libc::SOCK_STREAM => {
             return fail(libc::EPROTONOSUPPORT);
         }
-        // TODO: UDP is not carried yet; refusing it keeps programs off the host network, and
-        // most fall back to TCP.
+        libc::AF_INET | libc::AF_INET6 if base == libc::SOCK_DGRAM && udp => {}
+        // TODO: raw and ICMP sockets are not carried; refusing them keeps programs off the
+        // host network.
         libc::AF_INET | libc::AF_INET6 => return fail(libc::EAFNOSUPPORT),
         // SAFETY: the program's own arguments, passed on unchanged.
         _ => return unsafe { real::socket(domain, kind, protocol) },
@@ -48,7 +51,12 @@ pub extern "C" fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
         // SAFETY: as above.
         unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
     }
-    fdtable::set(fd, FdKind::Stream);
+    if base == libc::SOCK_DGRAM {
+        fdtable::set(fd, FdKind::Datagram);
+        fdtable::set_family(fd, domain);
+    } else {
+        fdtable::set(fd, FdKind::Stream);
+    }
     fd
 }
 
