@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(args[..2], ["--tap", "nctap"]);
         assert!(args.windows(2).any(|pair| pair == ["--mtu", "9000"]));
         assert!(args.windows(2).any(|pair| pair == ["--workers", "2"]));
-        assert!(args.windows(2).any(|pair| pair == ["--address6", "fd00::2/64"]));
+        assert!(
+            args.windows(2)
+                .any(|pair| pair == ["--address6", "fd00::2/64"])
+        );
         assert!(!args.iter().any(|arg| arg == "--peer-address6"));
         assert_eq!(args[args.len() - 2..], ["--tcp-buffer", "65536"]);
 
