@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod datagram;
 pub mod fdpass;
+pub mod handoff;
 pub mod path;
 pub mod wire;
 

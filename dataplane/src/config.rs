@@ -22,6 +22,21 @@ pub enum MediumArg {
     Ip,
 }
 
+/// The destination of connections to loopback addresses (127.0.0.0/8 and ::1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Loopback {
+    /// Inside netcon-dp, as in a container with a loopback of its own: programs behind this
+    /// netcon-dp reach each other's loopback servers, and neither the host's loopback nor the
+    /// TAP sees the traffic.
+    #[default]
+    Stack,
+    /// To the kernel: a TCP socket that binds or connects to a loopback address becomes a
+    /// kernel socket, with the options the program set, in the network namespace the program
+    /// runs in. It reaches and is reached from that namespace's loopback, and netcon no longer
+    /// carries it.
+    Kernel,
+}
+
 /// An on/off setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Switch {
@@ -138,6 +153,10 @@ pub struct Args {
     /// [default: none, so only /etc/hosts and numeric addresses resolve].
     #[arg(long, value_name = "ADDR", value_parser = parse_dns_server)]
     pub dns: Option<SocketAddr>,
+
+    /// Where connections to loopback addresses (127.0.0.0/8 and ::1) go.
+    #[arg(long, value_enum, default_value_t = Loopback::Stack)]
+    pub loopback: Loopback,
 }
 
 /// Why the arguments cannot be used together.
@@ -481,6 +500,14 @@ mod tests {
             args(&["--gateway6", "fd00::1"]).is_err(),
             "needs --address6"
         );
+    }
+
+    #[test]
+    fn loopback_defaults_to_stack() {
+        assert_eq!(args(&[]).unwrap().loopback, Loopback::Stack);
+        let parsed = args(&["--loopback", "kernel"]).unwrap();
+        assert_eq!(parsed.loopback, Loopback::Kernel);
+        assert!(args(&["--loopback", "host"]).is_err());
     }
 
     #[test]

@@ -212,6 +212,13 @@ impl SocketOptions {
         }
     }
 
+    /// Returns every option the program set, as (level, name, stored value).
+    pub fn stored(&self) -> impl Iterator<Item = (i32, i32, &[u8])> {
+        self.values
+            .iter()
+            .map(|(&(level, name), value)| (level, name, value.as_slice()))
+    }
+
     /// Returns the int stored for (`level`, `name`), if the program set one.
     pub fn int(&self, level: i32, name: i32) -> Option<i32> {
         let value = self.values.get(&(level, name))?.get(..4)?;

@@ -8,6 +8,7 @@ use netcon_control::{NetconInfo, Op, Reply, Request, SocketKind, WireAddr};
 
 use super::Service;
 use super::addressing::{address_scope, ipv6_option_error, is_v6only, mss_for, unspecified};
+use super::kernel_loopback::kernel_socket_reply;
 use crate::connect_gate::{self, HeldEnd};
 use crate::mapped;
 use crate::option_rules;
@@ -134,6 +135,9 @@ impl Service {
         if entry.state != SocketState::Fresh {
             return error(libc::EINVAL);
         }
+        if self.hands_to_kernel(addr.ip()) {
+            return kernel_socket_reply(entry, None);
+        }
         let reuseport = entry.options.flag(libc::SOL_SOCKET, libc::SO_REUSEPORT);
         let (port, scope) = if addr.port() == 0 {
             match table.claim_ephemeral_port() {
@@ -216,6 +220,11 @@ impl Service {
             Ok(remote) => remote,
             Err(errno) => return error(errno),
         };
+        let unconnected = matches!(entry.state, SocketState::Fresh | SocketState::Bound);
+        if unconnected && self.hands_to_kernel(remote.ip()) {
+            let bound = entry.local.map(|local| mapped::for_domain(local, domain));
+            return kernel_socket_reply(entry, bound);
+        }
         let local_ip = match self.local_ip_for(remote.ip()) {
             Ok(ip) => ip,
             Err(errno) => return error(errno),

@@ -6,6 +6,7 @@
 mod addressing;
 mod datagram;
 mod handlers;
+mod kernel_loopback;
 mod listen_socket;
 mod observe;
 mod peer;
@@ -71,6 +72,8 @@ pub struct Service {
     ipv6: crate::hairpin::OwnIpv6,
     /// The DNS server given to `--dns`, passed on to the preload's resolver.
     dns: Option<std::net::SocketAddr>,
+    /// Where binds and connects to loopback addresses go (`--loopback`).
+    loopback: crate::config::Loopback,
     /// TCP maximum segment size on the link (MTU less IPv4 and TCP headers).
     mss: u32,
     /// The host's limits on socket buffer sizes, which SO_SNDBUF and SO_RCVBUF follow.
@@ -120,6 +123,7 @@ impl Service {
             local_ip,
             ipv6: crate::hairpin::OwnIpv6::default(),
             dns: None,
+            loopback: crate::config::Loopback::Stack,
             mss: mtu - 40,
             buffer_limits: crate::sys::buffer_limits(),
             started: std::time::Instant::now(),
@@ -132,6 +136,12 @@ impl Service {
     /// Sets the DNS server that [`Op::Info`] reports (none until set).
     pub fn with_dns(mut self, dns: Option<std::net::SocketAddr>) -> Service {
         self.dns = dns;
+        self
+    }
+
+    /// Sets where binds and connects to loopback addresses go (the stack until set).
+    pub fn with_loopback(mut self, loopback: crate::config::Loopback) -> Service {
+        self.loopback = loopback;
         self
     }
 

@@ -4,7 +4,7 @@ use libc::{c_int, sockaddr, socklen_t};
 use netcon_control::wire::FLAG_NONBLOCK;
 use netcon_control::{Op, Request, WireAddr};
 
-use super::{Answer, ask, classify, fail, read_sockaddr};
+use super::{Answer, ask, classify, fail, kernel_socket, read_sockaddr};
 use crate::fdtable::{self, FdKind};
 use crate::real;
 
@@ -38,6 +38,10 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         request.flags |= FLAG_NONBLOCK;
     }
     match ask(fd, &request) {
+        // SAFETY: the caller's contract for addr and len.
+        Answer::Reply(reply, _) if kernel_socket::is_handoff(&reply) => unsafe {
+            kernel_socket::connect(fd, &target, &reply, addr, len)
+        },
         Answer::Reply(..) => {
             if kind.is_datagram() {
                 fdtable::set(fd, FdKind::ConnectedDatagram);
@@ -95,6 +99,10 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     let mut request = Request::new(Op::Bind);
     request.addr = WireAddr(Some(local));
     match ask(fd, &request) {
+        // SAFETY: the caller's contract for addr and len.
+        Answer::Reply(reply, _) if kernel_socket::is_handoff(&reply) => unsafe {
+            kernel_socket::bind(fd, &local, &reply, addr, len)
+        },
         Answer::Reply(..) => {
             if fdtable::get(fd) == FdKind::Datagram {
                 fdtable::set(fd, FdKind::BoundDatagram);

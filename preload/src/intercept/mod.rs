@@ -4,6 +4,7 @@
 
 mod connect;
 mod datagram;
+mod kernel_socket;
 mod listen;
 mod orphaned;
 mod query;
