@@ -150,8 +150,13 @@ impl PortSpace {
     }
 
     /// Takes a free ephemeral port on every address that `accept` agrees to (for example one
-    /// whose frames reach a chosen worker), or returns `None` when there is none.
-    pub fn claim_ephemeral_where(&mut self, accept: impl Fn(u16) -> bool) -> Option<u16> {
+    /// whose frames reach a chosen worker), or returns `None` when there is none. With
+    /// `shared` other sockets that share ports may join it (see [`PortSpace::claim_in`]).
+    pub fn claim_ephemeral_where(
+        &mut self,
+        shared: bool,
+        accept: impl Fn(u16) -> bool,
+    ) -> Option<u16> {
         let span = EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start() + 1;
         for _ in 0..span {
             if !EPHEMERAL_PORTS.contains(&self.next_ephemeral) {
@@ -159,7 +164,8 @@ impl PortSpace {
             }
             let port = self.next_ephemeral;
             self.next_ephemeral = self.next_ephemeral.wrapping_add(1);
-            if accept(port) && self.claim_in(port, PortScope::Both, false) {
+            let free = !self.holders.contains_key(&port);
+            if free && accept(port) && self.claim_in(port, PortScope::Both, shared) {
                 return Some(port);
             }
         }
@@ -213,7 +219,7 @@ impl Table {
     /// Takes a free ephemeral TCP port that `accept` agrees to (for example one whose
     /// connection hashes to a chosen worker), or returns `None` when there is none.
     pub fn claim_ephemeral_port_where(&mut self, accept: impl Fn(u16) -> bool) -> Option<u16> {
-        self.ports.claim_ephemeral_where(accept)
+        self.ports.claim_ephemeral_where(false, accept)
     }
 
     /// Gives back the port a socket of `protocol` holds.

@@ -159,7 +159,7 @@ impl Service {
             PortChoice::Given(_) => return Err(libc::EADDRINUSE),
             PortChoice::Ephemeral(target) => {
                 let lands = |port| steer::udp_owner(port, workers) == target;
-                match table.udp_ports.claim_ephemeral_where(lands) {
+                match table.udp_ports.claim_ephemeral_where(shared, lands) {
                     Some(port) => (port, PortScope::Both),
                     None => return Err(libc::EAGAIN),
                 }

@@ -312,6 +312,9 @@ impl Worker {
             self.take_commands();
             self.take_handed_frames();
             let busy = self.service();
+            // Frames turned around to another worker's socket were handed over during the
+            // service run; that worker must not sleep on them.
+            self.wake_peers();
             self.ring.post_reads(&mut self.device);
             self.ring.post_writes(&mut self.device);
             self.publish_gauges();
@@ -555,7 +558,9 @@ impl Worker {
                     turned
                 }
             };
-            self.device.egress.queued.swap_remove(index);
+            // `remove`, not `swap_remove`: the frames behind keep their order, which UDP
+            // datagrams of one flow must (at most TX_FRAMES entries are shifted).
+            self.device.egress.queued.remove(index);
             self.device.egress.free.push(buffer);
             self.deliver_turned(turned, start, l2_len);
         }
