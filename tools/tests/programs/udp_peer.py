@@ -1,0 +1,22 @@
+"""The UDP peer of udp_probe.py: echo sockets on HOST:PORT for each PORT given. The reply to
+a datagram "who" is the sender's address as "IP:PORT", and any other datagram is sent back
+unchanged. Prints "ready" once every socket is bound."""
+
+import select
+import socket
+import sys
+
+host = sys.argv[1]
+sockets = []
+for port in sys.argv[2:]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind((host, int(port)))
+    sockets.append(sock)
+print("ready", flush=True)
+while True:
+    readable, _, _ = select.select(sockets, [], [])
+    for sock in readable:
+        data, address = sock.recvfrom(65535)
+        reply = f"{address[0]}:{address[1]}".encode() if data == b"who" else data
+        sock.sendto(reply, address)
