@@ -52,7 +52,7 @@ impl Service {
         let protocol = self.registry.lock().sockets.get(&inode).map(|e| e.protocol);
         match protocol {
             Some(Protocol::Tcp) => {}
-            Some(Protocol::Udp) => return self.handle_datagram(inode, &request, to),
+            Some(Protocol::Udp) => return self.handle_datagram(inode, &request, &fd, to),
             // Not a socket this service made: the shim passes the call to libc.
             None => return error(libc::ENOTSOCK),
         }
