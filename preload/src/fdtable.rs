@@ -1,12 +1,22 @@
 //! What this process knows about each fd number: unknown, foreign (libc's), a netcon stream,
 //! a netcon listener or a netcon datagram socket, and the address family of datagram sockets.
-//! Only a cache: the service is asked for any fd marked unknown, and every entry is reset
-//! when its fd is closed or replaced.
+//! Socket calls ask the service about any fd marked unknown, and every entry is reset when its
+//! fd is closed or replaced.
+//!
+//! Reads and writes must not ask: a program may run them under a seccomp filter that kills it
+//! for any other system call (OpenSSH's pre-authentication child does). So the table keeps an
+//! invariant for them: every netcon datagram socket below [`CACHED_FDS`] is cached as one or
+//! marked [`FdKind::Unchecked`]. Sockets made by `socket` are cached as they are made, inherited
+//! ones are checked when the library loads, copies made by `dup*` and `fcntl` take their
+//! original's entry, and fds that arrive in SCM_RIGHTS messages are marked unchecked.
+//!
+//! NOTE: copies made by raw system calls (`syscall(SYS_dup)`, `pidfd_getfd`) and fds received
+//! through io_uring escape the invariant, so reads and writes on them see the datagram header.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// fds below this are cached; higher ones are asked about on every call.
-const CACHED_FDS: usize = 65536;
+pub const CACHED_FDS: usize = 65536;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FdKind {
@@ -22,6 +32,9 @@ pub enum FdKind {
     BoundDatagram = 6,
     /// A datagram socket with a peer, which sends without an address go to.
     ConnectedDatagram = 7,
+    /// An fd that may be a netcon datagram socket (it arrived in an SCM_RIGHTS message, or the
+    /// service could not be asked when the library loaded): reads and writes ask about it.
+    Unchecked = 8,
 }
 
 impl FdKind {
@@ -52,6 +65,7 @@ pub fn get(fd: i32) -> FdKind {
         5 => FdKind::Datagram,
         6 => FdKind::BoundDatagram,
         7 => FdKind::ConnectedDatagram,
+        8 => FdKind::Unchecked,
         _ => FdKind::Unknown,
     }
 }
@@ -61,6 +75,17 @@ pub fn set(fd: i32, kind: FdKind) {
     if let Some(slot) = usize::try_from(fd).ok().and_then(|i| TABLE.get(i)) {
         slot.store(kind as u8, Ordering::Relaxed);
     }
+}
+
+/// Returns whether `fd` has an entry in the table; higher fds are always asked about.
+pub fn is_cached(fd: i32) -> bool {
+    usize::try_from(fd).is_ok_and(|i| i < CACHED_FDS)
+}
+
+/// Gives `new`, which now refers to the same socket as `old`, the entry of `old`.
+pub fn copy(old: i32, new: i32) {
+    set(new, get(old));
+    set_family(new, family(old));
 }
 
 /// Forgets `fd` (closed or replaced).

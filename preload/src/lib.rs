@@ -16,13 +16,15 @@ mod rpc;
 const READY_FD_ENV: &str = "NETCON_READY_FD";
 
 /// Runs when the library is loaded, before the program's `main`: tells `netcon-ctl run` (if it
-/// is waiting) that the preload took hold in this process, and opens the control connection
-/// before the program can drop privileges (see [`rpc::connect_early`]).
+/// is waiting) that the preload took hold in this process, opens the control connection
+/// before the program can drop privileges (see [`rpc::connect_early`]), and identifies the
+/// netcon sockets inherited across exec before the program can restrict its system calls.
 extern "C" fn on_load() {
     report_loaded();
     // Resolve the path now: a child after fork should not need to allocate for it.
     let _ = rpc::socket_path();
     rpc::connect_early();
+    intercept::check_inherited();
     // SAFETY: registers a plain function with no arguments; null means "no handler".
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
 }

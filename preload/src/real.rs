@@ -60,6 +60,7 @@ real! {
     setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: socklen_t) -> c_int;
     shutdown(fd: c_int, how: c_int) -> c_int;
     close(fd: c_int) -> c_int;
+    dup(old: c_int) -> c_int;
     dup2(old: c_int, new: c_int) -> c_int;
     dup3(old: c_int, new: c_int, flags: c_int) -> c_int;
     sendfile(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t;
@@ -101,6 +102,24 @@ pub unsafe fn syscall(number: c_long, a: [c_long; 6]) -> c_long {
         unsafe { std::mem::transmute(address) };
     // SAFETY: the caller upholds the system call's contract.
     unsafe { function(number, a[0], a[1], a[2], a[3], a[4], a[5]) }
+}
+
+/// Calls libc's `fcntl` with one argument after the command.
+///
+/// # Safety
+/// The same contract as `fcntl` with `command`.
+pub unsafe fn fcntl(fd: c_int, command: c_int, arg: c_long) -> c_int {
+    static ADDRESS: AtomicUsize = AtomicUsize::new(0);
+    let mut address = ADDRESS.load(Ordering::Relaxed);
+    if address == 0 {
+        address = resolve("fcntl\0");
+        ADDRESS.store(address, Ordering::Relaxed);
+    }
+    // SAFETY: libc's fcntl is variadic; a pointer of variadic type makes a C variadic call.
+    let function: unsafe extern "C" fn(c_int, c_int, ...) -> c_int =
+        unsafe { std::mem::transmute(address) };
+    // SAFETY: the caller upholds fcntl's contract for `command`.
+    unsafe { function(fd, command, arg) }
 }
 
 /// Reads errno.

@@ -6,7 +6,8 @@
 //! and connect(AF_UNSPEC), read and write on a connected socket, the peer filter of a
 //! connected socket, and ECONNREFUSED after an ICMP port unreachable. They also cover
 //! non-blocking EAGAIN, epoll and poll readiness, SO_REUSEADDR, sendmmsg and recvmmsg (through
-//! libc and through syscall()), dup and fork.
+//! libc and through syscall()), dup, fcntl(F_DUPFD), fork, a socket inherited across exec and
+//! one passed in an SCM_RIGHTS message.
 //!
 //! The peer is in the namespace for the first tests and a program through netcon for the
 //! loopback tests, where the probe reaches it at 127.0.0.1 and at netcon's own address.

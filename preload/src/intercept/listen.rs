@@ -22,7 +22,9 @@ use crate::real;
 pub extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     match classify(fd) {
         // SAFETY: the program's own arguments, passed on unchanged.
-        FdKind::Foreign | FdKind::Unknown => return unsafe { real::listen(fd, backlog) },
+        FdKind::Foreign | FdKind::Unknown | FdKind::Unchecked => {
+            return unsafe { real::listen(fd, backlog) };
+        }
         FdKind::Listener => return 0,
         FdKind::OrphanedListener => return fail(libc::ENETDOWN),
         // Linux: a UDP socket cannot listen.

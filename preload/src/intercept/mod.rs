@@ -11,10 +11,12 @@ mod query;
 mod sendfile;
 mod socket;
 mod timeouts;
+mod unchecked;
 
 pub(crate) use connect::connect;
 pub(crate) use query::getsockopt;
 pub(crate) use socket::{close, socket};
+pub(crate) use unchecked::check_inherited;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -40,7 +42,7 @@ fn fail(errno: c_int) -> c_int {
 /// since every netcon socket is one end of a Unix socketpair.
 pub(crate) fn classify(fd: c_int) -> FdKind {
     let cached = fdtable::get(fd);
-    if cached != FdKind::Unknown {
+    if !matches!(cached, FdKind::Unknown | FdKind::Unchecked) {
         return cached;
     }
     if rpc::in_call() {

@@ -1,5 +1,5 @@
-//! `socket`, `close`, `dup2` and `dup3`: where netcon sockets are born and where the fd cache
-//! learns that an fd number changed meaning.
+//! `socket`, `close`, `dup`, `dup2`, `dup3` and `fcntl`: where netcon sockets are born and where
+//! the fd cache learns that an fd number changed meaning.
 
 use libc::c_int;
 use netcon_control::{Op, Request};
@@ -68,13 +68,24 @@ pub extern "C" fn close(fd: c_int) -> c_int {
     unsafe { real::close(fd) }
 }
 
-/// Replaces `dup2(2)`: the target fd number now names another file.
+/// Replaces `dup(2)`: the new fd is the same socket as `old`.
+#[unsafe(no_mangle)]
+pub extern "C" fn dup(old: c_int) -> c_int {
+    // SAFETY: the program's own fd, passed on unchanged.
+    let new = unsafe { real::dup(old) };
+    if new >= 0 {
+        fdtable::copy(old, new);
+    }
+    new
+}
+
+/// Replaces `dup2(2)`: the target fd number now names the socket of `old`.
 #[unsafe(no_mangle)]
 pub extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     // SAFETY: the program's own fds, passed on unchanged.
     let ret = unsafe { real::dup2(old, new) };
     if ret >= 0 && old != new {
-        fdtable::forget(new);
+        fdtable::copy(old, new);
     }
     ret
 }
@@ -85,7 +96,38 @@ pub extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     // SAFETY: the program's own fds, passed on unchanged.
     let ret = unsafe { real::dup3(old, new, flags) };
     if ret >= 0 {
-        fdtable::forget(new);
+        fdtable::copy(old, new);
     }
     ret
+}
+
+/// Replaces `fcntl(2)` so that copies made with F_DUPFD and F_DUPFD_CLOEXEC take the entry of
+/// their original; every command goes to libc unchanged.
+///
+/// `fcntl` is variadic in C; as for `syscall`, on x86_64 the one optional argument travels in
+/// the register of a fixed third argument, so taking a `c_long` reads what the caller passed
+/// (or whatever the register held, when the command takes none, which libc then ignores).
+///
+/// # Safety
+/// As for libc's `fcntl`.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl(fd: c_int, command: c_int, arg: libc::c_long) -> c_int {
+    // SAFETY: the program's own arguments, passed on unchanged.
+    let ret = unsafe { real::fcntl(fd, command, arg) };
+    if ret >= 0 && matches!(command, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) {
+        fdtable::copy(fd, ret);
+    }
+    ret
+}
+
+/// Replaces `fcntl64`, which programs built with 64-bit file offsets call instead of `fcntl`.
+///
+/// # Safety
+/// As for libc's `fcntl`.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl64(fd: c_int, command: c_int, arg: libc::c_long) -> c_int {
+    // SAFETY: the caller's contract, which fcntl's is.
+    unsafe { fcntl(fd, command, arg) }
 }

@@ -9,9 +9,11 @@ CLOSED_PORT. Lines name facts, not addresses or port numbers, which differ betwe
 
 import ctypes
 import errno
+import fcntl
 import os
 import select
 import socket
+import subprocess
 import sys
 import time
 
@@ -323,6 +325,56 @@ def forked():
     sock.close()
 
 
+EXEC_CHILD = """
+import os, select, sys
+fd = int(sys.argv[1])
+os.write(fd, b"from the exec child")
+select.select([fd], [], [], 3.0)
+print(os.read(fd, 100) == b"from the exec child", flush=True)
+"""
+
+
+def exec_inherited():
+    sock = udp()
+    sock.connect(ECHO)
+    child = subprocess.run(
+        [sys.executable, "-c", EXEC_CHILD, str(sock.fileno())],
+        pass_fds=[sock.fileno()],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    show("exec child reads the reply with read()", child.stdout.strip())
+    show("exec child status", child.returncode)
+    sock.close()
+
+
+def passed_in_message():
+    sock = udp()
+    sock.bind(("0.0.0.0", 0))
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    socket.send_fds(left, [b"fd"], [sock.fileno()])
+    _, fds, _, _ = socket.recv_fds(right, 10, 1)
+    passed = socket.socket(fileno=fds[0])
+    passed.settimeout(REPLY_TIMEOUT)
+    passed.sendto(b"through a passed fd", ECHO)
+    show("passed fd receives the reply", passed.recvfrom(100) == (b"through a passed fd", ECHO))
+    for item in (passed, sock, left, right):
+        item.close()
+
+
+def fcntl_copy():
+    sock = udp()
+    sock.connect(ECHO)
+    copy = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD, 100)
+    show("F_DUPFD copy at or above 100", copy >= 100)
+    os.write(copy, b"through an F_DUPFD copy")
+    sock.settimeout(REPLY_TIMEOUT)
+    show("reply to the copy", sock.recv(100))
+    os.close(copy)
+    sock.close()
+
+
 SCENARIOS = [
     identity,
     implicit_bind,
@@ -334,6 +386,9 @@ SCENARIOS = [
     explicit_bind,
     multiple_messages,
     forked,
+    exec_inherited,
+    passed_in_message,
+    fcntl_copy,
 ]
 for scenario in SCENARIOS:
     show("scenario", scenario.__name__)

@@ -149,9 +149,16 @@ fn discard_error(fd: c_int) {
     unsafe { real::recv(fd, buf, HEADER_LEN, flags) };
 }
 
-/// Returns the datagram kind of `fd`, or `None` for any other fd.
+/// Returns the datagram kind of `fd`, or `None` for any other fd. Makes no system call unless
+/// the table marks `fd` unchecked or cannot hold it, because reads and writes come here and a
+/// seccomp filter may allow them alone (see [`crate::fdtable`]).
 fn datagram_kind(fd: c_int) -> Option<FdKind> {
-    Some(super::classify(fd)).filter(|kind| kind.is_datagram())
+    let kind = match fdtable::get(fd) {
+        FdKind::Unchecked => super::classify(fd),
+        FdKind::Unknown if !fdtable::is_cached(fd) => super::classify(fd),
+        kind => kind,
+    };
+    Some(kind).filter(|kind| kind.is_datagram())
 }
 
 /// Gives a socket without a port one, as the kernel does on its first send.

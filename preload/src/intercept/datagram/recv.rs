@@ -10,7 +10,7 @@ use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, sock
 use netcon_control::datagram::{DatagramHeader, HEADER_LEN};
 
 use super::{Iovecs, MAX_MESSAGES, datagram_kind};
-use crate::intercept::{fail, write_sockaddr};
+use crate::intercept::{fail, unchecked, write_sockaddr};
 use crate::real;
 
 /// Receive flags passed on to the socketpair; the others concern features the socketpair
@@ -268,7 +268,12 @@ pub unsafe extern "C" fn __recvfrom_chk(
 pub unsafe extern "C" fn recvmsg(fd: c_int, message: *mut msghdr, flags: c_int) -> ssize_t {
     if datagram_kind(fd).is_none() {
         // SAFETY: the program's own arguments, passed on unchanged.
-        return unsafe { real::recvmsg(fd, message, flags) };
+        let received = unsafe { real::recvmsg(fd, message, flags) };
+        if received >= 0 {
+            // SAFETY: recvmsg succeeded, so message is a msghdr it filled.
+            unsafe { unchecked::mark_passed(message) };
+        }
+        return received;
     }
     if message.is_null() {
         return fail(libc::EFAULT) as ssize_t;
@@ -323,7 +328,12 @@ pub unsafe extern "C" fn recvmmsg(
 ) -> c_int {
     if datagram_kind(fd).is_none() {
         // SAFETY: the program's own arguments, passed on unchanged.
-        return unsafe { real::recvmmsg(fd, messages, count, flags, timeout) };
+        let received = unsafe { real::recvmmsg(fd, messages, count, flags, timeout) };
+        for index in 0..usize::try_from(received).unwrap_or(0) {
+            // SAFETY: recvmmsg filled the first `received` of the caller's messages.
+            unsafe { unchecked::mark_passed(&raw const (*messages.add(index)).msg_hdr) };
+        }
+        return received;
     }
     // SAFETY: the caller's contract for messages, count and timeout.
     unsafe { recv_messages(fd, messages, count, flags, timeout) }
