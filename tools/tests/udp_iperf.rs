@@ -7,7 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Finished, PEER_IP, Process, Topology, run_bounded, wait_for_listener};
+use common::{
+    Finished, PEER_IP, Process, Topology, package_version, record_compat, run_bounded,
+    wait_for_listener,
+};
 use netcon_tools::topology::{netcon_command, require_root};
 use serde_json::Value;
 
@@ -138,6 +141,12 @@ fn compare_loss(workers: usize, prefix: &str, reverse: bool) {
         netcon.lost_percent,
         kernel.lost_percent
     );
+    if workers == 1 {
+        let role = format!("client, UDP, {direction}");
+        let megabits = RATE_BITS_PER_SECOND / 1e6;
+        let result = format!("{megabits} Mbit/s for {SECONDS} s, loss as on the kernel path");
+        record_compat("iperf3", &package_version("iperf3"), &role, &result);
+    }
 }
 
 #[test]
