@@ -2,9 +2,9 @@
 //! netcon itself (the preload's own `socket` and `connect`), so queries travel the virtual
 //! network like the program's traffic.
 //!
-//! [`exchange`] is the one place that picks the transport: UDP when netcon carries UDP, and
-//! TCP (RFC 1035 section 4.2.2: each message behind a 2-byte length) when it does not or when
-//! the UDP response comes back truncated.
+//! [`exchange`] is the one place that picks the transport: UDP, and TCP (RFC 1035 section
+//! 4.2.2: each message behind a 2-byte length) when the UDP response comes back truncated or
+//! when netcon-dp rejects UDP sockets.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ pub fn exchange(
 }
 
 enum UdpError {
-    /// netcon does not carry UDP sockets (yet).
+    /// netcon-dp rejected the UDP socket as a type it does not carry.
     Unavailable,
     Exchange(ExchangeError),
 }
