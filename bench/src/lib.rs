@@ -9,7 +9,6 @@ pub mod machine;
 pub mod metric;
 pub mod plan;
 pub mod plot;
-pub mod process;
 pub mod results;
 pub mod runner;
 pub mod serial_echo;

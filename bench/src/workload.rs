@@ -15,7 +15,7 @@ use crate::StepError;
 use crate::connect_rate::ConnectRateSummary;
 use crate::contender::Site;
 use crate::plan::{CLIENT_GRACE, Direction, MESSAGE_SIZE, Plan, Workload};
-use crate::process::{Process, one_line, run_bounded, start_server};
+use netcon_tools::child_process::{Process, one_line, run_bounded, start_server};
 
 /// The echo server's port in the server namespace.
 const ECHO_PORT: u16 = 7777;

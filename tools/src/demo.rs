@@ -1,7 +1,6 @@
 //! `netcon-ctl demo`: measures netcon on a namespace it makes itself, with iperf3 for
 //! throughput and `pingpong` for round trips, and removes everything it made when it ends.
 
-mod child;
 mod report;
 
 use std::ffi::OsStr;
@@ -11,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::child_process::{Process, run_bounded, start_server};
 use crate::iperf::{IperfTotals, parse_iperf_json};
 use crate::pingpong::LatencySummary;
 use crate::program_check::find_program;
 use crate::signals;
 use crate::topology::{Dataplane, DataplaneOptions, Netns, binary_path, netcon_command};
-use child::{Server, run_bounded, start_server};
 pub use report::DemoReport;
 
 /// The port of the echo server inside the namespace.
@@ -259,7 +258,7 @@ fn run_iperf(
     peer: &str,
     seconds: u64,
     reverse: bool,
-    server: &Server,
+    server: &Process,
 ) -> Result<IperfTotals, DemoError> {
     let step = if reverse {
         "the download test"
@@ -293,7 +292,7 @@ fn pingpong_args(command: &mut Command, target: &str, options: &DemoOptions) {
     command.args(["--seconds", &PINGPONG_LIMIT.as_secs().to_string()]);
 }
 
-fn run_pingpong(command: &mut Command, server: &Server) -> Result<LatencySummary, DemoError> {
+fn run_pingpong(command: &mut Command, server: &Process) -> Result<LatencySummary, DemoError> {
     let step = "the round-trip test";
     let output = run_bounded(command, PINGPONG_LIMIT + PINGPONG_GRACE).map_err(step_error(step))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -311,7 +310,11 @@ fn run_pingpong(command: &mut Command, server: &Server) -> Result<LatencySummary
     })
 }
 
-fn start_step(command: &mut Command, ready: &str, step: &'static str) -> Result<Server, DemoError> {
+fn start_step(
+    command: &mut Command,
+    ready: &str,
+    step: &'static str,
+) -> Result<Process, DemoError> {
     start_server(command, ready, SERVER_READY_TIMEOUT).map_err(step_error(step))
 }
 

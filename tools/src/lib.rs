@@ -1,5 +1,6 @@
 //! netcon-ctl's commands and the test topology shared with the integration tests.
 
+pub mod child_process;
 pub mod demo;
 pub mod echo_server;
 pub mod inspect;

@@ -9,7 +9,7 @@ use netcon_tools::topology::Netns;
 
 use super::site::{ClientSide, Guard, Site, has_address, ip_in, netns_path, prepare_netns};
 use crate::StepError;
-use crate::process::{Process, wait_until};
+use netcon_tools::child_process::{Process, wait_until};
 
 /// The host namespace's address, which pasta copies into the client namespace.
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 1);

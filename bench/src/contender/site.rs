@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use netcon_tools::topology::{Dataplane, Netns, netcon_command};
 
-use crate::process::{Process, one_line, run_bounded, run_checked};
+use netcon_tools::child_process::{Process, one_line, run_bounded, run_checked};
 
 /// How long one `ip` or `sysctl` call of the setup may take.
 const SETUP_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);

@@ -9,7 +9,7 @@ use netcon_tools::topology::Netns;
 
 use super::site::{ClientSide, Guard, Site, has_address, netns_path, prepare_netns};
 use crate::StepError;
-use crate::process::{Process, wait_until};
+use netcon_tools::child_process::{Process, wait_until};
 
 /// The address slirp4netns maps to its own namespace's loopback (`--disable-host-loopback`
 /// turns that off).

@@ -1,5 +1,5 @@
-//! Child processes of a benchmark run: commands run to completion and servers waited on until
-//! ready, all bounded in time and stopped early when the run is interrupted.
+//! Child processes of the demo and the benchmark runner: commands run to completion and servers
+//! waited on until ready, all bounded in time and stopped early when the run is interrupted.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::process::{Command, ExitStatus, Output, Stdio};
@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use netcon_tools::signals;
-use netcon_tools::topology::ChildGuard;
+use crate::signals;
+use crate::topology::ChildGuard;
 
 /// How often waits check for exit, timeout and interruption.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -23,7 +23,8 @@ pub fn interrupted_error() -> io::Error {
 /// Returns an error when it cannot start, runs longer than `timeout` or the run is
 /// interrupted. In those cases the process is stopped first.
 pub fn run_bounded(command: &mut Command, timeout: Duration) -> io::Result<Output> {
-    let mut process = Process::spawn(command, "benchmark client")?;
+    let label = command.get_program().to_string_lossy().into_owned();
+    let mut process = Process::spawn(command, &label)?;
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = process.try_wait()? {
@@ -128,7 +129,8 @@ pub fn start_server(
     ready_text: &str,
     timeout: Duration,
 ) -> io::Result<Process> {
-    let mut server = Process::spawn(command, "benchmark server")?;
+    let label = command.get_program().to_string_lossy().into_owned();
+    let mut server = Process::spawn(command, &label)?;
     let deadline = Instant::now() + timeout;
     loop {
         if server.stdout_text().contains(ready_text) {
