@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
+use common::download::{assert_same_file, curl_args};
 use common::{
-    Finished, NETCON_IP, PEER_IP, PYTHON, Process, Topology, run_bounded, run_until_ready,
-    sha256_file, wait_for_listener, write_random_file,
+    NETCON_IP, PEER_IP, PYTHON, Process, Topology, run_bounded, run_until_ready, wait_for_listener,
+    write_random_file,
 };
 use netcon_tools::topology::{netcon_command, require_root};
 
@@ -19,48 +19,6 @@ const PORT: u16 = 8080;
 /// curl's exit codes for "could not connect" and "operation timed out".
 const CURL_COULDNT_CONNECT: i32 = 7;
 const CURL_TIMED_OUT: i32 = 28;
-
-/// Returns curl arguments that fetch `url` into `output` and fail on any HTTP error.
-fn curl_args(url: &str, output: &Path) -> Vec<String> {
-    let args = [
-        "-sS",
-        "--fail",
-        "--connect-timeout",
-        "5",
-        "--max-time",
-        "60",
-        "-o",
-    ];
-    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    args.push(output.display().to_string());
-    args.push(url.to_owned());
-    args
-}
-
-/// Asserts that the download succeeded and `received` is a whole copy of `served`.
-fn assert_same_file(served: &Path, received: &Path, download: &Finished, server: &Process) {
-    if !download.succeeded() {
-        let (stdout, stderr) = server.output_so_far();
-        panic!(
-            "{} failed\n{download}\n{} stdout:\n{stdout}\n{} stderr:\n{stderr}",
-            download.label,
-            server.label(),
-            server.label()
-        );
-    }
-    let len = std::fs::metadata(received)
-        .unwrap_or_else(|err| panic!("{} is missing: {err}\n{download}", received.display()))
-        .len();
-    assert_eq!(
-        len, FILE_LEN,
-        "downloaded length differs from the served file"
-    );
-    assert_eq!(
-        sha256_file(received),
-        sha256_file(served),
-        "downloaded content differs"
-    );
-}
 
 #[test]
 fn curl_downloads_from_namespace_server() {
@@ -90,10 +48,10 @@ fn curl_downloads_from_namespace_server() {
 
     let url = format!("http://{PEER_IP}:{PORT}/file.bin");
     let mut curl = netcon_command(topology.socket(), "curl");
-    curl.args(curl_args(&url, &received));
+    curl.args(curl_args(&[], &url, &received));
     let download = run_bounded(curl, "curl through netcon", Duration::from_secs(90));
 
-    assert_same_file(&served, &received, &download, &server);
+    assert_same_file(&served, &received, FILE_LEN, &download, &server);
 }
 
 #[test]
@@ -127,7 +85,7 @@ fn server_through_netcon_serves_curl() {
     let download = run_until_ready(
         || {
             let mut curl = topology.netns.command("curl");
-            curl.args(curl_args(&url, &received));
+            curl.args(curl_args(&[], &url, &received));
             curl
         },
         "curl in the namespace",
@@ -142,5 +100,5 @@ fn server_through_netcon_serves_curl() {
             "http.server through netcon exited ({status})\nstdout:\n{stdout}\nstderr:\n{stderr}"
         );
     }
-    assert_same_file(&served, &received, &download, &server);
+    assert_same_file(&served, &received, FILE_LEN, &download, &server);
 }

@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
+use common::download::{assert_same_file, curl_args};
 use common::{
-    Finished, NETCON_IP, NETCON_IP6, PEER_IP6, PYTHON, Process, Topology, run_bounded,
-    run_until_ready, sha256_file, wait_for_listener, write_random_file,
+    NETCON_IP, NETCON_IP6, PEER_IP6, PYTHON, Process, Topology, run_bounded, run_until_ready,
+    wait_for_listener, write_random_file,
 };
 use netcon_tools::topology::{netcon_command, require_root};
 
@@ -130,51 +130,6 @@ only_loopback = listener(socket.AF_INET6, "::1", loop6)
 show("IPv4 listener beside ::1", lambda: listener(socket.AF_INET, "0.0.0.0", loop6))
 "#;
 
-/// Returns curl arguments that fetch `url` over IPv6 into `output` and fail on any HTTP error.
-/// `-g` keeps curl from reading the brackets of an IPv6 literal as a glob.
-fn curl_args(url: &str, output: &Path) -> Vec<String> {
-    let args = [
-        "-6",
-        "-g",
-        "-sS",
-        "--fail",
-        "--connect-timeout",
-        "5",
-        "--max-time",
-        "60",
-        "-o",
-    ];
-    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    args.push(output.display().to_string());
-    args.push(url.to_owned());
-    args
-}
-
-/// Asserts that the download succeeded and `received` is a whole copy of `served`.
-fn assert_same_file(served: &Path, received: &Path, download: &Finished, server: &Process) {
-    if !download.succeeded() {
-        let (stdout, stderr) = server.output_so_far();
-        panic!(
-            "{} failed\n{download}\n{} stdout:\n{stdout}\n{} stderr:\n{stderr}",
-            download.label,
-            server.label(),
-            server.label()
-        );
-    }
-    let len = std::fs::metadata(received)
-        .unwrap_or_else(|err| panic!("{} is missing: {err}\n{download}", received.display()))
-        .len();
-    assert_eq!(
-        len, FILE_LEN,
-        "downloaded length differs from the served file"
-    );
-    assert_eq!(
-        sha256_file(received),
-        sha256_file(served),
-        "downloaded content differs"
-    );
-}
-
 /// Creates a directory with a random file of `FILE_LEN` bytes named `file.bin`.
 fn served_file() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().expect("cannot create a temporary directory");
@@ -203,11 +158,11 @@ fn curl_ipv6_to_namespace_server() {
 
     let url = format!("http://[{PEER_IP6}]:{PORT}/file.bin");
     let mut curl = netcon_command(topology.socket(), "curl");
-    curl.args(curl_args(&url, &received));
+    curl.args(curl_args(&["-6", "-g"], &url, &received));
     curl.args(["-w", "%{local_ip} %{remote_ip}"]);
     let download = run_bounded(curl, "curl -6 through netcon", Duration::from_secs(90));
 
-    assert_same_file(&served, &received, &download, &server);
+    assert_same_file(&served, &received, FILE_LEN, &download, &server);
     assert_eq!(
         download.stdout.trim(),
         format!("{NETCON_IP6} {PEER_IP6}"),
@@ -243,7 +198,7 @@ fn dual_stack_server_serves_both_families() {
         let download = run_until_ready(
             || {
                 let mut curl = topology.netns.command("curl");
-                curl.args(curl_args(&url, &received));
+                curl.args(curl_args(&["-6", "-g"], &url, &received));
                 curl.arg(family);
                 curl
             },
@@ -252,7 +207,7 @@ fn dual_stack_server_serves_both_families() {
             Duration::from_secs(15),
             |run| matches!(run.code(), Some(CURL_COULDNT_CONNECT | CURL_TIMED_OUT)),
         );
-        assert_same_file(&served, &received, &download, &server);
+        assert_same_file(&served, &received, FILE_LEN, &download, &server);
     }
 
     // http.server logs each request with the client's address as its socket reports it.

@@ -4,6 +4,8 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+pub mod download;
+
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
