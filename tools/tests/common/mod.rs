@@ -513,6 +513,28 @@ pub struct WrkReport {
     pub output: String,
 }
 
+impl WrkReport {
+    /// Asserts that wrk completed requests, all of them without socket errors and with 2xx or
+    /// 3xx answers. `server_log` is added to the message on socket errors.
+    pub fn assert_clean(&self, server_log: &str) {
+        assert!(
+            self.requests > 0,
+            "wrk completed no request\n{}",
+            self.output
+        );
+        assert_eq!(
+            self.socket_errors, 0,
+            "wrk saw socket errors\n{}\n{server_log}",
+            self.output
+        );
+        assert_eq!(
+            self.non_success, 0,
+            "wrk saw non-2xx answers\n{}",
+            self.output
+        );
+    }
+}
+
 /// Runs wrk from inside `netns` against `url` for `seconds` with `connections` connections on
 /// two threads. wrk's per-request timeout is raised from 2 s to 10 s: the data plane's worker
 /// shares its core with the servers under test, and a request that still times out is lost.
