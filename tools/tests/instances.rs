@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{Process, run_bounded, sha256_file, write_random_file};
+use common::{Process, run_bounded, sha256_file, wait_for_connect, write_random_file};
 use netcon_tools::topology::{Netns, binary_path, require_root};
 use segment::{Instance, InstanceOptions, Segment, User, UserDir};
 
@@ -60,29 +60,7 @@ fn start(segment: &Segment, user: &User, host: u8, workers: usize) -> Instance {
 /// server behind an instance listens (its listener is in netcon's stack, where `ss` cannot
 /// see it). Panics when `server` exits first or after 15 s.
 fn wait_for_port(segment: &Segment, ip: &str, port: u16, server: &mut Process) {
-    let deadline = Instant::now() + LISTEN_TIMEOUT;
-    let probe = format!("exec 3<>/dev/tcp/{ip}/{port}");
-    loop {
-        let mut command = segment.command("bash");
-        command.args(["-c", &probe]);
-        if run_bounded(command, "connect probe", Duration::from_secs(3)).succeeded() {
-            return;
-        }
-        if let Some(status) = server.try_wait() {
-            let (stdout, stderr) = server.output_so_far();
-            panic!(
-                "{} exited ({status}) before listening\nstdout:\n{stdout}\nstderr:\n{stderr}",
-                server.label()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} does not accept connections on {ip}:{port} after {LISTEN_TIMEOUT:?}\n{:?}",
-            server.label(),
-            server.output_so_far()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_connect(|| segment.command("bash"), ip, port, server, LISTEN_TIMEOUT);
 }
 
 /// Writes an nginx configuration that serves `root` on [`HTTP_PORT`] with all its paths in

@@ -477,10 +477,23 @@ pub fn record_compat(program: &str, version: &str, role: &str, result: &str) {
 /// `port` succeeds, so a server run through netcon (whose listener `ss` cannot see) is ready.
 /// Each probe connects and closes at once. Panics when `server` exits first or time runs out.
 pub fn wait_for_netcon_listener(netns: &Netns, port: u16, server: &mut Process, timeout: Duration) {
+    wait_for_connect(|| netns.command("bash"), NETCON_IP, port, server, timeout);
+}
+
+/// Waits up to `timeout` until a TCP connection to `ip`:`port` from the bash that `shell`
+/// returns succeeds. Each probe connects and closes at once. Panics when `server` exits first
+/// or time runs out.
+pub fn wait_for_connect(
+    shell: impl Fn() -> Command,
+    ip: &str,
+    port: u16,
+    server: &mut Process,
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
-    let probe = format!("exec 3<>/dev/tcp/{NETCON_IP}/{port}");
+    let probe = format!("exec 3<>/dev/tcp/{ip}/{port}");
     loop {
-        let mut command = netns.command("bash");
+        let mut command = shell();
         command.args(["-c", &probe]);
         if run_bounded(command, "connect probe", Duration::from_secs(3)).succeeded() {
             return;
@@ -495,7 +508,7 @@ pub fn wait_for_netcon_listener(netns: &Netns, port: u16, server: &mut Process, 
         if Instant::now() >= deadline {
             let (stdout, stderr) = server.output_so_far();
             panic!(
-                "{} accepts no connection on {NETCON_IP}:{port} after {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+                "{} accepts no connection on {ip}:{port} after {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
                 server.label()
             );
         }
