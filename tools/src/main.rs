@@ -45,7 +45,8 @@ enum Commands {
         /// As root, only the network namespace is new, so servers that switch to another user
         /// keep doing so. Any other user also gets a user namespace that maps their own uid
         /// and gid to themselves (setgroups denied): the program keeps its ids but cannot
-        /// change them, and files of other users show as owned by nobody (65534). netcon-dp
+        /// change them (setuid fails with EINVAL where it would fail with EPERM), and files
+        /// of other users show as owned by nobody (65534). netcon-dp
         /// sees the program's real uid through SO_PEERCRED. The control socket is a path,
         /// which every namespace reaches. With `netcon-dp --loopback kernel`, loopback
         /// sockets meet only programs in the same namespace, not the host's servers.
