@@ -416,3 +416,42 @@ fn isolate_help_describes_namespace() {
         assert!(text.contains(needle), "--help lacks {needle:?}\n{text}");
     }
 }
+
+/// Listens on 127.0.0.1, connects to itself and prints the greeting, then tries 127.0.0.1
+/// PORT and prints "refused" or "connected".
+const SELF_LOOPBACK_PROBE: &str = r#"
+import socket, sys
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+client = socket.create_connection(srv.getsockname(), timeout=10)
+conn, _ = srv.accept()
+conn.sendall(b"hello over lo")
+print(client.recv(64).decode())
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+    print("connected")
+except ConnectionRefusedError:
+    print("refused")
+"#;
+
+#[test]
+fn kernel_loopback_stays_in_namespace() {
+    if !require_root("kernel_loopback_stays_in_namespace") {
+        return;
+    }
+    // With --loopback kernel, loopback sockets become kernel sockets of the program's own
+    // namespace: its `lo`, which --isolate brings up, and not the host's.
+    let topology = Topology::start_with("nciso", |options| {
+        options
+            .extra_args
+            .extend(["--loopback".to_owned(), "kernel".to_owned()]);
+    });
+    let host = LoopbackServer::start();
+    let mut command = isolated_netcon_command(topology.socket(), PYTHON);
+    command.args(["-c", SELF_LOOPBACK_PROBE, &host.port.to_string()]);
+    let run = run_bounded(command, "loopback probe isolated", Duration::from_secs(30));
+    run.assert_success();
+    assert_eq!(run.stdout, "hello over lo\nrefused\n", "{run}");
+    assert_eq!(host.accepted(), 0, "the host's server was reached");
+}
