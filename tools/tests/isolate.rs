@@ -26,6 +26,9 @@ const NOBODY_UID: u32 = 65534;
 /// Exit status of `netcon-ctl run` for a rejected program.
 const EXIT_CANNOT_EXECUTE: i32 = 126;
 
+/// Exit status of `netcon-ctl run` when it fails itself.
+const EXIT_FAILED: i32 = 125;
+
 /// Prints the uid and gid, the interface names, whether `lo` is up, the reply of the echo
 /// server at ADDRESS PORT through a socket made with libc (so through netcon), and whether
 /// the program may change its uid.
@@ -454,4 +457,75 @@ fn kernel_loopback_stays_in_namespace() {
     run.assert_success();
     assert_eq!(run.stdout, "hello over lo\nrefused\n", "{run}");
     assert_eq!(host.accepted(), 0, "the host's server was reached");
+}
+
+/// Runs `netcon-ctl run --isolate -- true` under the limits helper in `mode` and returns the
+/// run.
+fn isolate_under_limits(topology: &Topology, helper: &CProgram, mode: &str) -> Finished {
+    let mut command = Command::new(helper.path());
+    command
+        .arg(mode)
+        .arg(binary_path("netcon-ctl"))
+        .args(["run", "--isolate", "--socket"])
+        .arg(topology.socket())
+        .args(["--", "true"]);
+    run_bounded(
+        command,
+        &format!("run --isolate ({mode})"),
+        Duration::from_secs(30),
+    )
+}
+
+/// Asserts that `run` failed as netcon-ctl does (status 125) with one error line holding
+/// every one of `needles`.
+fn assert_isolate_error(run: &Finished, needles: &[&str]) {
+    assert_eq!(run.code(), Some(EXIT_FAILED), "{run}");
+    let error = run
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("netcon-ctl: error: cannot isolate true: "))
+        .unwrap_or_else(|| panic!("no error line\n{run}"));
+    for needle in needles {
+        assert!(error.contains(needle), "the error lacks {needle:?}\n{run}");
+    }
+}
+
+#[test]
+fn user_namespaces_forbidden_explained() {
+    if !require_root("user_namespaces_forbidden_explained") {
+        return;
+    }
+    let topology = Topology::start("nciso");
+    let helper = CProgram::compile("userns_limits", include_str!("programs/userns_limits.c"));
+
+    // user.max_user_namespaces is 0 in the caller's user namespace.
+    let run = isolate_under_limits(&topology, &helper, "limit");
+    assert_isolate_error(
+        &run,
+        &[
+            "/proc/sys/user/max_user_namespaces is 0",
+            "run netcon-ctl as root",
+            "`sysctl -w user.max_user_namespaces=10000`",
+        ],
+    );
+
+    // A seccomp filter fails unshare for an unprivileged user, then for root.
+    let run = isolate_under_limits(&topology, &helper, "seccomp");
+    assert_isolate_error(
+        &run,
+        &[
+            "creating the namespaces (unshare) failed",
+            "Operation not permitted",
+            "seccomp",
+        ],
+    );
+    let run = isolate_under_limits(&topology, &helper, "seccomp-root");
+    assert_isolate_error(
+        &run,
+        &[
+            "creating the namespaces (unshare) failed",
+            "runs as root",
+            "CAP_SYS_ADMIN",
+        ],
+    );
 }

@@ -26,7 +26,7 @@ const USERNS_SETTINGS: [(&str, &str, &str); 3] = [
         "0",
         "sysctl -w user.max_net_namespaces=10000",
     ),
-    // Debian kernels before 6.1 carry this switch, off in some configurations.
+    // A switch that Debian's and Ubuntu's kernels add; 0 forbids unprivileged user namespaces.
     (
         "/proc/sys/kernel/unprivileged_userns_clone",
         "0",
@@ -34,8 +34,8 @@ const USERNS_SETTINGS: [(&str, &str, &str); 3] = [
     ),
 ];
 
-/// Ubuntu's AppArmor switch: when 1, an unprivileged user namespace gets no capabilities, so
-/// bringing loopback up fails.
+/// Ubuntu's AppArmor switch (from 23.10): when 1, a user namespace made by an unconfined
+/// program gets no capabilities in it, so setting the namespace up fails.
 const APPARMOR_SETTING: &str = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns";
 
 /// A step of entering the namespaces in the child, in the order they run.
@@ -66,7 +66,7 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Step::Unshare => "unshare (new network namespace)",
+            Step::Unshare => "creating the namespaces (unshare)",
             Step::DenySetgroups => "writing \"deny\" to /proc/self/setgroups",
             Step::UidMap => "writing /proc/self/uid_map",
             Step::GidMap => "writing /proc/self/gid_map",
@@ -75,7 +75,7 @@ impl fmt::Display for Step {
     }
 }
 
-/// Why the program could not be isolated.
+/// A reason the program could not be isolated.
 #[derive(Debug)]
 pub enum IsolateError {
     /// A kernel setting forbids users other than root to create user namespaces.
@@ -131,9 +131,9 @@ fn failure_hint(step: Step, as_root: bool, source: &io::Error) -> String {
         Some(libc::EINVAL) if step == Step::Unshare => {
             "the kernel lacks user or network namespaces (CONFIG_USER_NS, CONFIG_NET_NS)".to_owned()
         }
-        Some(libc::EPERM | libc::EACCES) if as_root => "netcon-ctl runs as root but lacks \
-             CAP_SYS_ADMIN or CAP_NET_ADMIN, as in a container started without them; run it \
-             where root holds them, or leave out --isolate"
+        Some(libc::EPERM | libc::EACCES) if as_root => "netcon-ctl runs as root but may not \
+             create the namespace: it lacks CAP_SYS_ADMIN or CAP_NET_ADMIN, or a seccomp filter \
+             forbids unshare, as in containers; run it where root may, or leave out --isolate"
             .to_owned(),
         Some(libc::EPERM | libc::EACCES) if apparmor => format!(
             "AppArmor restricts unprivileged user namespaces ({APPARMOR_SETTING} is 1); run \
@@ -242,7 +242,7 @@ impl Isolation {
     }
 
     /// Returns the step that failed in the child, when spawning failed in one. Call it only
-    /// after spawn returned an error, when no child holds the pipe any more.
+    /// after spawn returned an error, when no child has the pipe open any more.
     pub fn failure(&self, spawn_error: &io::Error) -> Option<IsolateError> {
         let mut record = [0u8; 5];
         // SAFETY: record is valid for writes of its length; the read end is non-blocking.
@@ -405,7 +405,7 @@ mod tests {
             source: io::Error::from_raw_os_error(libc::ENOSPC),
         };
         let message = error.to_string();
-        assert!(message.starts_with("unshare (new network namespace) failed"));
+        assert!(message.starts_with("creating the namespaces (unshare) failed"));
         assert!(message.contains("user.max_user_namespaces"), "{message}");
 
         let error = IsolateError::StepFailed {
