@@ -22,7 +22,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
-    /// Run a program with the netcon preload, so its IPv4 TCP sockets go through netcon-dp.
+    /// Run a program with the netcon preload, so its IPv4 and IPv6 sockets go through netcon-dp.
+    ///
+    /// Rejects programs whose sockets the preload would not see: statically linked and Go
+    /// programs (which --isolate runs with loopback only), set-user-ID and set-group-ID
+    /// programs that would change ids, and programs with file capabilities unless run as root.
     ///
     /// Exits with the program's status (128 + N when signal N killed it), 125 when netcon-ctl
     /// fails or the preload did not load, 126 when the program cannot run with the preload,
@@ -35,6 +39,22 @@ enum Commands {
         /// Preload library [default: libnetcon_preload.so beside netcon-ctl]
         #[arg(long, value_name = "PATH")]
         preload: Option<PathBuf>,
+        /// Start the program in a new network namespace that holds only loopback (up), so a
+        /// socket that bypasses the preload cannot reach the host's network.
+        ///
+        /// As root, only the network namespace is new, so servers that switch to another user
+        /// keep doing so. Any other user also gets a user namespace that maps their own uid
+        /// and gid to themselves (setgroups denied): the program keeps its ids but cannot
+        /// change them (setuid fails with EINVAL where it would fail with EPERM), and files
+        /// of other users show as owned by nobody (65534). netcon-dp
+        /// sees the program's real uid through SO_PEERCRED. The control socket is a path,
+        /// which every namespace reaches. With `netcon-dp --loopback kernel`, loopback
+        /// sockets meet only programs in the same namespace, not the host's servers.
+        /// Statically linked and Go programs, whose sockets bypass the preload and which
+        /// `run` otherwise rejects, run with loopback only and no network. This is
+        /// containment, not a sandbox: a program running as root can leave the namespace.
+        #[arg(long)]
+        isolate: bool,
         /// The program to run, then its arguments
         #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
         command: Vec<OsString>,
@@ -164,8 +184,9 @@ fn main() -> ExitCode {
         Commands::Run {
             socket,
             preload,
+            isolate,
             command,
-        } => run_command(socket, preload, command),
+        } => run_command(socket, preload, isolate, command),
         Commands::Demo {
             mtu,
             seconds,
@@ -238,13 +259,19 @@ fn main() -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn run_command(socket: Option<PathBuf>, preload: Option<PathBuf>, command: Vec<OsString>) -> i32 {
+fn run_command(
+    socket: Option<PathBuf>,
+    preload: Option<PathBuf>,
+    isolate: bool,
+    command: Vec<OsString>,
+) -> i32 {
     let mut command = command.into_iter();
     let options = RunOptions {
         socket: socket.unwrap_or_else(netcon_control::path::socket_path_from_env),
         preload: preload.unwrap_or_else(|| binary_path("libnetcon_preload.so")),
         program: command.next().expect("clap requires a program"),
         args: command.collect(),
+        isolate,
     };
     match run::run(&options) {
         Ok(code) => code,

@@ -1,11 +1,14 @@
-//! Checks, before a program is started, that the dynamic loader will honour `LD_PRELOAD` for it:
-//! the program (or its script interpreter) must be a dynamically linked ELF that does not run in
-//! secure-execution mode.
+//! Checks, before a program is started, that the netcon preload will see its sockets: the
+//! program (or its script interpreter) must be a dynamically linked ELF that does not run in
+//! secure-execution mode, and not a Go program, whose runtime makes socket system calls
+//! without libc.
+
+mod elf;
 
 use std::ffi::{CString, OsStr};
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -13,14 +16,18 @@ use std::path::{Path, PathBuf};
 /// Linux follows at most this many `#!` interpreters (BINPRM_MAX_RECURSION in fs/exec.c).
 const MAX_SCRIPT_DEPTH: usize = 4;
 
-/// The program header type of the loader path (PT_INTERP in the ELF specification).
-const PT_INTERP: u32 = 3;
+use elf::ElfHeader;
+#[cfg(test)]
+use elf::PT_INTERP;
 
-/// A reason the preload library would not load into a program.
+/// A reason the preload library would not see a program's sockets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
     /// The program is an ELF file without a PT_INTERP header, so no dynamic loader runs.
     StaticElf { path: PathBuf },
+    /// The Go linker built the program. Go's runtime makes socket system calls itself, not
+    /// through libc, so the preload loads but never sees its connections.
+    GoProgram { path: PathBuf },
     /// Exec would change the effective user or group id (to `id`), so the loader ignores
     /// `LD_PRELOAD`.
     SetId {
@@ -32,13 +39,55 @@ pub enum Rejection {
     FileCapabilities { path: PathBuf },
 }
 
+impl Rejection {
+    /// Returns whether `netcon-ctl run --isolate` runs the program anyway: its sockets bypass
+    /// netcon, but in a namespace holding only loopback they reach nothing else. Programs that
+    /// would gain privileges stay rejected.
+    pub fn allowed_isolated(&self) -> bool {
+        matches!(
+            self,
+            Rejection::StaticElf { .. } | Rejection::GoProgram { .. }
+        )
+    }
+
+    /// Returns whether the dynamic loader still loads the preload into the program, so its
+    /// ready line can be awaited.
+    pub fn preload_loads(&self) -> bool {
+        matches!(self, Rejection::GoProgram { .. })
+    }
+
+    /// Returns the warning printed when `--isolate` runs a program despite this rejection.
+    pub fn isolated_warning(&self) -> String {
+        let what = match self {
+            Rejection::StaticElf { path } => format!("{} is statically linked", path.display()),
+            Rejection::GoProgram { path } => format!("{} is a Go program", path.display()),
+            Rejection::SetId { path, .. } | Rejection::FileCapabilities { path } => {
+                format!("{} runs in secure mode", path.display())
+            }
+        };
+        format!(
+            "{what}, so its sockets bypass netcon; with --isolate it has loopback only and no \
+             network"
+        )
+    }
+}
+
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::StaticElf { path } => write!(
                 f,
                 "{} is statically linked (no ELF interpreter), so LD_PRELOAD cannot load the \
-                 netcon preload into it; use a dynamically linked build of the program",
+                 netcon preload into it and its connections would bypass netcon; use a \
+                 dynamically linked build of the program, or add --isolate to run it with \
+                 loopback only and no network",
+                path.display()
+            ),
+            Rejection::GoProgram { path } => write!(
+                f,
+                "{} is a Go program: Go makes its socket system calls directly instead of \
+                 through libc, so the netcon preload cannot intercept its connections and they \
+                 would bypass netcon; add --isolate to run it with loopback only and no network",
                 path.display()
             ),
             Rejection::SetId { path, bit, id } => write!(
@@ -84,11 +133,18 @@ pub fn check_program(path: &Path) -> Result<(), Rejection> {
     for _ in 0..=MAX_SCRIPT_DEPTH {
         match read_kind(&current) {
             Ok(FileKind::Script { interpreter }) => current = interpreter,
-            Ok(FileKind::Elf { has_interpreter }) => {
+            Ok(FileKind::Elf {
+                has_interpreter,
+                is_go,
+            }) => {
                 if !has_interpreter {
                     return Err(Rejection::StaticElf { path: current });
                 }
-                return check_secure_exec(&current);
+                check_secure_exec(&current)?;
+                if is_go {
+                    return Err(Rejection::GoProgram { path: current });
+                }
+                return Ok(());
             }
             Ok(FileKind::Other) | Err(_) => return Ok(()),
         }
@@ -100,7 +156,7 @@ pub fn check_program(path: &Path) -> Result<(), Rejection> {
 #[derive(Debug, PartialEq, Eq)]
 enum FileKind {
     Script { interpreter: PathBuf },
-    Elf { has_interpreter: bool },
+    Elf { has_interpreter: bool, is_go: bool },
     Other,
 }
 
@@ -122,6 +178,8 @@ fn read_kind(path: &Path) -> io::Result<FileKind> {
     match ElfHeader::parse(head) {
         Some(header) => Ok(FileKind::Elf {
             has_interpreter: header.has_interp(&mut file)?,
+            // A section table that cannot be read shows no Go sections.
+            is_go: header.is_go(&mut file).unwrap_or(false),
         }),
         None => Ok(FileKind::Other),
     }
@@ -136,98 +194,6 @@ fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(len)
-}
-
-/// The fields of an ELF file header needed to walk the program headers.
-#[derive(Debug)]
-struct ElfHeader {
-    is_64: bool,
-    big_endian: bool,
-    phoff: u64,
-    phentsize: u16,
-    phnum: u16,
-}
-
-impl ElfHeader {
-    /// Parses the file header at the start of `head`, or returns `None` when it is not ELF.
-    fn parse(head: &[u8]) -> Option<ElfHeader> {
-        if head.len() < 64 || &head[..4] != b"\x7fELF" {
-            return None;
-        }
-        let is_64 = match head[4] {
-            1 => false,
-            2 => true,
-            _ => return None,
-        };
-        let big_endian = match head[5] {
-            1 => false,
-            2 => true,
-            _ => return None,
-        };
-        let u16_at = |at: usize| read_u16(&head[at..at + 2], big_endian);
-        let (phoff, phentsize, phnum) = if is_64 {
-            (read_u64(&head[32..40], big_endian), u16_at(54), u16_at(56))
-        } else {
-            (
-                u64::from(read_u32(&head[28..32], big_endian)),
-                u16_at(42),
-                u16_at(44),
-            )
-        };
-        Some(ElfHeader {
-            is_64,
-            big_endian,
-            phoff,
-            phentsize,
-            phnum,
-        })
-    }
-
-    /// Returns whether a program header of type PT_INTERP exists.
-    fn has_interp(&self, file: &mut File) -> io::Result<bool> {
-        let min_entry = if self.is_64 { 56 } else { 32 };
-        if usize::from(self.phentsize) < min_entry {
-            return Ok(false);
-        }
-        let mut entry = vec![0u8; usize::from(self.phentsize)];
-        for index in 0..u64::from(self.phnum) {
-            file.seek(SeekFrom::Start(
-                self.phoff + index * u64::from(self.phentsize),
-            ))?;
-            file.read_exact(&mut entry)?;
-            if read_u32(&entry[..4], self.big_endian) == PT_INTERP {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-}
-
-fn read_u16(bytes: &[u8], big_endian: bool) -> u16 {
-    let bytes = bytes.try_into().expect("two bytes");
-    if big_endian {
-        u16::from_be_bytes(bytes)
-    } else {
-        u16::from_le_bytes(bytes)
-    }
-}
-
-fn read_u32(bytes: &[u8], big_endian: bool) -> u32 {
-    let bytes = bytes.try_into().expect("four bytes");
-    if big_endian {
-        u32::from_be_bytes(bytes)
-    } else {
-        u32::from_le_bytes(bytes)
-    }
-}
-
-fn read_u64(bytes: &[u8], big_endian: bool) -> u64 {
-    let bytes = bytes.try_into().expect("eight bytes");
-    if big_endian {
-        u64::from_be_bytes(bytes)
-    } else {
-        u64::from_le_bytes(bytes)
-    }
 }
 
 /// Rejects an ELF file whose exec would set AT_SECURE: a set-user-ID bit for another user, a
@@ -326,7 +292,8 @@ mod tests {
         assert_eq!(
             kind,
             FileKind::Elf {
-                has_interpreter: true
+                has_interpreter: true,
+                is_go: false,
             }
         );
     }
@@ -381,7 +348,8 @@ mod tests {
         assert_eq!(
             kind,
             FileKind::Elf {
-                has_interpreter: true
+                has_interpreter: true,
+                is_go: false,
             }
         );
     }

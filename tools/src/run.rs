@@ -1,6 +1,7 @@
 //! `netcon-ctl run`: starts a program with the netcon preload and makes sure the preload took
 //! hold before the program can open a connection past netcon.
 
+mod isolate;
 mod ready;
 pub(crate) mod socket_check;
 
@@ -17,6 +18,7 @@ use netcon_control::path::SOCKET_ENV;
 
 use crate::program_check::{self, Rejection};
 use crate::signals;
+use isolate::{IsolateError, Isolation};
 use ready::{ReadyPipe, ReadyWait};
 
 /// The variable naming the fd the preload writes its ready line to.
@@ -43,6 +45,8 @@ pub struct RunOptions {
     pub program: OsString,
     /// The program's arguments.
     pub args: Vec<OsString>,
+    /// Start the program in a network namespace of its own holding only loopback.
+    pub isolate: bool,
 }
 
 /// A failure of `netcon-ctl run` before the program's own exit status is known.
@@ -60,6 +64,11 @@ pub enum RunError {
     Spawn {
         program: OsString,
         source: io::Error,
+    },
+    /// The program could not be put into a namespace of its own (`--isolate`).
+    Isolate {
+        program: OsString,
+        source: IsolateError,
     },
     /// The program started but the preload did not report that it loaded.
     PreloadNotLoaded { program: OsString, reason: String },
@@ -106,6 +115,9 @@ impl fmt::Display for RunError {
             RunError::Spawn { program, source } => {
                 write!(f, "cannot execute {}: {source}", program.to_string_lossy())
             }
+            RunError::Isolate { program, source } => {
+                write!(f, "cannot isolate {}: {source}", program.to_string_lossy())
+            }
             RunError::PreloadNotLoaded { program, reason } => write!(
                 f,
                 "the netcon preload did not load into {} ({reason}), so its connections \
@@ -130,11 +142,18 @@ pub fn run(options: &RunOptions) -> Result<i32, RunError> {
         program_check::find_program(&options.program).ok_or_else(|| RunError::ProgramNotFound {
             program: options.program.clone(),
         })?;
-    program_check::check_program(&program).map_err(RunError::Rejected)?;
+    let expect_ready = check_program(&program, options.isolate)?;
+    let isolate_error = |source| RunError::Isolate {
+        program: options.program.clone(),
+        source,
+    };
+    let isolation = match options.isolate {
+        true => Some(Isolation::prepare().map_err(isolate_error)?),
+        false => None,
+    };
 
     let io_error = |operation| move |source| RunError::Io { operation, source };
     signals::install_forwarding().map_err(io_error("installing signal handlers"))?;
-    let pipe = ReadyPipe::new().map_err(io_error("creating the ready pipe"))?;
     let socket = std::path::absolute(&options.socket).map_err(io_error("resolving --socket"))?;
 
     let mut command = Command::new(&program);
@@ -145,23 +164,27 @@ pub fn run(options: &RunOptions) -> Result<i32, RunError> {
             "LD_PRELOAD",
             ld_preload_value(&preload, std::env::var_os("LD_PRELOAD")),
         )
-        .env(SOCKET_ENV, &socket)
-        .env(READY_FD_ENV, pipe.write_fd().as_raw_fd().to_string());
-    let write_fd = pipe.write_fd().as_raw_fd();
-    // SAFETY: the closure runs in the child between fork and exec and only calls fcntl, which
-    // is async-signal-safe. Clearing FD_CLOEXEC lets the ready fd survive exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::fcntl(write_fd, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        .env(SOCKET_ENV, &socket);
+    let pipe = match expect_ready {
+        true => {
+            let pipe = ReadyPipe::new().map_err(io_error("creating the ready pipe"))?;
+            pass_ready_fd(&mut command, &pipe);
+            Some(pipe)
+        }
+        false => None,
+    };
+    if let Some(isolation) = &isolation {
+        isolation.apply(&mut command);
     }
 
-    let mut child = command.spawn().map_err(|source| RunError::Spawn {
-        program: options.program.clone(),
-        source,
+    let mut child = command.spawn().map_err(|source| {
+        match isolation.as_ref().and_then(|i| i.failure(&source)) {
+            Some(failure) => isolate_error(failure),
+            None => RunError::Spawn {
+                program: options.program.clone(),
+                source,
+            },
+        }
     })?;
     signals::forward_to(child.id());
     if signals::interrupted() {
@@ -174,12 +197,44 @@ pub fn run(options: &RunOptions) -> Result<i32, RunError> {
 
     // NOTE: when ld.so skips the preload (it prints "cannot be preloaded ... ignored"), the
     // program runs unintercepted until the pipe closes or the timeout kills it.
-    match pipe.wait_for_line(READY_TIMEOUT) {
-        Ok(ReadyWait::Line(line)) if line.starts_with("netcon-preload ") => {}
-        outcome => return Err(preload_failed(&mut child, &options.program, outcome)),
+    if let Some(pipe) = pipe {
+        match pipe.wait_for_line(READY_TIMEOUT) {
+            Ok(ReadyWait::Line(line)) if line.starts_with("netcon-preload ") => {}
+            outcome => return Err(preload_failed(&mut child, &options.program, outcome)),
+        }
     }
     let status = wait_forwarding(&mut child).map_err(io_error("waiting for the program"))?;
     Ok(exit_code(status))
+}
+
+/// Checks that the preload sees the program's sockets, and returns whether it will report
+/// that it loaded. With `isolate`, a program whose sockets bypass the preload (statically
+/// linked or Go) runs anyway after a warning, because it reaches only loopback.
+fn check_program(program: &Path, isolate: bool) -> Result<bool, RunError> {
+    match program_check::check_program(program) {
+        Ok(()) => Ok(true),
+        Err(rejection) if isolate && rejection.allowed_isolated() => {
+            eprintln!("netcon-ctl: warning: {}", rejection.isolated_warning());
+            Ok(rejection.preload_loads())
+        }
+        Err(rejection) => Err(RunError::Rejected(rejection)),
+    }
+}
+
+/// Names the ready pipe's write end in the program's environment and lets it survive exec.
+fn pass_ready_fd(command: &mut Command, pipe: &ReadyPipe) {
+    let write_fd = pipe.write_fd().as_raw_fd();
+    command.env(READY_FD_ENV, write_fd.to_string());
+    // SAFETY: the closure runs in the child between fork and exec and only calls fcntl, which
+    // is async-signal-safe. Clearing FD_CLOEXEC lets the ready fd survive exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::fcntl(write_fd, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Kills a program whose preload did not report in, and describes why.

@@ -11,7 +11,7 @@ mod process;
 
 pub use dataplane::{Dataplane, DataplaneOptions};
 pub use netns::Netns;
-pub use paths::{binary_path, netcon_command, require_root};
+pub use paths::{binary_path, isolated_netcon_command, netcon_command, require_root};
 pub use process::{ChildGuard, stop_child};
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -3,7 +3,8 @@
 //! reads ECONNRESET, and SO_LINGER reads back as set. An ordinary close after reading
 //! everything sends a FIN, so the peer reads EOF. Each scenario runs the probe inside the
 //! namespace on the kernel's TCP and through netcon, against the same kind of kernel peer,
-//! and both runs must report the same.
+//! and both runs must report the same. The run through netcon uses `--isolate`, so a socket
+//! that escaped netcon would fail instead.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 use common::{
     CProgram, Finished, PEER_IP, PYTHON, Process, Topology, run_bounded, wait_for_output,
 };
-use netcon_tools::topology::{netcon_command, require_root};
+use netcon_tools::topology::{isolated_netcon_command, require_root};
 
 /// The probe program; its modes are listed at the top of the file.
 const PROBE_SOURCE: &str = include_str!("programs/close_probe.c");
@@ -98,7 +99,7 @@ impl Fixture {
     fn probe(&self, side: Side, args: &[&str]) -> Command {
         let mut command = match side {
             Side::Kernel => self.topology.netns.command(self.probe.program()),
-            Side::Netcon => netcon_command(self.topology.socket(), self.probe.program()),
+            Side::Netcon => isolated_netcon_command(self.topology.socket(), self.probe.program()),
         };
         command.args(args);
         command

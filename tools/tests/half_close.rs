@@ -1,6 +1,7 @@
 //! Half-closed connections through netcon: the peer's FIN raises POLLRDHUP and EPOLLRDHUP on
 //! the program's socket as on the kernel's TCP, and 200 connections left half-closed in either
-//! direction cost netcon-dp no more CPU than it uses idle.
+//! direction cost netcon-dp no more CPU than it uses idle. The probe runs through netcon with
+//! `--isolate`, so a socket that escaped netcon would fail instead.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use common::{
     CProgram, PEER_IP, PYTHON, Process, Topology, cpu_ticks, run_bounded, wait_for_output,
 };
-use netcon_tools::topology::{netcon_command, require_root};
+use netcon_tools::topology::{isolated_netcon_command, require_root};
 
 /// The probe program; its modes are listed at the top of the file.
 const PROBE_SOURCE: &str = include_str!("programs/close_probe.c");
@@ -81,7 +82,7 @@ enum Side {
 fn probe_command(topology: &Topology, probe: &CProgram, side: Side) -> Command {
     match side {
         Side::Kernel => topology.netns.command(probe.program()),
-        Side::Netcon => netcon_command(topology.socket(), probe.program()),
+        Side::Netcon => isolated_netcon_command(topology.socket(), probe.program()),
     }
 }
 

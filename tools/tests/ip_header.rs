@@ -2,7 +2,8 @@
 //! connection sends carries them. That holds on an outgoing connection (set before connect,
 //! then the TOS changed midway, over IPv4 and IPv6) and on one accepted by a listener that set
 //! them. nftables counters in the peer's namespace count the packets by DSCP and TTL, for the same
-//! program on the kernel's TCP (over the namespace's loopback) and through netcon.
+//! program on the kernel's TCP (over the namespace's loopback) and through netcon, the latter
+//! with `--isolate`, so a socket that escaped netcon would fail instead.
 
 mod common;
 
@@ -13,7 +14,7 @@ use common::{
     CProgram, NETCON_IP, PEER_IP, PEER_IP6, PYTHON, Process, Topology, load_nft_rules, run_bounded,
     wait_for_output,
 };
-use netcon_tools::topology::{netcon_command, require_root};
+use netcon_tools::topology::{isolated_netcon_command, require_root};
 use serde_json::Value;
 
 /// The probe program; its modes are listed at the top of the file.
@@ -146,7 +147,7 @@ fn count(counters: &[(String, u64)], side: Side, what: &str) -> u64 {
 fn probe_command(topology: &Topology, probe: &CProgram, side: Side) -> Command {
     match side {
         Side::Kernel => topology.netns.command(probe.program()),
-        Side::Netcon => netcon_command(topology.socket(), probe.program()),
+        Side::Netcon => isolated_netcon_command(topology.socket(), probe.program()),
     }
 }
 

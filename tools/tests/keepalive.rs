@@ -1,13 +1,14 @@
 //! TCP keepalive through netcon: with SO_KEEPALIVE and short TCP_KEEPIDLE/INTVL/CNT, a peer
 //! that vanishes (its packets dropped with nftables) is detected at about the configured time,
-//! and a healthy idle connection outlives that time.
+//! and a healthy idle connection outlives that time. The client runs with
+//! `netcon-ctl run --isolate`, so a socket that escaped netcon would fail instead.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{PEER_IP, PYTHON, Process, Topology, start_socat_echo, wait_for_stdout};
-use netcon_tools::topology::{netcon_command, require_root};
+use netcon_tools::topology::{isolated_netcon_command, require_root};
 
 const ECHO_PORT: u16 = 7500;
 
@@ -51,7 +52,7 @@ fn keepalive_detects_vanished_peer() {
     }
     let topology = Topology::start("nckeep");
     let _echo = start_socat_echo(&topology, ECHO_PORT);
-    let mut client = netcon_command(topology.socket(), PYTHON);
+    let mut client = isolated_netcon_command(topology.socket(), PYTHON);
     client.args(["-c", KEEPALIVE_CLIENT, PEER_IP, &ECHO_PORT.to_string(), "0"]);
     let client = Process::spawn(client, "keepalive client through netcon");
     wait_for_stdout(&client, "connected", Duration::from_secs(15));
@@ -99,7 +100,7 @@ fn keepalive_keeps_healthy_idle_connection() {
     }
     let topology = Topology::start("nckeepok");
     let _echo = start_socat_echo(&topology, ECHO_PORT);
-    let mut client = netcon_command(topology.socket(), PYTHON);
+    let mut client = isolated_netcon_command(topology.socket(), PYTHON);
     // Idle for 6 s, twice the time after which a silent peer would be declared gone.
     client.args(["-c", KEEPALIVE_CLIENT, PEER_IP, &ECHO_PORT.to_string(), "6"]);
     let client = Process::spawn(client, "keepalive client through netcon");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{
     NETCON_IP, NETCON_IP6, PYTHON, Process, Topology, load_nft_rules, run_bounded, wait_for_stdout,
 };
-use netcon_tools::topology::{netcon_command, require_root};
+use netcon_tools::topology::{isolated_netcon_command, netcon_command, require_root};
 use serde_json::Value;
 
 const PORT: u16 = 7600;
@@ -67,7 +67,8 @@ fn tap_bytes(topology: &Topology) -> u64 {
 
 /// Runs the server bound to `bind` and the client against `connect_to`, both through netcon,
 /// and checks the transfer, the addresses both ends report (`client_ip` is the client's own)
-/// and the TAP's byte counters.
+/// and the TAP's byte counters. Each runs with `--isolate` in a namespace of its own, so the
+/// two meet only inside netcon-dp.
 fn transfer_over_loopback(
     workers: usize,
     bind: &str,
@@ -78,12 +79,12 @@ fn transfer_over_loopback(
     let topology = Topology::start_with(prefix, |options| options.workers = workers);
     let before = tap_bytes(&topology);
 
-    let mut server = netcon_command(topology.socket(), PYTHON);
+    let mut server = isolated_netcon_command(topology.socket(), PYTHON);
     server.args(["-c", SERVER, bind, &PORT.to_string()]);
     let server = Process::spawn(server, "server through netcon");
     wait_for_stdout(&server, "listening", Duration::from_secs(15));
 
-    let mut client = netcon_command(topology.socket(), PYTHON);
+    let mut client = isolated_netcon_command(topology.socket(), PYTHON);
     client.args(["-c", CLIENT, connect_to, &PORT.to_string()]);
     let client = run_bounded(client, "client through netcon", Duration::from_secs(60));
     client.assert_success();
@@ -181,7 +182,7 @@ fn loopback_without_listener_refused() {
         return;
     }
     let topology = Topology::start("nclo4");
-    let mut client = netcon_command(topology.socket(), PYTHON);
+    let mut client = isolated_netcon_command(topology.socket(), PYTHON);
     client.args([
         "-c",
         "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 7601), timeout=10)\nexcept ConnectionRefusedError:\n    print('refused')",

@@ -1,5 +1,5 @@
-//! Name resolution through netcon: programs run in a namespace that has nothing but loopback,
-//! so a lookup that escapes netcon fails. Names are known only to a dnsmasq in the topology's
+//! Name resolution through netcon: programs run with `netcon-ctl run --isolate`, in a namespace
+//! that has nothing but loopback, so a lookup that escapes netcon fails. Names are known only to a dnsmasq in the topology's
 //! namespace (no upstream servers, so it forwards nothing), and netcon-dp is started with
 //! `--dns` pointing at it. The expected result of each lookup is the same lookup made by glibc
 //! itself inside the topology's namespace, which has a real interface and the same dnsmasq.
@@ -18,7 +18,7 @@ use common::{
     CProgram, Finished, NETCON_IP, PEER_IP, PYTHON, Process, Topology, load_nft_rules, run_bounded,
     wait_for_listener, wait_until,
 };
-use netcon_tools::topology::{Netns, binary_path, require_root};
+use netcon_tools::topology::{DataplaneOptions, Netns, binary_path, require_root};
 
 /// The domain dnsmasq answers for itself; unknown names in it get NXDOMAIN.
 const DOMAIN: &str = "netcon.test";
@@ -114,13 +114,11 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// The topology with a dnsmasq, a loopback-only namespace for programs under test, and the
-/// files bound over /etc in each run.
+/// The topology with a dnsmasq, and the files bound over /etc in each run.
 struct Setup {
     /// Dropped before the topology, so dnsmasq stops while its namespace exists.
     _dnsmasq: Process,
     topology: Topology,
-    isolated: Netns,
     files: tempfile::TempDir,
 }
 
@@ -128,18 +126,23 @@ impl Setup {
     /// Starts a topology whose netcon-dp gets `dns` as `--dns` (none when `None`), and
     /// dnsmasq on 10.77.0.1:53 in its namespace.
     fn start(prefix: &str, dns: Option<&str>) -> Setup {
+        Setup::start_with(prefix, dns, |_| {})
+    }
+
+    /// Like [`Setup::start`], after `adjust` has changed netcon-dp's options.
+    fn start_with(
+        prefix: &str,
+        dns: Option<&str>,
+        adjust: impl FnOnce(&mut DataplaneOptions),
+    ) -> Setup {
         let topology = Topology::start_with(prefix, |options| {
             if let Some(dns) = dns {
                 options
                     .extra_args
                     .extend(["--dns".to_owned(), dns.to_owned()]);
             }
+            adjust(options);
         });
-        let isolated = Netns::create(&format!("{prefix}iso"))
-            .unwrap_or_else(|err| panic!("cannot create the isolated namespace: {err}"));
-        let mut up = Command::new("ip");
-        up.args(["-n", isolated.name(), "link", "set", "lo", "up"]);
-        run_bounded(up, "ip link set lo up", Duration::from_secs(10)).assert_success();
 
         let files = tempfile::tempdir().expect("cannot create a temporary directory");
         std::fs::write(files.path().join("resolv.conf"), RESOLV_CONF).expect("write resolv.conf");
@@ -149,7 +152,6 @@ impl Setup {
         Setup {
             _dnsmasq: dnsmasq,
             topology,
-            isolated,
             files,
         }
     }
@@ -158,9 +160,9 @@ impl Setup {
         self.files.path().join(name)
     }
 
-    /// Returns a command that runs `program` with `args` inside `netns` with the test's
-    /// resolv.conf, and `hosts` over /etc/hosts when given.
-    fn view(&self, netns: &Netns, hosts: Option<&Path>, program: &[&str]) -> Command {
+    /// Returns a command that runs `program` with `args` inside `netns` (when given) with the
+    /// test's resolv.conf, and `hosts` over /etc/hosts when given.
+    fn view(&self, netns: Option<&Netns>, hosts: Option<&Path>, program: &[&str]) -> Command {
         let mut command = Command::new("unshare");
         command
             .args([
@@ -173,32 +175,40 @@ impl Setup {
                 "sh",
             ])
             .arg(self.path("resolv.conf"))
-            .arg(hosts.map(Path::as_os_str).unwrap_or_default())
-            .args(["ip", "netns", "exec", netns.name()])
-            .args(program);
+            .arg(hosts.map(Path::as_os_str).unwrap_or_default());
+        if let Some(netns) = netns {
+            command.args(["ip", "netns", "exec", netns.name()]);
+        }
+        command.args(program);
         command
     }
 
-    /// Runs `program` through netcon in the loopback-only namespace.
-    fn through_netcon(&self, hosts: Option<&Path>, program: &[&str]) -> Finished {
+    /// Returns the `netcon-ctl run --isolate` command line for `program`.
+    fn netcon_run<'a>(&'a self, ctl: &'a str, program: &[&'a str]) -> Vec<&'a str> {
         let socket = self
             .topology
             .socket()
             .to_str()
             .expect("socket paths are UTF-8");
+        let mut command = vec![ctl, "run", "--isolate", "--socket", socket, "--"];
+        command.extend_from_slice(program);
+        command
+    }
+
+    /// Runs `program` through netcon with `--isolate`.
+    fn through_netcon(&self, hosts: Option<&Path>, program: &[&str]) -> Finished {
         let ctl = binary_path("netcon-ctl");
         let ctl = ctl.to_str().expect("paths are UTF-8");
-        let mut command = vec![ctl, "run", "--socket", socket, "--"];
-        command.extend_from_slice(program);
+        let command = self.netcon_run(ctl, program);
         let label = format!("{} through netcon", program[0]);
-        let view = self.view(&self.isolated, hosts, &command);
+        let view = self.view(None, hosts, &command);
         run_bounded(view, &label, Duration::from_secs(60))
     }
 
     /// Runs `program` without netcon in the topology's namespace: glibc's own answer.
     fn reference(&self, hosts: Option<&Path>, program: &[&str]) -> Finished {
         let label = format!("{} without netcon", program[0]);
-        let view = self.view(&self.topology.netns, hosts, program);
+        let view = self.view(Some(&self.topology.netns), hosts, program);
         run_bounded(view, &label, Duration::from_secs(60))
     }
 
@@ -543,4 +553,102 @@ fn no_dns_server_fails_lookups() {
         setup.queries().is_empty(),
         "a query reached dnsmasq without --dns"
     );
+}
+
+#[test]
+fn addrconfig_counts_netcon_addresses() {
+    if !require_root("addrconfig_counts_netcon_addresses") {
+        return;
+    }
+    let setup = Setup::start("ncdns", Some(PEER_IP));
+    let hosts = setup.path("hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n10.77.0.9 files.netcon.test\n")
+        .expect("write the hosts file");
+
+    // glibc alone, in a namespace holding only loopback, finds no configured IPv4 address,
+    // so AF_INET lookups with AI_ADDRCONFIG fail before any source is read.
+    let plain = ["unshare", "-n", "getent", "ahostsv4", "files.netcon.test"];
+    let plain = run_bounded(
+        setup.view(None, Some(&hosts), &plain),
+        "getent ahostsv4 without netcon",
+        Duration::from_secs(30),
+    );
+    assert_eq!(plain.code(), Some(2), "{plain}");
+    assert!(plain.stdout.is_empty(), "{plain}");
+
+    // getent's ahosts lookups pass AI_ADDRCONFIG; netcon-dp has 10.77.0.2 and fd00::2, so
+    // both families count, as the reference namespace's kernel addresses do for glibc.
+    let runs: [(&[&str], &str); 5] = [
+        (&["getent", "ahostsv4", "files.netcon.test"], "10.77.0.9 "),
+        (&["getent", "ahostsv4", "web.netcon.test"], "10.77.0.1 "),
+        (&["getent", "ahostsv6", "six.netcon.test"], "fd00:77::7 "),
+        (&["getent", "ahosts", "six.netcon.test"], "fd00:77::7 "),
+        (&["getent", "ahosts", "web.netcon.test"], "10.77.0.1 "),
+    ];
+    for (run, address) in runs {
+        let through_netcon = setup.through_netcon(Some(&hosts), run);
+        assert!(
+            through_netcon.stdout.starts_with(address),
+            "expected {address:?} first\n{through_netcon}"
+        );
+        assert_same(&through_netcon, &setup.reference(Some(&hosts), run));
+    }
+    let mut probe = vec![PYTHON, "-c", LOOKUP_PROBE, "unspec"];
+    probe.extend(["six.netcon.test", "pair.netcon.test", "files.netcon.test"]);
+    let through_netcon = setup.through_netcon(Some(&hosts), &probe);
+    assert_same(&through_netcon, &setup.reference(Some(&hosts), &probe));
+}
+
+#[test]
+fn addrconfig_without_address6_skips_ipv6() {
+    if !require_root("addrconfig_without_address6_skips_ipv6") {
+        return;
+    }
+    let setup = Setup::start_with("ncdns", Some(PEER_IP), |options| {
+        options.address6 = None;
+        options.peer_address6 = None;
+    });
+    // No glibc reference here: the namespace's interface keeps a link-local IPv6 address,
+    // which glibc counts as IPv6 being configured. netcon counts only its own addresses.
+    let six = setup.through_netcon(None, &["getent", "ahosts", "six.netcon.test"]);
+    assert_eq!(six.code(), Some(2), "an IPv6-only name was found\n{six}");
+    assert!(six.stdout.is_empty(), "{six}");
+
+    let web = setup.through_netcon(None, &["getent", "ahosts", "web.netcon.test"]);
+    web.assert_success();
+    for line in web.stdout.lines() {
+        assert!(
+            line.starts_with("10.77.0.1 "),
+            "not an IPv4 line: {line}\n{web}"
+        );
+    }
+    let v6 = setup.through_netcon(None, &["getent", "ahostsv6", "web.netcon.test"]);
+    assert_eq!(v6.code(), Some(2), "AF_INET6 was not rejected\n{v6}");
+}
+
+#[test]
+fn host_resolv_conf_not_used() {
+    if !require_root("host_resolv_conf_not_used") {
+        return;
+    }
+    let setup = Setup::start("ncdns", Some(PEER_IP));
+    // The machine's own /etc/resolv.conf and /etc/hosts: glibc would ask the host's
+    // resolver, which the loopback-only namespace cannot reach, so only netcon can resolve.
+    let ctl = binary_path("netcon-ctl");
+    let ctl = ctl.to_str().expect("paths are UTF-8");
+    let command = setup.netcon_run(ctl, &["getent", "hosts", "web.netcon.test"]);
+    let mut getent = Command::new(command[0]);
+    getent.args(&command[1..]);
+    let run = run_bounded(
+        getent,
+        "getent hosts through netcon",
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    assert_eq!(
+        run.stdout.split_whitespace().next(),
+        Some("10.77.0.1"),
+        "{run}"
+    );
+    assert_queries_from_netcon(&setup, 0);
 }

@@ -37,6 +37,19 @@ pub fn netcon_command(socket: &Path, program: &str) -> Command {
     command
 }
 
+/// Returns `netcon-ctl run --isolate --socket SOCKET -- PROGRAM`: the program runs in a network
+/// namespace holding only loopback, so a socket that escapes the preload fails. The caller
+/// appends the program's arguments.
+pub fn isolated_netcon_command(socket: &Path, program: &str) -> Command {
+    let mut command = Command::new(binary_path("netcon-ctl"));
+    command
+        .args(["run", "--isolate", "--socket"])
+        .arg(socket)
+        .arg("--")
+        .arg(program);
+    command
+}
+
 /// Returns true when the effective user is root.
 ///
 /// Otherwise it panics when `NETCON_REQUIRE_ROOT=1` (so CI cannot skip silently), and else

@@ -667,12 +667,19 @@ impl CProgram {
     /// Compiles `source` with `gcc -O1 -Wall -Werror -pthread` into a program named `name`.
     /// Panics with gcc's output when the compilation fails.
     pub fn compile(name: &str, source: &str) -> CProgram {
+        CProgram::compile_with(name, source, &[])
+    }
+
+    /// Like [`CProgram::compile`], with `flags` (such as `-static`) added to gcc's.
+    pub fn compile_with(name: &str, source: &str, flags: &[&str]) -> CProgram {
         let dir = tempfile::tempdir().expect("cannot create a temporary directory");
         let source_path = dir.path().join(format!("{name}.c"));
         std::fs::write(&source_path, source).expect("cannot write the C source");
         let path = dir.path().join(name);
         let mut gcc = Command::new("gcc");
-        gcc.args(["-O1", "-Wall", "-Werror", "-pthread", "-o"])
+        gcc.args(["-O1", "-Wall", "-Werror", "-pthread"])
+            .args(flags)
+            .arg("-o")
             .arg(&path)
             .arg(&source_path);
         let run = run_bounded(gcc, &format!("gcc {name}.c"), Duration::from_secs(60));
