@@ -135,6 +135,16 @@ impl Setup {
         dns: Option<&str>,
         adjust: impl FnOnce(&mut DataplaneOptions),
     ) -> Setup {
+        Setup::start_dnsmasq_with(prefix, dns, Authority::Local, adjust)
+    }
+
+    /// Like [`Setup::start_with`], with dnsmasq answering for its domain as `authority` says.
+    fn start_dnsmasq_with(
+        prefix: &str,
+        dns: Option<&str>,
+        authority: Authority,
+        adjust: impl FnOnce(&mut DataplaneOptions),
+    ) -> Setup {
         let topology = Topology::start_with(prefix, |options| {
             if let Some(dns) = dns {
                 options
@@ -148,7 +158,7 @@ impl Setup {
         std::fs::write(files.path().join("resolv.conf"), RESOLV_CONF).expect("write resolv.conf");
         std::fs::write(files.path().join("dnsmasq.hosts"), DNSMASQ_HOSTS)
             .expect("write dnsmasq's hosts file");
-        let dnsmasq = start_dnsmasq(&topology.netns, files.path());
+        let dnsmasq = start_dnsmasq(&topology.netns, files.path(), authority);
         Setup {
             _dnsmasq: dnsmasq,
             topology,
@@ -224,9 +234,19 @@ impl Setup {
     }
 }
 
+/// How dnsmasq answers a query for a record type it has no record of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Authority {
+    /// The test domain is local (`--local`): NODATA, or NXDOMAIN for unknown names.
+    Local,
+    /// No `--local`: dnsmasq would forward such a query, and with no upstream server it
+    /// answers REFUSED, as the README's example dnsmasq does.
+    Refusing,
+}
+
 /// Starts dnsmasq on 10.77.0.1:53 in `netns`, answering from the test's hosts file and the
 /// CNAME, with no upstream server, and logging each query to `dir/dnsmasq.log`.
-fn start_dnsmasq(netns: &Netns, dir: &Path) -> Process {
+fn start_dnsmasq(netns: &Netns, dir: &Path, authority: Authority) -> Process {
     let mut command = netns.command("dnsmasq");
     command
         .args([
@@ -240,7 +260,6 @@ fn start_dnsmasq(netns: &Netns, dir: &Path) -> Process {
             "--cache-size=0",
         ])
         .arg(format!("--listen-address={PEER_IP}"))
-        .arg(format!("--local=/{DOMAIN}/"))
         .arg(format!("--cname={ALIAS},web.{DOMAIN}"))
         .arg(format!(
             "--addn-hosts={}",
@@ -251,6 +270,9 @@ fn start_dnsmasq(netns: &Netns, dir: &Path) -> Process {
             dir.join("dnsmasq.log").display()
         ))
         .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
+    if authority == Authority::Local {
+        command.arg(format!("--local=/{DOMAIN}/"));
+    }
     let mut dnsmasq = Process::spawn(command, "dnsmasq in the namespace");
     wait_for_listener(netns, 53, &mut dnsmasq);
     dnsmasq
@@ -362,6 +384,39 @@ fn lookups_match_glibc() {
         let through_netcon = setup.through_netcon(None, run);
         assert_queries_from_netcon(&setup, before);
         assert_same(&through_netcon, &setup.reference(None, run));
+    }
+}
+
+#[test]
+fn refused_type_keeps_other_records() {
+    if !require_root("refused_type_keeps_other_records") {
+        return;
+    }
+    // dnsmasq refuses the AAAA query for web.netcon.test and the A query for six.netcon.test,
+    // and glibc still returns the records of the other type.
+    let setup = Setup::start_dnsmasq_with("ncdns", Some(PEER_IP), Authority::Refusing, |_| {});
+    let mut probe = vec![PYTHON, "-c", LOOKUP_PROBE, "unspec"];
+    probe.extend(["web.netcon.test", "six.netcon.test", "pair.netcon.test"]);
+    let runs: [&[&str]; 3] = [
+        &probe,
+        &["getent", "ahosts", "web.netcon.test"],
+        &["getent", "ahosts", "six.netcon.test"],
+    ];
+    for run in runs {
+        let through_netcon = setup.through_netcon(None, run);
+        through_netcon.assert_success();
+        assert_same(&through_netcon, &setup.reference(None, run));
+    }
+    // The AF_UNSPEC lookups found what the type that was not refused holds.
+    let through_netcon = setup.through_netcon(None, &probe);
+    for line in [
+        "web.netcon.test 0 canonical web.netcon.test [(2, '10.77.0.1')]",
+        "six.netcon.test 0 canonical six.netcon.test [(10, 'fd00:77::7')]",
+    ] {
+        assert!(
+            through_netcon.stdout.contains(line),
+            "missing {line:?}\n{through_netcon}"
+        );
     }
 }
 

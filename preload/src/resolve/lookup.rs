@@ -184,6 +184,12 @@ fn search_dns(
 }
 
 /// Queries one candidate for each record type asked for and merges what they found.
+///
+/// As glibc does with its parallel A and AAAA queries, the records of one type are returned
+/// even when the query for the other type was refused, failed or timed out: a server that
+/// answers REFUSED for AAAA (dnsmasq without `--local` for a name it has only an A record of)
+/// must not hide the A record. A query that times out or finds no server ends the candidate
+/// without sending the next one, so a dead server costs one timeout, not one per type.
 fn query_candidate(
     config: &ResolverConfig,
     server: std::net::SocketAddr,
@@ -192,6 +198,8 @@ fn query_candidate(
 ) -> Step<HostAnswer> {
     let mut found: Option<HostAnswer> = None;
     let mut step = Step::NoSuchName;
+    let mut refused = false;
+    let mut failure = None;
     for &kind in families.record_types() {
         match query(config, server, candidate, kind) {
             Ok(Outcome::Records(records)) if !records.addrs.is_empty() => {
@@ -200,11 +208,21 @@ fn query_candidate(
             Ok(Outcome::Records(_)) => step = Step::NoData,
             Ok(Outcome::NoSuchName) => {}
             Ok(Outcome::ServerFailure) => step = Step::ServerFailure,
-            Ok(Outcome::Refused) => return Step::Refused,
-            Err(failure) => return failure,
+            Ok(Outcome::Refused) => refused = true,
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
         }
     }
-    found.map_or(step, Step::Found)
+    if let Some(answer) = found {
+        return Step::Found(answer);
+    }
+    match failure {
+        Some(failure) => failure,
+        None if refused => Step::Refused,
+        None => step,
+    }
 }
 
 fn merge(found: &mut Option<HostAnswer>, records: Records) {
