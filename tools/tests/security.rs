@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    CProgram, Finished, PEER_IP, PYTHON, Process, Topology, cpu_share, describe_fds, run_bounded,
-    start_socat_echo, wait_for_output, wait_until,
+    CProgram, Finished, NETCON_IP, PEER_IP, PYTHON, Process, Topology, cpu_share, describe_fds,
+    run_bounded, start_socat_echo, wait_for_output, wait_until,
 };
 use netcon_control::wire::{OPT_MAX, REPLY_LEN, REQUEST_LEN};
 use netcon_control::{Op, Reply, Request, WireAddr, fdpass};
@@ -723,31 +723,215 @@ fn unread_replies_do_not_block_service() {
     assert_fds_return(&topology, baseline, "after a client that read no replies");
 }
 
+/// The limit the limit tests start netcon-dp with.
+const MAX_CONNECTIONS: &str = "8";
+
+/// Connects to the echo server at HOST:PORT, then opens AF_INET stream sockets until socket()
+/// fails and prints "failed ERRNO with N open", N counting the connection. Then echoes a line
+/// through the connection, prints "echoed at the limit" and holds everything for 30 s.
+const LIMIT_HOARDER: &str = r#"
+import errno, socket, sys, time
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+held = []
+while len(held) < 100000:
+    try:
+        held.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    except OSError as err:
+        name = errno.errorcode.get(err.errno, err.errno)
+        print(f"failed {name} with {len(held) + 1} open", flush=True)
+        break
+conn.sendall(b"ping\n")
+assert conn.makefile("rb").readline() == b"ping\n"
+print("echoed at the limit", flush=True)
+time.sleep(30)
+"#;
+
+/// Runs `netcon-ctl status --json` against `socket`.
+fn status_json(socket: &Path) -> serde_json::Value {
+    let mut command = Command::new(binary_path("netcon-ctl"));
+    command.args(["status", "--json", "--socket"]).arg(socket);
+    let run = run_bounded(command, "netcon-ctl status", Duration::from_secs(20));
+    run.assert_success();
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run}"))
+}
+
+/// Returns the sum of the per-worker counter `key` in a status document.
+fn worker_total(status: &serde_json::Value, key: &str) -> u64 {
+    status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|worker| worker[key].as_u64())
+        .sum()
+}
+
+/// Counts the lines of netcon-dp's stderr that report the connection limit.
+fn limit_warnings(topology: &Topology) -> usize {
+    let stderr = topology.dataplane.stderr_text();
+    let needle = format!("--max-connections {MAX_CONNECTIONS} reached");
+    stderr.lines().filter(|line| line.contains(&needle)).count()
+}
+
 #[test]
-#[ignore = "netcon-dp has no --max-connections option yet"]
 fn connection_limit_reported() {
     if !require_root("connection_limit_reported") {
+        return;
+    }
+    let mut topology = Topology::start_with("ncsec", |options| {
+        options
+            .extra_args
+            .extend(["--max-connections", MAX_CONNECTIONS].map(String::from));
+    });
+    let _echo = start_socat_echo(&topology, 9410);
+    let mut hoarder = netcon_command(topology.socket(), PYTHON);
+    hoarder.args(["-c", LIMIT_HOARDER, PEER_IP, "9410"]);
+    let mut hoarder = Process::spawn(hoarder, "socket hoarder");
+    wait_for_output(&mut hoarder, "echoed at the limit", Duration::from_secs(15));
+    let (stdout, _) = hoarder.output_so_far();
+    assert!(
+        stdout.contains(&format!("failed ENFILE with {MAX_CONNECTIONS} open")),
+        "socket() did not fail with ENFILE once {MAX_CONNECTIONS} sockets were open: {stdout}"
+    );
+
+    // Another program at the limit gets the same errno; netcon-dp keeps running and counts.
+    for _ in 0..3 {
+        let mut probe = netcon_command(topology.socket(), PYTHON);
+        probe.args(["-c", SOCKET_PROBE]);
+        let run = run_bounded(probe, "socket probe at the limit", Duration::from_secs(15));
+        run.assert_success();
+        assert_eq!(run.stdout.trim(), "ENFILE", "socket() at the limit\n{run}");
+    }
+    let status = status_json(topology.socket());
+    assert_eq!(status["max_connections"].as_u64(), Some(8), "{status}");
+    assert_eq!(status["open_sockets"].as_u64(), Some(8), "{status}");
+    assert!(
+        status["sockets_rejected"].as_u64() >= Some(4),
+        "the refused sockets are not counted: {status}"
+    );
+    assert_eq!(
+        limit_warnings(&topology),
+        1,
+        "netcon-dp did not warn exactly once about four refusals within seconds\n{}",
+        topology.dataplane.stderr_text()
+    );
+
+    // Once the hoarder's sockets are closed, sockets can be made again.
+    drop(hoarder);
+    let freed = wait_until(Duration::from_secs(10), || {
+        status_json(topology.socket())["open_sockets"].as_u64() == Some(0)
+    });
+    assert!(freed, "the hoarder's sockets still count after it exited");
+    assert_still_serving(&mut topology, "after the limit was reached");
+}
+
+/// A server through netcon on PORT that accepts connections, answers "ok" on each and holds
+/// them. Every 0.2 s without a new connection it checks for the file RELEASE, and when the file
+/// exists closes every held connection, deletes the file and prints "released".
+const HOLDING_SERVER: &str = r#"
+import os, socket, sys
+port, release = int(sys.argv[1]), sys.argv[2]
+server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", port))
+server.listen(16)
+server.settimeout(0.2)
+print("listening", flush=True)
+held = []
+while True:
+    try:
+        conn, _ = server.accept()
+        conn.settimeout(10)
+        conn.sendall(b"ok\n")
+        held.append(conn)
+    except socket.timeout:
+        pass
+    if os.path.exists(release):
+        for conn in held:
+            conn.close()
+        held.clear()
+        os.unlink(release)
+        print("released", flush=True)
+"#;
+
+/// Connects to HOST:PORT COUNT times, one after another, keeping every connection open, and
+/// prints one line per connection: "served" when the server answered, else what happened.
+const LIMIT_CLIENT: &str = r#"
+import socket, sys
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held = []
+for _ in range(count):
+    try:
+        conn = socket.create_connection((host, port), timeout=10)
+        held.append(conn)
+        line = conn.makefile("rb").readline()
+        print("served" if line == b"ok\n" else f"answered {line!r}", flush=True)
+    except OSError as err:
+        print(type(err).__name__, flush=True)
+"#;
+
+/// Runs LIMIT_CLIENT in the namespace against the netcon server on `port`.
+fn connect_from_peer(topology: &Topology, port: u16, count: usize) -> Finished {
+    let mut client = topology.netns.command(PYTHON);
+    client
+        .args(["-c", LIMIT_CLIENT, NETCON_IP, &port.to_string()])
+        .arg(count.to_string());
+    run_bounded(client, "clients in the namespace", Duration::from_secs(60))
+}
+
+#[test]
+fn connection_limit_resets_inbound() {
+    if !require_root("connection_limit_resets_inbound") {
         return;
     }
     let topology = Topology::start_with("ncsec", |options| {
         options
             .extra_args
-            .extend(["--max-connections", "8"].map(String::from));
+            .extend(["--max-connections", MAX_CONNECTIONS].map(String::from));
     });
-    let mut hoarder = netcon_command(topology.socket(), PYTHON);
-    hoarder.args(["-c", SOCKET_HOARDER]);
-    let mut hoarder = Process::spawn(hoarder, "socket hoarder");
-    wait_for_output(&mut hoarder, "failed", Duration::from_secs(15));
-    let (stdout, _) = hoarder.output_so_far();
-    assert!(
-        stdout.contains("after 8"),
-        "the limit of 8 did not hold: {stdout}"
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    let release = dir.path().join("release");
+    let mut server = netcon_command(topology.socket(), PYTHON);
+    server.args(["-c", HOLDING_SERVER, "9420"]).arg(&release);
+    let mut server = Process::spawn(server, "holding server");
+    wait_for_output(&mut server, "listening", Duration::from_secs(15));
+
+    // The listener is one of the 8 sockets, so 7 connections are served and the rest reset.
+    let run = connect_from_peer(&topology, 9420, 10);
+    run.assert_success();
+    let outcomes: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        outcomes[..7],
+        ["served"; 7],
+        "the first 7 connections were not all served\n{run}"
     );
     assert!(
-        ["EMFILE", "ENFILE", "ENOBUFS"]
+        outcomes[7..]
             .iter()
-            .any(|errno| stdout.contains(errno)),
-        "the program did not get an EMFILE-like errno: {stdout}"
+            .all(|line| *line == "ConnectionResetError"),
+        "connections beyond the limit were not reset\n{run}"
+    );
+    let status = status_json(topology.socket());
+    assert_eq!(
+        worker_total(&status, "connections_rejected"),
+        3,
+        "the reset connections are not counted: {status}"
+    );
+    assert_eq!(
+        limit_warnings(&topology),
+        1,
+        "{}",
+        topology.dataplane.stderr_text()
+    );
+
+    // Closing the held connections makes room again.
+    std::fs::write(&release, b"").expect("cannot create the release file");
+    wait_for_output(&mut server, "released", Duration::from_secs(15));
+    let run = connect_from_peer(&topology, 9420, 3);
+    run.assert_success();
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        ["served"; 3],
+        "connections were not served after the held ones closed\n{run}"
     );
 }
 
@@ -804,8 +988,21 @@ fn exhausted_dataplane_answers_new_clients() {
     hoarder.args(["-c", SOCKET_HOARDER]);
     let mut hoarder = Process::spawn(hoarder, "socket hoarder");
     wait_for_output(&mut hoarder, "failed", Duration::from_secs(15));
+    // A socketpair takes two fds, so one may be left over: control connections of the
+    // test's own take it. Each is either accepted or closed at once.
+    let fillers: Vec<ControlClient> = (0..3)
+        .map(|_| ControlClient::connect(topology.socket()))
+        .collect();
+    let answers: Vec<Answer> = fillers
+        .iter()
+        .map(|client| client.call(&Request::new(Op::Identify), &[]))
+        .collect();
+    assert!(
+        matches!(answers.last(), Some(Answer::Closed)),
+        "netcon-dp still had fds for control connections: {answers:?}"
+    );
 
-    // A new process needs a control connection of its own, which netcon-dp cannot accept.
+    // A new process needs a control connection of its own, which netcon-dp has no fd for.
     let mut late = netcon_command(topology.socket(), PYTHON);
     late.args(["-c", SOCKET_PROBE]);
     let late = Process::spawn(late, "socket probe while netcon-dp is out of fds");
@@ -819,5 +1016,15 @@ fn exhausted_dataplane_answers_new_clients() {
     assert!(
         !late.timed_out,
         "socket() in a new program hung while netcon-dp was out of fds\n{late}"
+    );
+    assert_eq!(
+        late.stdout.trim(),
+        "ENETDOWN",
+        "socket() in a new program did not fail with ENETDOWN\n{late}"
+    );
+    let stderr = topology.dataplane.stderr_text();
+    assert!(
+        stderr.contains("no fd left for a new control connection"),
+        "netcon-dp did not report the connection it closed\n{stderr}"
     );
 }

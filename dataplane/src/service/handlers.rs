@@ -83,6 +83,9 @@ impl Service {
         if request.arg1 != libc::SOCK_STREAM as u64 {
             return error(libc::EPROTONOSUPPORT);
         }
+        if let Err(errno) = self.check_room() {
+            return error(errno);
+        }
         let made = (|| {
             let (app, service) = socketpair(libc::SOCK_STREAM)?;
             prepare_pair(app.as_fd(), service.as_fd())?;
@@ -92,11 +95,13 @@ impl Service {
         })();
         let (app, service, inode) = match made {
             Ok(parts) => parts,
-            Err(e) => return error(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+            Err(e) => return error(self.creation_failed(&e)),
         };
         let mut entry = SocketEntry::fresh();
         entry.domain = domain;
-        self.registry.lock().sockets.insert(inode, entry);
+        if let Err(errno) = self.admit(inode, entry) {
+            return error(errno);
+        }
         if let Err(e) = self.watch_pending(inode, service) {
             self.registry.lock().remove(inode);
             return error(e.raw_os_error().unwrap_or(libc::ENOMEM));
@@ -180,7 +185,7 @@ impl Service {
         })();
         let (app, service, listener_inode) = match made {
             Ok(parts) => parts,
-            Err(e) => return error(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+            Err(e) => return error(self.creation_failed(&e)),
         };
         let mut entry = table.sockets.remove(&inode).expect("checked above");
         entry.state = SocketState::Listening;
