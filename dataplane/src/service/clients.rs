@@ -1,5 +1,7 @@
 //! Control connections: accepting them on the control socket and checking who may use the
-//! service.
+//! service, and making new ones for a process through a connection it already holds
+//! ([`netcon_control::Op::NewConnection`]). That is how threads and child processes of a
+//! program get a connection of their own once they can no longer open the socket's path.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -8,7 +10,11 @@ use std::time::{Duration, Instant};
 use super::peer::PeerProcess;
 use super::{CLIENT_BASE, Client, Service, TOKEN_LISTENER};
 use crate::limits;
-use crate::sys::socket::{epoll_add, epoll_delete, peer_credentials};
+use netcon_control::Reply;
+
+use crate::sys::socket::{
+    epoll_add, epoll_delete, is_seqpacket_pair_end, peer_credentials, set_nonblocking,
+};
 
 /// How long the control socket goes unwatched when netcon-dp has no fd for a waiting client
 /// and no reserve fd to shed it with. epoll reports the socket readable as long as a client
@@ -65,7 +71,7 @@ impl Service {
                 );
                 continue;
             }
-            self.add_client(fd, peer);
+            let _ = self.add_client(fd, peer);
         }
     }
 
@@ -129,8 +135,47 @@ impl Service {
         }
     }
 
-    /// Starts serving `fd` as a client connection of `peer`.
-    fn add_client(&mut self, fd: OwnedFd, peer: PeerProcess) {
+    /// Serves [`Op::NewConnection`] from client `key`: the attached socketpair end becomes a
+    /// client of its own, with the identity of the process that made the pair, and gets the
+    /// reply. Nothing is ever sent on `key`'s connection, which other threads and processes
+    /// may share (see the request's documentation). Without a usable socket the request is
+    /// dropped, and the sender, which closed its copy of that end, sees end of file on its
+    /// own end.
+    pub(super) fn new_connection(&mut self, key: usize, fd: Option<OwnedFd>) {
+        let from = self.clients.get(key).map_or(0, |client| client.peer.pid);
+        let Some(fd) = fd else {
+            log::debug!("control socket: pid {from} asked for a new connection without a socket");
+            return;
+        };
+        match is_seqpacket_pair_end(fd.as_fd()) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                log::warn!(
+                    "control socket: pid {from} asked for a new connection on a socket that is \
+                     not one end of a SOCK_SEQPACKET socketpair; ignoring it"
+                );
+                return;
+            }
+        }
+        // For a socketpair, SO_PEERCRED names the process that made it.
+        let cred = match peer_credentials(fd.as_fd()) {
+            Ok(cred) => cred,
+            Err(e) => {
+                log::debug!("control socket: cannot read a new connection's credentials: {e}");
+                return;
+            }
+        };
+        if let Err(e) = set_nonblocking(fd.as_fd(), true) {
+            log::debug!("control socket: cannot make a new connection non-blocking: {e}");
+            return;
+        }
+        if let Some(added) = self.add_client(fd, PeerProcess::lookup(cred.pid, cred.uid)) {
+            self.send_reply(added, &Reply::ok(0), None);
+        }
+    }
+
+    /// Starts serving `fd` as a client connection of `peer`; returns its key.
+    fn add_client(&mut self, fd: OwnedFd, peer: PeerProcess) -> Option<usize> {
         let raw = fd.as_raw_fd();
         let pid = peer.pid;
         let key = self.clients.insert(Client {
@@ -143,6 +188,8 @@ impl Service {
         if let Err(e) = epoll_add(self.epoll.as_raw_fd(), raw, events, token) {
             log::warn!("control socket: cannot watch client pid {pid}: {e}");
             self.clients.remove(key);
+            return None;
         }
+        Some(key)
     }
 }

@@ -121,9 +121,13 @@ impl Service {
             Op::GetPeerName => self.datagram_name(inode, true),
             Op::GetSockOpt => self.get_datagram_option(inode, request),
             Op::SetSockOpt => self.set_datagram_option(inode, request, app),
-            Op::Socket | Op::Identify | Op::Show | Op::Status | Op::Perf | Op::Info => {
-                unreachable!("handled before the socket is looked up")
-            }
+            Op::Socket
+            | Op::Identify
+            | Op::Show
+            | Op::Status
+            | Op::Perf
+            | Op::Info
+            | Op::NewConnection => unreachable!("handled before the socket is looked up"),
         }
     }
 

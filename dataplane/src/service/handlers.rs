@@ -66,9 +66,13 @@ impl Service {
             Op::SetSockOpt => self.set_option(inode, &request),
             // Only datagram sockets bind on first send or drop their peer.
             Op::AutoBind | Op::Disconnect => error(libc::EOPNOTSUPP),
-            Op::Socket | Op::Identify | Op::Show | Op::Status | Op::Perf | Op::Info => {
-                unreachable!("handled above")
-            }
+            Op::Socket
+            | Op::Identify
+            | Op::Show
+            | Op::Status
+            | Op::Perf
+            | Op::Info
+            | Op::NewConnection => unreachable!("handled above or by the caller"),
         }
     }
 

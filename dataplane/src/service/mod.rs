@@ -218,6 +218,9 @@ impl Service {
             }
         };
         self.count_request(&request);
+        if request.op == Op::NewConnection {
+            return self.new_connection(key, fd);
+        }
         let client = &mut self.clients[key];
         client.serial += 1;
         let to = crate::worker::ReplyTo {
