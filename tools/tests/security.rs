@@ -441,6 +441,65 @@ fn allowed_uid_served() {
     assert_eq!(echo.stdout.trim(), "echoed", "the echo failed\n{echo}");
 }
 
+/// Run as root through netcon: echoes a line through HOST:PORT, then forks a child that
+/// switches to uid and gid 65534, echoes from a new thread and from itself, and executes Python
+/// again to echo once more as "exec" (the program finds its own source in SOURCE, which the
+/// test defines). Every echo prints "TAG echoed".
+const USER_SWITCHER: &str = r#"
+import os, socket, sys, threading
+host, port = sys.argv[1], int(sys.argv[2])
+
+def echo(tag):
+    with socket.create_connection((host, port), timeout=10) as conn:
+        line = tag.encode() + b"\n"
+        conn.sendall(line)
+        assert conn.makefile("rb").readline() == line
+    print(tag, "echoed", flush=True)
+
+if len(sys.argv) > 3:
+    echo(sys.argv[3])
+    sys.exit(0)
+echo("parent")
+pid = os.fork()
+if pid == 0:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    thread = threading.Thread(target=echo, args=("thread",))
+    thread.start()
+    thread.join()
+    echo("child")
+    os.execv(sys.executable, [sys.executable, "-c", SOURCE, host, str(port), "exec"])
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+#[test]
+fn descendants_keep_access_after_user_switch() {
+    if !require_root("descendants_keep_access_after_user_switch") {
+        return;
+    }
+    let topology = Topology::start("ncsec");
+    let _echo = start_socat_echo(&topology, 9430);
+    // The program passes its own source on to the program it executes.
+    let source = format!("SOURCE = {USER_SWITCHER:?}\n{USER_SWITCHER}");
+    let mut command = netcon_command(topology.socket(), PYTHON);
+    command.args(["-c", &source, PEER_IP, "9430"]);
+    let run = run_bounded(
+        command,
+        "program that switches users",
+        Duration::from_secs(30),
+    );
+    run.assert_success();
+    for tag in ["parent", "thread", "child", "exec"] {
+        assert!(
+            run.stdout.contains(&format!("{tag} echoed")),
+            "the {tag} could not use netcon after the child switched to uid {NOBODY_UID}, \
+             although only netcon-dp's uid and root may open the control socket\n{run}"
+        );
+    }
+}
+
 #[test]
 fn requests_without_the_socket_refused() {
     if !require_root("requests_without_the_socket_refused") {
