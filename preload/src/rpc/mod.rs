@@ -26,6 +26,9 @@ pub enum CallError {
     Unreachable(io::Error),
     /// The service closed the connection or sent something that is not a reply.
     Broken,
+    /// The service had closed the connection before the request could be sent, so no
+    /// service saw the request.
+    Closed,
 }
 
 impl CallError {
@@ -52,7 +55,7 @@ pub fn report_unreachable(error: &CallError) {
     }
     let reason = match error {
         CallError::Unreachable(e) => e.to_string(),
-        CallError::Broken => "the connection broke".to_string(),
+        CallError::Broken | CallError::Closed => "the connection broke".to_string(),
     };
     let path = socket_path().to_string_lossy();
     let line = format!("netcon: cannot reach netcon-dp at {path}: {reason}\n");
@@ -126,7 +129,7 @@ impl Connection {
             match fdpass::send(self.fd, &bytes, fd) {
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Err(CallError::Broken),
+                Err(_) => return Err(CallError::Closed),
             }
         }
         let mut buf = [0u8; REPLY_LEN + 1];
@@ -240,7 +243,13 @@ pub fn call(request: &Request, fd: Option<RawFd>) -> Result<(Reply, Option<Owned
         if slot.is_none() {
             *slot = Some(Connection::open()?);
         }
-        let result = slot.as_ref().expect("set above").call(request, fd);
+        let mut result = slot.as_ref().expect("set above").call(request, fd);
+        if matches!(result, Err(CallError::Closed)) {
+            // netcon-dp restarted (or dropped this connection) since the last call: the
+            // request reached nobody, so it goes once more on a new connection.
+            *slot = Some(Connection::open()?);
+            result = slot.as_ref().expect("set above").call(request, fd);
+        }
         if result.is_err() {
             *slot = None;
         }
