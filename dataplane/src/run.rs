@@ -71,8 +71,10 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         .socket
         .clone()
         .unwrap_or_else(netcon_control::path::default_socket_path);
-    let control =
-        ControlSocket::bind(&socket_path, args.socket.is_none()).map_err(RunError::Control)?;
+    let allowed = allowed_uids(args);
+    let other_users = path_users(&allowed);
+    let control = ControlSocket::bind(&socket_path, args.socket.is_none(), &other_users)
+        .map_err(RunError::Control)?;
 
     let stack = StackConfig {
         medium,
@@ -98,7 +100,6 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     };
     let workers = spawn_workers(args, queues, &stack, &registry, &completions)?;
 
-    let allowed = allowed_uids(args);
     let service = Service::new(
         control,
         registry,
@@ -161,6 +162,18 @@ fn spawn_workers(
         .collect();
     worker::spawn_all(queues, stack, &cores, registry, completions)
         .map_err(|e| RunError::Io("cannot start the workers", e))
+}
+
+/// Returns the allowed uids that need an ACL entry to open the control socket's path: all but
+/// netcon-dp's own (the owner) and root (which needs no permission).
+fn path_users(allowed: &[u32]) -> Vec<u32> {
+    // SAFETY: geteuid has no preconditions.
+    let own = unsafe { libc::geteuid() };
+    allowed
+        .iter()
+        .copied()
+        .filter(|&uid| uid != own && uid != 0)
+        .collect()
 }
 
 fn allowed_uids(args: &Args) -> Vec<u32> {

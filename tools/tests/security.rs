@@ -276,13 +276,7 @@ fn compile_probe() -> CProgram {
 
 /// Returns `command` run as the unprivileged user, without supplementary groups.
 fn as_nobody(program: &str) -> Command {
-    let mut command = Command::new("setpriv");
-    command
-        .arg(format!("--reuid={NOBODY_UID}"))
-        .arg(format!("--regid={NOBODY_UID}"))
-        .arg("--clear-groups")
-        .arg(program);
-    command
+    as_uid(NOBODY_UID, program)
 }
 
 /// Sends `request` through the raw probe started by `command` and returns the probe's run.
@@ -310,13 +304,18 @@ fn inet_socket_request() -> Request {
     request
 }
 
-/// Runs the preload's socket probe as the unprivileged user against `socket`.
+/// Runs the preload's socket probe as the unprivileged user against `socket`. Only the
+/// processes that run as that user load the preload: setpriv, which starts as root, would
+/// otherwise open a control connection that its descendants inherit.
 fn socket_probe_as_nobody(socket: &Path) -> Finished {
-    let mut command = as_nobody(PYTHON);
+    let mut command = as_nobody("/usr/bin/env");
     command
-        .args(["-c", SOCKET_PROBE])
-        .env("LD_PRELOAD", binary_path("libnetcon_preload.so"))
-        .env("NETCON_SOCKET", socket);
+        .arg(format!(
+            "LD_PRELOAD={}",
+            binary_path("libnetcon_preload.so").display()
+        ))
+        .arg(format!("NETCON_SOCKET={}", socket.display()))
+        .args([PYTHON, "-c", SOCKET_PROBE]);
     run_bounded(command, "socket probe as nobody", Duration::from_secs(15))
 }
 
@@ -349,8 +348,6 @@ fn control_socket_directory_restricted() {
 }
 
 #[test]
-#[ignore = "netcon-dp makes its control socket mode 0666 on purpose and checks SO_PEERCRED \
-            instead, so servers that dropped privileges can still reach it"]
 fn control_socket_not_world_writable() {
     if !require_root("control_socket_not_world_writable") {
         return;
@@ -365,6 +362,135 @@ fn control_socket_not_world_writable() {
         "the control socket's mode is {:o}: group and others may connect",
         mode & 0o777
     );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the control socket's mode is {:o}",
+        mode & 0o777
+    );
+}
+
+/// A uid that is neither root, netcon-dp's, nor allowed in any test.
+const STRANGER_UID: u32 = 65533;
+
+/// Returns `command` run as `uid` (and the same gid), without supplementary groups.
+fn as_uid(uid: u32, program: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg(program);
+    command
+}
+
+#[test]
+fn allowed_uid_gets_acl_entry() {
+    if !require_root("allowed_uid_gets_acl_entry") {
+        return;
+    }
+    let topology = Topology::start_with("ncsec", |options| {
+        options
+            .extra_args
+            .extend(["--allow-uid", "0", "--allow-uid", &NOBODY_UID.to_string()].map(String::from));
+    });
+    let mode = std::fs::metadata(topology.socket())
+        .expect("the control socket is missing")
+        .mode();
+    assert_eq!(
+        mode & 0o007,
+        0,
+        "others may connect to the control socket: mode {:o}",
+        mode & 0o777
+    );
+    let probe = compile_probe();
+    let request = inet_socket_request().encode();
+
+    // The ACL entry lets the allowed uid open the path; the group bits show the ACL's mask.
+    let allowed = run_raw_probe(as_nobody(probe.program()), topology.socket(), &request);
+    allowed.assert_success();
+    let reply = probe_reply(&allowed).unwrap_or_else(|| {
+        panic!("no reply to uid {NOBODY_UID}, which has an ACL entry\n{allowed}")
+    });
+    assert_eq!(reply.errno, 0, "the allowed uid's socket request failed");
+
+    let stranger = run_raw_probe(
+        as_uid(STRANGER_UID, probe.program()),
+        topology.socket(),
+        &request,
+    );
+    stranger.assert_success();
+    assert_eq!(
+        stranger.stdout.trim(),
+        "connect EACCES",
+        "uid {STRANGER_UID}, which is not allowed, could open the control socket\n{stranger}"
+    );
+}
+
+/// A ramfs mounted on a temporary directory, whose files take no POSIX ACL; unmounted on drop.
+struct AclFreeDir {
+    dir: tempfile::TempDir,
+}
+
+impl AclFreeDir {
+    fn mount() -> AclFreeDir {
+        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        let mut mount = Command::new("mount");
+        mount.args([
+            "-t",
+            "ramfs",
+            "netcon-test",
+            &dir.path().display().to_string(),
+        ]);
+        run_bounded(mount, "mount ramfs", Duration::from_secs(10)).assert_success();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("cannot open the ramfs to other users");
+        AclFreeDir { dir }
+    }
+}
+
+impl Drop for AclFreeDir {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn socket_without_acl_support_stays_usable() {
+    if !require_root("socket_without_acl_support_stays_usable") {
+        return;
+    }
+    let ramfs = AclFreeDir::mount();
+    let socket = ramfs.dir.path().join("control.sock");
+    let topology = Topology::start_with("ncsec", |options| {
+        options.socket = socket.clone();
+        options
+            .extra_args
+            .extend(["--allow-uid", "0", "--allow-uid", &NOBODY_UID.to_string()].map(String::from));
+    });
+    let stderr = topology.dataplane.stderr_text();
+    assert!(
+        stderr.contains("does not support POSIX ACLs"),
+        "netcon-dp did not warn that the socket's filesystem has no ACLs\n{stderr}"
+    );
+    let mode = std::fs::metadata(&socket)
+        .expect("the socket is missing")
+        .mode();
+    assert_eq!(mode & 0o777, 0o666, "mode {:o}", mode & 0o777);
+
+    // The uid check after connecting still tells the allowed uid from others.
+    let probe = compile_probe();
+    let request = inet_socket_request().encode();
+    let allowed = run_raw_probe(as_nobody(probe.program()), &socket, &request);
+    let reply = probe_reply(&allowed).unwrap_or_else(|| panic!("no reply\n{allowed}"));
+    assert_eq!(reply.errno, 0, "the allowed uid's socket request failed");
+    let stranger = run_raw_probe(as_uid(STRANGER_UID, probe.program()), &socket, &request);
+    assert_eq!(
+        stranger.stdout.trim(),
+        "closed",
+        "uid {STRANGER_UID} was served\n{stranger}"
+    );
+    drop(topology);
 }
 
 #[test]
@@ -383,9 +509,9 @@ fn other_uid_rejected() {
     raw.assert_success();
     assert_eq!(
         raw.stdout.trim(),
-        "closed",
-        "a client with uid {NOBODY_UID} was answered; netcon-dp allows only its own uid and \
-         root by default\n{raw}"
+        "connect EACCES",
+        "a client with uid {NOBODY_UID} could open the control socket; netcon-dp allows only \
+         its own uid and root by default\n{raw}"
     );
 
     let run = socket_probe_as_nobody(topology.socket());
