@@ -9,9 +9,9 @@
 //! attached. netcon-dp replies on that end, never on the origin, so any number of threads and
 //! processes share the origin without reading each other's replies, and without a lock.
 //!
-//! The origin outlives `fork` (parent and child share it) and `exec`: the origin the library
-//! opens while it loads is not close-on-exec, and [`ENV`] names its fd, inode and socket path,
-//! so that the next program image finds it and checks that it is still the same socket.
+//! The origin outlives `fork`, where parent and child share it, and `exec`. The origin the
+//! library opens while it loads is not close-on-exec, and [`ENV`] names its fd, inode and
+//! socket path. The next program image finds it there and checks that it is the same socket.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -29,7 +29,7 @@ const ENV: &str = "NETCON_CONTROL_FD";
 
 /// The origin's fd number, or -1 when this process has none.
 static FD: AtomicI32 = AtomicI32::new(-1);
-/// The inode of the origin's socket, which tells it from whatever else later gets its number.
+/// The inode of the origin's socket, which distinguishes it from whatever later gets its number.
 static INODE: AtomicU64 = AtomicU64::new(0);
 
 /// Finds the origin this process inherited, or opens one by path and names it in [`ENV`] for
