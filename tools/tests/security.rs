@@ -150,6 +150,11 @@ impl ControlClient {
 
     /// Waits up to `timeout` for one message; an attached fd is closed.
     fn receive(&self, timeout: Duration) -> Answer {
+        self.receive_with_fd(timeout).0
+    }
+
+    /// Waits up to `timeout` for one message and returns it with its attached fd, if any.
+    fn receive_with_fd(&self, timeout: Duration) -> (Answer, Option<OwnedFd>) {
         let mut poll = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -158,16 +163,16 @@ impl ControlClient {
         // SAFETY: poll reads and writes the one pollfd given.
         let ready = unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as libc::c_int) };
         if ready == 0 {
-            return Answer::Timeout;
+            return (Answer::Timeout, None);
         }
         let mut buf = vec![0u8; REPLY_LEN + 1];
         match fdpass::recv(self.fd.as_raw_fd(), &mut buf) {
-            Ok((0, _)) => Answer::Closed,
-            Ok((len, _fd)) => match Reply::decode(&buf[..len]) {
-                Ok(reply) => Answer::Reply(Box::new(reply)),
-                Err(_) => Answer::Undecodable(len),
+            Ok((0, _)) => (Answer::Closed, None),
+            Ok((len, fd)) => match Reply::decode(&buf[..len]) {
+                Ok(reply) => (Answer::Reply(Box::new(reply)), fd),
+                Err(_) => (Answer::Undecodable(len), None),
             },
-            Err(_) => Answer::Closed,
+            Err(_) => (Answer::Closed, None),
         }
     }
 
@@ -906,6 +911,265 @@ fn unread_replies_do_not_block_service() {
     drop(other);
     assert_still_serving(&mut topology, "after a client that read no replies");
     assert_fds_return(&topology, baseline, "after a client that read no replies");
+}
+
+/// Returns a connected pair of AF_UNIX sockets of `kind`.
+fn unix_pair(kind: libc::c_int) -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two fds socketpair writes.
+    let ret = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            kind | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(ret, 0, "socketpair: {}", io::Error::last_os_error());
+    // SAFETY: socketpair returned two fresh fds that nothing else owns.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+#[test]
+fn new_connection_needs_socketpair_end() {
+    if !require_root("new_connection_needs_socketpair_end") {
+        return;
+    }
+    let mut topology = Topology::start("ncsec");
+    let baseline = topology.dataplane.fd_count();
+    let client = ControlClient::connect(topology.socket());
+    let request = Request::new(Op::NewConnection).encode();
+
+    // Sockets that must not become control connections: a stream pair, a connection to a
+    // listening socket (the control socket itself, so netcon-dp would talk to a server), a
+    // netcon UDP socket (a seqpacket pair netcon-dp made), a file, and nothing at all. None
+    // gets a reply on the shared connection.
+    let (stream, _stream_peer) = unix_pair(libc::SOCK_STREAM);
+    let to_listener = ControlClient::connect(topology.socket());
+    let mut udp_request = Request::new(Op::Socket);
+    udp_request.arg0 = libc::AF_INET as u64;
+    udp_request.arg1 = libc::SOCK_DGRAM as u64;
+    client
+        .send(&udp_request.encode(), &[])
+        .expect("cannot ask for a UDP socket");
+    let (answer, udp) = client.receive_with_fd(REPLY_TIMEOUT);
+    let udp = udp.unwrap_or_else(|| panic!("no UDP socket came back: {answer:?}"));
+    let file = std::fs::File::open("/dev/null").expect("cannot open /dev/null");
+    let cases: [(&str, Vec<RawFd>); 5] = [
+        ("a stream socketpair end", vec![stream.as_raw_fd()]),
+        (
+            "a connection to a listener",
+            vec![to_listener.fd.as_raw_fd()],
+        ),
+        ("a netcon UDP socket", vec![udp.as_raw_fd()]),
+        ("a file", vec![file.as_raw_fd()]),
+        ("no socket", vec![]),
+    ];
+    for (what, fds) in cases {
+        client
+            .send(&request, &fds)
+            .unwrap_or_else(|err| panic!("cannot send a request with {what}: {err}"));
+        let answer = client.receive(Duration::from_millis(500));
+        assert!(
+            matches!(answer, Answer::Timeout),
+            "a new connection with {what} got {answer:?} on the connection it came on"
+        );
+        let check = client.call(&Request::new(Op::Identify), &[]);
+        assert_eq!(
+            reply_errno(&format!("Identify after {what}"), &check),
+            libc::EBADF,
+            "the connection that asked with {what} stopped serving"
+        );
+    }
+
+    // A seqpacket pair end becomes a connection that gets the reply and serves requests.
+    let (mine, theirs) = unix_pair(libc::SOCK_SEQPACKET);
+    client
+        .send(&request, &[theirs.as_raw_fd()])
+        .expect("cannot send the request");
+    drop(theirs);
+    let derived = ControlClient { fd: mine };
+    let answer = derived.receive(REPLY_TIMEOUT);
+    assert_eq!(
+        reply_errno("the new connection's reply", &answer),
+        0,
+        "the new connection was not accepted"
+    );
+    let check = derived.call(&Request::new(Op::Identify), &[]);
+    assert_eq!(
+        reply_errno("Identify on the new connection", &check),
+        libc::EBADF,
+        "the new connection does not serve requests"
+    );
+    let nothing = client.receive(Duration::from_millis(200));
+    assert!(
+        matches!(nothing, Answer::Timeout),
+        "the shared connection got {nothing:?}"
+    );
+
+    drop((client, derived, to_listener, udp));
+    assert_still_serving(&mut topology, "after new connections with unusable sockets");
+    assert_fds_return(
+        &topology,
+        baseline,
+        "after new connections with unusable sockets",
+    );
+}
+
+/// Requests that netcon-dp answers at once whatever their fields (a blocking connect waits
+/// for its handshake, so connects are always sent non-blocking).
+const FUZZED_OPS: [Op; 13] = [
+    Op::Socket,
+    Op::Identify,
+    Op::Bind,
+    Op::Listen,
+    Op::Connect,
+    Op::GetSockName,
+    Op::GetPeerName,
+    Op::GetSockOpt,
+    Op::SetSockOpt,
+    Op::Info,
+    Op::AutoBind,
+    Op::Disconnect,
+    Op::NewConnection,
+];
+
+/// A xorshift generator, so that a failing sequence of requests repeats exactly.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+/// Returns an address for a bind or connect, sometimes unspecified or of the other family.
+/// Every address is the stack's own, loopback or the kernel peer in the namespace, so that no
+/// SYN leaves the namespace's link and every connect ends within a second: a connect to a host
+/// that never answers holds its socket for the whole connect timeout.
+fn fuzzed_address(noise: &mut Noise) -> WireAddr {
+    let port = match noise.below(3) {
+        0 => 0,
+        1 => 9500 + noise.below(8) as u16,
+        _ => noise.next() as u16,
+    };
+    let text = match noise.below(7) {
+        0 => return WireAddr(None),
+        1 => format!("{PEER_IP}:{port}"),
+        2 => format!("{NETCON_IP}:{port}"),
+        3 => format!("127.0.0.1:{port}"),
+        4 => format!("0.0.0.0:{port}"),
+        5 => format!("[::1]:{port}"),
+        _ => format!("[fd00::{}]:{port}", 1 + noise.below(2)),
+    };
+    WireAddr(Some(text.parse().expect("a valid address")))
+}
+
+/// Returns a request of kind `op` with random fields.
+fn fuzzed_request(noise: &mut Noise, op: Op) -> Request {
+    let mut request = Request::new(op);
+    request.flags = noise.below(4) as u32;
+    let domains = [libc::AF_INET, libc::AF_INET6, libc::AF_UNIX, 0];
+    let kinds = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_RAW, 0];
+    let levels = [
+        libc::SOL_SOCKET,
+        libc::IPPROTO_TCP,
+        libc::IPPROTO_IP,
+        libc::IPPROTO_IPV6,
+    ];
+    (request.arg0, request.arg1) = match op {
+        Op::Socket => (
+            domains[noise.below(4) as usize] as u64,
+            kinds[noise.below(4) as usize] as u64,
+        ),
+        Op::GetSockOpt | Op::SetSockOpt => {
+            (levels[noise.below(4) as usize] as u64, noise.below(80))
+        }
+        _ => (noise.next(), noise.next()),
+    };
+    if op == Op::Connect {
+        request.flags |= netcon_control::wire::FLAG_NONBLOCK;
+    }
+    request.addr = fuzzed_address(noise);
+    request.opt_len = noise.below(OPT_MAX as u64 + 1) as u32;
+    for byte in request.opt.iter_mut().take(request.opt_len as usize) {
+        *byte = noise.next() as u8;
+    }
+    request
+}
+
+#[test]
+fn random_requests_keep_service_alive() {
+    if !require_root("random_requests_keep_service_alive") {
+        return;
+    }
+    let mut topology = Topology::start("ncsec");
+    let baseline = topology.dataplane.fd_count();
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+    let mut client = ControlClient::connect(topology.socket());
+    // Sockets netcon-dp made for this test, attached to later requests.
+    let mut sockets: Vec<OwnedFd> = Vec::new();
+    let file = std::fs::File::open("/dev/null").expect("cannot open /dev/null");
+    let started = Instant::now();
+    let mut replies = 0;
+    for round in 0..3000 {
+        if started.elapsed() > Duration::from_secs(60) {
+            panic!("3000 requests took more than 60 s; stopped at {round}");
+        }
+        let op = FUZZED_OPS[noise.below(FUZZED_OPS.len() as u64) as usize];
+        let request = fuzzed_request(&mut noise, op);
+        let (pair_end, attached) = match noise.below(5) {
+            0 => (None, vec![]),
+            1 => (None, vec![file.as_raw_fd()]),
+            2 => {
+                let (mine, theirs) = unix_pair(libc::SOCK_SEQPACKET);
+                let raw = theirs.as_raw_fd();
+                (Some((mine, theirs)), vec![raw])
+            }
+            _ if sockets.is_empty() => (None, vec![]),
+            _ => {
+                let index = noise.below(sockets.len() as u64) as usize;
+                (None, vec![sockets[index].as_raw_fd()])
+            }
+        };
+        if client.send(&request.encode(), &attached).is_err() {
+            client = ControlClient::connect(topology.socket());
+            continue;
+        }
+        drop(pair_end);
+        // A new connection's reply goes to the pair end, which is closed by now.
+        let wait = if op == Op::NewConnection {
+            Duration::from_millis(20)
+        } else {
+            REPLY_TIMEOUT
+        };
+        match client.receive_with_fd(wait) {
+            (Answer::Reply(reply), fd) => {
+                replies += 1;
+                if let Some(fd) = fd.filter(|_| reply.errno == 0 && op == Op::Socket) {
+                    sockets.push(fd);
+                }
+            }
+            (Answer::Timeout, _) if op == Op::NewConnection => {}
+            (answer, _) => panic!("round {round}: {request:?} with {attached:?} got {answer:?}"),
+        }
+        // Old sockets are closed now and then, as programs close theirs.
+        if sockets.len() > 32 {
+            sockets.drain(..16);
+        }
+    }
+    println!("{replies} replies in {:?}", started.elapsed());
+    drop(sockets);
+    drop(client);
+    assert_still_serving(&mut topology, "after random requests");
+    assert_fds_return(&topology, baseline, "after random requests");
 }
 
 /// The limit the limit tests start netcon-dp with.

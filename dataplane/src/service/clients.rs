@@ -157,7 +157,10 @@ impl Service {
                 return;
             }
         }
-        // For a socketpair, SO_PEERCRED names the process that made it.
+        // For a socketpair, SO_PEERCRED names the process that made it. netcon-dp makes the
+        // pairs of the programs' listeners and UDP sockets, which are seqpacket pairs too:
+        // serving one of those as a connection would keep it open and turn replies into
+        // datagrams.
         let cred = match peer_credentials(fd.as_fd()) {
             Ok(cred) => cred,
             Err(e) => {
@@ -165,6 +168,13 @@ impl Service {
                 return;
             }
         };
+        if cred.pid == std::process::id() as i32 {
+            log::warn!(
+                "control socket: pid {from} asked for a new connection on a netcon socket; \
+                 ignoring it"
+            );
+            return;
+        }
         if let Err(e) = set_nonblocking(fd.as_fd(), true) {
             log::debug!("control socket: cannot make a new connection non-blocking: {e}");
             return;
