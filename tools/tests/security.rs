@@ -530,6 +530,19 @@ fn other_uid_rejected() {
         run.stderr.contains("netcon: cannot reach netcon-dp at"),
         "the preload did not say why socket() failed\n{run}"
     );
+
+    let mut command = as_nobody(binary_path("netcon-ctl").to_str().expect("UTF-8 path"));
+    command
+        .args(["run", "--socket"])
+        .arg(topology.socket())
+        .args(["--", PYTHON, "-c", SOCKET_PROBE]);
+    let ctl = run_bounded(command, "netcon-ctl run as nobody", Duration::from_secs(15));
+    assert_eq!(ctl.code(), Some(125), "netcon-ctl run did not fail\n{ctl}");
+    assert!(
+        ctl.stderr
+            .contains("permission denied on netcon-dp's control socket"),
+        "netcon-ctl run did not say that the user may not use netcon-dp\n{ctl}"
+    );
 }
 
 #[test]
