@@ -129,7 +129,10 @@ impl Connection {
             match fdpass::send(self.fd, &bytes, fd) {
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return Err(CallError::Closed),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => {
+                    return Err(CallError::Closed);
+                }
+                Err(_) => return Err(CallError::Broken),
             }
         }
         let mut buf = [0u8; REPLY_LEN + 1];
