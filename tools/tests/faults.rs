@@ -151,6 +151,10 @@ fn assert_dataplane_recovered(topology: &Topology, baseline: usize, what: &str) 
         describe_fds(dataplane.pid())
     );
     let share = cpu_share(dataplane.pid(), Duration::from_secs(2));
+    println!(
+        "{what}: netcon-dp used {:.1}% of a core over 2 s",
+        share * 100.0
+    );
     assert!(
         share < IDLE_CPU_SHARE,
         "{what}: netcon-dp used {:.0}% of a core over 2 s while idle",
