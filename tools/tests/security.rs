@@ -587,8 +587,8 @@ fn allowed_uid_served() {
 
 /// Run as root through netcon: echoes a line through HOST:PORT, then forks a child that
 /// switches to uid and gid 65534, echoes from a new thread and from itself, and executes Python
-/// again to echo once more as "exec" (the program finds its own source in SOURCE, which the
-/// test defines). Every echo prints "TAG echoed".
+/// again to echo once more as "exec". The program finds its own source in SOURCE, which the
+/// test defines. Every echo prints "TAG echoed".
 const USER_SWITCHER: &str = r#"
 import os, socket, sys, threading
 host, port = sys.argv[1], int(sys.argv[2])
@@ -1132,10 +1132,12 @@ fn random_requests_keep_service_alive() {
     let file = std::fs::File::open("/dev/null").expect("cannot open /dev/null");
     let started = Instant::now();
     let mut replies = 0;
+
     for round in 0..3000 {
         if started.elapsed() > Duration::from_secs(60) {
             panic!("3000 requests took more than 60 s; stopped at {round}");
         }
+
         let op = FUZZED_OPS[noise.below(FUZZED_OPS.len() as u64) as usize];
         let request = fuzzed_request(&mut noise, op);
         let (pair_end, attached) = match noise.below(5) {
@@ -1152,6 +1154,7 @@ fn random_requests_keep_service_alive() {
                 (None, vec![sockets[index].as_raw_fd()])
             }
         };
+
         if client.send(&request.encode(), &attached).is_err() {
             client = ControlClient::connect(topology.socket());
             continue;
@@ -1173,11 +1176,13 @@ fn random_requests_keep_service_alive() {
             (Answer::Timeout, _) if op == Op::NewConnection => {}
             (answer, _) => panic!("round {round}: {request:?} with {attached:?} got {answer:?}"),
         }
+
         // Old sockets are closed now and then, as programs close theirs.
         if sockets.len() > 32 {
             sockets.drain(..16);
         }
     }
+
     println!("{replies} replies in {:?}", started.elapsed());
     drop(sockets);
     drop(client);
