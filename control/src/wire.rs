@@ -60,11 +60,17 @@ pub enum Op {
     /// Dissolve the attached datagram socket's association with its peer (`connect` with
     /// AF_UNSPEC). The reply comes once the owning worker no longer filters by that peer.
     Disconnect = 15,
+    /// Make the attached socket, one end of a SOCK_SEQPACKET socketpair the sender made, a new
+    /// control connection of the sender's process. The reply goes on that new connection and
+    /// never on the one the request came on, so any number of threads and processes may send
+    /// this request on one shared connection while one of them waits there for other replies.
+    /// Without a usable socket attached there is no reply at all.
+    NewConnection = 16,
 }
 
 impl Op {
     /// Every request kind, for tables indexed by kind.
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 16] = [
         Op::Socket,
         Op::Identify,
         Op::Bind,
@@ -80,6 +86,7 @@ impl Op {
         Op::Info,
         Op::AutoBind,
         Op::Disconnect,
+        Op::NewConnection,
     ];
 
     /// Returns the name `netcon-ctl perf` shows for the kind.
@@ -100,6 +107,7 @@ impl Op {
             Op::Info => "info",
             Op::AutoBind => "autobind",
             Op::Disconnect => "disconnect",
+            Op::NewConnection => "new-connection",
         }
     }
 }
@@ -123,6 +131,7 @@ impl Op {
             13 => Op::Info,
             14 => Op::AutoBind,
             15 => Op::Disconnect,
+            16 => Op::NewConnection,
             _ => return None,
         })
     }

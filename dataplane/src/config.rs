@@ -143,6 +143,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(4096..=(64 << 20)))]
     pub tcp_buffer: u32,
 
+    /// Maximum number of sockets netcon-dp holds for programs at once: TCP and UDP sockets,
+    /// listeners and accepted connections. At the limit socket() fails with ENFILE and
+    /// connections to listeners are reset once their handshake ends, until sockets close
+    /// [default: half of netcon-dp's limit on open fds, at most 65536].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
     /// User id allowed to use the control socket (repeatable) [default: netcon-dp's own uid
     /// and root].
     #[arg(long = "allow-uid", value_name = "UID")]

@@ -13,7 +13,8 @@
 //!   frames to the stack's own addresses around; [`mapped`] converts the IPv4-mapped
 //!   addresses of AF_INET6 sockets; [`tos`] writes IP_TOS and IPV6_TCLASS into egress
 //!   packets.
-//! - [`registry`] is the socket table both share; [`options`] stores socket options, checked
+//! - [`registry`] is the socket table both share, which also enforces `--max-connections`
+//!   ([`limits`] says what a program sees at the limit); [`options`] stores socket options, checked
 //!   against [`option_rules`], which says how Linux treats each one;
 //!   [`stats`] holds the counters and latency histograms `netcon-ctl` reads.
 //! - [`run`] wires them together.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod connect_gate;
 pub mod hairpin;
 pub mod icmp_error;
+pub mod limits;
 pub mod mapped;
 pub mod netns;
 pub mod offload;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 
+use crate::limits::Warnings;
 use crate::options::SocketOptions;
 use crate::stats::ConnStats;
 use std::sync::Arc;
@@ -174,17 +175,78 @@ impl PortSpace {
 }
 
 /// The tables behind the lock.
-#[derive(Default)]
 pub struct Table {
+    /// Every socket, keyed by the inode of the program's end. Entries enter through
+    /// [`Table::admit`] and leave through [`Table::remove`] or [`Table::mark_closed`], which
+    /// keep [`Table::open_sockets`] right; re-keying an entry in place keeps it too.
     pub sockets: HashMap<Inode, SocketEntry>,
     /// TCP ports taken by bound, listening or connected sockets.
     ports: PortSpace,
     /// UDP ports taken by bound sockets. TCP and UDP ports are separate, as on Linux.
     pub udp_ports: PortSpace,
     closed_order: VecDeque<Inode>,
+    /// Entries that are not closed: the sockets netcon-dp holds an end of for programs.
+    open: usize,
+    /// The maximum number of open entries (`--max-connections`).
+    max_open: usize,
 }
 
+impl Default for Table {
+    fn default() -> Table {
+        Table {
+            sockets: HashMap::new(),
+            ports: PortSpace::default(),
+            udp_ports: PortSpace::default(),
+            closed_order: VecDeque::new(),
+            open: 0,
+            max_open: usize::MAX,
+        }
+    }
+}
+
+/// The socket was not entered because `--max-connections` sockets are open already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitReached {
+    /// The limit that was reached.
+    pub max: usize,
+}
+
+impl std::fmt::Display for LimitReached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "--max-connections {} reached", self.max)
+    }
+}
+
+impl std::error::Error for LimitReached {}
+
 impl Table {
+    /// Enters a new open socket, unless `--max-connections` open sockets exist already.
+    pub fn admit(&mut self, inode: Inode, entry: SocketEntry) -> Result<(), LimitReached> {
+        if self.open >= self.max_open {
+            return Err(LimitReached { max: self.max_open });
+        }
+        let replaced = self.sockets.insert(inode, entry);
+        if !replaced.is_some_and(|old| old.state != SocketState::Closed) {
+            self.open += 1;
+        }
+        Ok(())
+    }
+
+    /// Returns whether [`Table::admit`] would reject a socket now.
+    pub fn is_full(&self) -> bool {
+        self.open >= self.max_open
+    }
+
+    /// Returns the number of sockets that are open (entered and not closed).
+    pub fn open_sockets(&self) -> usize {
+        self.open
+    }
+
+    /// Returns the maximum number of sockets [`Table::admit`] lets be open at once.
+    pub fn max_open(&self) -> usize {
+        self.max_open
+    }
+
     /// Takes TCP `port` for a socket; false when it is already taken.
     pub fn claim_port(&mut self, port: u16) -> bool {
         self.claim_port_in(port, PortScope::Both, false)
@@ -242,6 +304,9 @@ impl Table {
             .map(|local| local.port());
         let (scope, protocol) = (entry.port_scope, entry.protocol);
         entry.owns_port = false;
+        if entry.state != SocketState::Closed {
+            self.open -= 1;
+        }
         entry.state = SocketState::Closed;
         if errno != 0 {
             entry.pending_error = errno;
@@ -264,8 +329,13 @@ impl Table {
 
     /// Forgets a socket whose program end is gone, releasing its port.
     pub fn remove(&mut self, inode: Inode) {
-        if let Some(entry) = self.sockets.remove(&inode)
-            && entry.owns_port
+        let Some(entry) = self.sockets.remove(&inode) else {
+            return;
+        };
+        if entry.state != SocketState::Closed {
+            self.open -= 1;
+        }
+        if entry.owns_port
             && let Some(local) = entry.local
         {
             self.release_held(entry.protocol, local.port(), entry.port_scope);
@@ -285,9 +355,18 @@ struct PortHolder {
 #[derive(Default)]
 pub struct Registry {
     table: Mutex<Table>,
+    /// Warnings about rejected sockets, shared by the control thread and the workers.
+    pub warnings: Warnings,
 }
 
 impl Registry {
+    /// Returns an empty registry that lets at most `max_open` sockets be open at once.
+    pub fn with_limit(max_open: usize) -> Registry {
+        let registry = Registry::default();
+        registry.lock().max_open = max_open;
+        registry
+    }
+
     /// Locks the table. Held only for short lookups and updates.
     pub fn lock(&self) -> MutexGuard<'_, Table> {
         self.table
@@ -365,7 +444,7 @@ mod tests {
         entry.local = Some("0.0.0.0:53".parse().unwrap());
         entry.port_scope = PortScope::Ipv4;
         entry.owns_port = true;
-        table.sockets.insert(inode, entry);
+        table.admit(inode, entry).unwrap();
         table.remove(inode);
         assert!(table.udp_ports.claim_in(53, PortScope::Ipv4, false));
         assert!(!table.claim_port(53), "the TCP port stays taken");
@@ -380,7 +459,7 @@ mod tests {
         entry.local = Some("10.77.0.2:40000".parse().unwrap());
         entry.owns_port = true;
         assert!(table.claim_port(40000));
-        table.sockets.insert(inode, entry);
+        table.admit(inode, entry).unwrap();
         table.mark_closed(inode, libc::ECONNRESET);
         assert!(table.claim_port(40000));
         assert_eq!(table.sockets[&inode].pending_error, libc::ECONNRESET);
@@ -389,5 +468,30 @@ mod tests {
             !table.claim_port(40000),
             "a closed entry must not release the port again"
         );
+    }
+
+    #[test]
+    fn limit_counts_open_sockets() {
+        let registry = Registry::with_limit(2);
+        let mut table = registry.lock();
+        table.admit(Inode(1), SocketEntry::fresh()).unwrap();
+        table.admit(Inode(2), SocketEntry::fresh()).unwrap();
+        assert!(table.is_full());
+        assert_eq!(
+            table.admit(Inode(3), SocketEntry::fresh()),
+            Err(LimitReached { max: 2 })
+        );
+        assert!(!table.sockets.contains_key(&Inode(3)));
+
+        // A closed entry stays for SO_ERROR but no longer counts, and removing it later
+        // does not count it twice.
+        table.mark_closed(Inode(1), libc::ECONNREFUSED);
+        assert_eq!(table.open_sockets(), 1);
+        table.admit(Inode(3), SocketEntry::fresh()).unwrap();
+        table.remove(Inode(1));
+        assert_eq!(table.open_sockets(), 2);
+        table.remove(Inode(2));
+        table.remove(Inode(2));
+        assert_eq!(table.open_sockets(), 1);
     }
 }

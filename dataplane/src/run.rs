@@ -40,15 +40,23 @@ impl std::fmt::Display for RunError {
 
 impl std::error::Error for RunError {}
 
+/// The fd limit assumed when it cannot be read: Linux's default soft limit.
+const FALLBACK_FD_LIMIT: u64 = 1024;
+
 /// Runs netcon-dp until `stop` is set. Prints `netcon-dp ready` on stdout once it serves.
 pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     args.validate().map_err(RunError::Config)?;
-    match crate::sys::raise_fd_limit() {
-        Ok(limit) => log::debug!("fd limit {limit}"),
+    let fd_limit = match crate::sys::raise_fd_limit() {
+        Ok(limit) => limit,
         Err(e) => {
-            log::warn!("could not raise the fd limit ({e}); connections may hit EMFILE early")
+            log::warn!("could not raise the fd limit ({e}); connections may hit EMFILE early");
+            FALLBACK_FD_LIMIT
         }
-    }
+    };
+    let max_connections = args.max_connections.map_or_else(
+        || crate::limits::default_max_connections(fd_limit),
+        |max| max as usize,
+    );
 
     // The TAP comes first: without it nothing else is worth setting up.
     let (medium, tap_medium) = match args.medium {
@@ -63,8 +71,10 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         .socket
         .clone()
         .unwrap_or_else(netcon_control::path::default_socket_path);
-    let control =
-        ControlSocket::bind(&socket_path, args.socket.is_none()).map_err(RunError::Control)?;
+    let allowed = allowed_uids(args);
+    let other_users = path_users(&allowed);
+    let control = ControlSocket::bind(&socket_path, args.socket.is_none(), &other_users)
+        .map_err(RunError::Control)?;
 
     let stack = StackConfig {
         medium,
@@ -80,7 +90,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         tcp_buffer: args.tcp_buffer as usize,
         offload: args.offload.enabled(),
     };
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::with_limit(max_connections));
     let (completion_tx, completion_rx) = crossbeam::channel::unbounded();
     let completion_wake =
         Arc::new(eventfd().map_err(|e| RunError::Io("cannot create eventfd", e))?);
@@ -90,7 +100,6 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     };
     let workers = spawn_workers(args, queues, &stack, &registry, &completions)?;
 
-    let allowed = allowed_uids(args);
     let service = Service::new(
         control,
         registry,
@@ -125,6 +134,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         args.worker_count(),
         privileges.uid,
     );
+    log::info!("at most {max_connections} sockets open at once (fd limit {fd_limit})");
     if let Some(dns) = args.dns {
         log::info!("programs run through netcon resolve names with the DNS server {dns}");
     }
@@ -152,6 +162,18 @@ fn spawn_workers(
         .collect();
     worker::spawn_all(queues, stack, &cores, registry, completions)
         .map_err(|e| RunError::Io("cannot start the workers", e))
+}
+
+/// Returns the allowed uids that need an ACL entry to open the control socket's path: all but
+/// netcon-dp's own (the owner) and root (which needs no permission).
+fn path_users(allowed: &[u32]) -> Vec<u32> {
+    // SAFETY: geteuid has no preconditions.
+    let own = unsafe { libc::geteuid() };
+    allowed
+        .iter()
+        .copied()
+        .filter(|&uid| uid != own && uid != 0)
+        .collect()
 }
 
 fn allowed_uids(args: &Args) -> Vec<u32> {

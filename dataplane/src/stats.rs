@@ -38,6 +38,9 @@ pub struct WorkerStats {
     /// Times the submission queue was full and had to be flushed before queueing more.
     pub ring_full: AtomicU64,
     pub connections: AtomicU64,
+    /// Connections to a listener that were reset once their handshake ended, because
+    /// `--max-connections` sockets were open or netcon-dp had no fd left for them.
+    pub connections_rejected: AtomicU64,
     pub listeners: AtomicU64,
     pub udp_sockets: AtomicU64,
     /// UDP datagrams written to programs' sockets.

@@ -16,13 +16,15 @@ mod rpc;
 const READY_FD_ENV: &str = "NETCON_READY_FD";
 
 /// Runs when the library is loaded, before the program's `main`: tells `netcon-ctl run` (if it
-/// is waiting) that the preload took hold in this process, opens the control connection
-/// before the program can drop privileges (see [`rpc::connect_early`]), and identifies the
-/// netcon sockets inherited across exec before the program can restrict its system calls.
+/// is waiting) that the preload took hold in this process, finds or opens the origin control
+/// connection while the program still runs as the user it started as (see [`rpc`]), opens
+/// this thread's connection (see [`rpc::connect_early`]), and identifies the netcon sockets
+/// inherited across exec before the program can restrict its system calls.
 extern "C" fn on_load() {
     report_loaded();
     // Resolve the path now: a child after fork should not need to allocate for it.
     let _ = rpc::socket_path();
+    rpc::establish_at_load();
     rpc::connect_early();
     intercept::check_inherited();
     // SAFETY: registers a plain function with no arguments; null means "no handler".
@@ -30,9 +32,8 @@ extern "C" fn on_load() {
 }
 
 /// Runs in the child right after `fork`, in the thread that forked: the child needs a control
-/// connection of its own, opened before it can switch to an unprivileged user. (`vfork`,
-/// `posix_spawn` and raw `clone` do not run fork handlers; their children exec or reconnect
-/// on first use.)
+/// connection of its own (see [`rpc::connect_early`]). (`vfork`, `posix_spawn` and raw
+/// `clone` do not run fork handlers; their children exec or get one on first use.)
 extern "C" fn after_fork_in_child() {
     rpc::connect_early();
 }

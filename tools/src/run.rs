@@ -54,6 +54,8 @@ pub struct RunOptions {
 pub enum RunError {
     /// Nothing serves the control socket.
     DataplaneNotRunning { socket: PathBuf, reason: String },
+    /// The control socket exists, but this user may not open it.
+    SocketForbidden { socket: PathBuf },
     /// The preload library file is missing or unusable.
     PreloadUnusable { preload: PathBuf, reason: String },
     /// The program is not found on `PATH`.
@@ -101,6 +103,12 @@ impl fmt::Display for RunError {
                 "netcon-dp is not running at {path} ({reason}); start it with \
                  `netcon-dp --socket {path}` as root, or pass its socket with --socket",
                 path = socket.display()
+            ),
+            RunError::SocketForbidden { socket } => write!(
+                f,
+                "permission denied on netcon-dp's control socket {}: only netcon-dp's own \
+                 user, root and the users given to `netcon-dp --allow-uid` may use it",
+                socket.display()
             ),
             RunError::PreloadUnusable { preload, reason } => write!(
                 f,

@@ -151,6 +151,10 @@ fn assert_dataplane_recovered(topology: &Topology, baseline: usize, what: &str) 
         describe_fds(dataplane.pid())
     );
     let share = cpu_share(dataplane.pid(), Duration::from_secs(2));
+    println!(
+        "{what}: netcon-dp used {:.1}% of a core over 2 s",
+        share * 100.0
+    );
     assert!(
         share < IDLE_CPU_SHARE,
         "{what}: netcon-dp used {:.0}% of a core over 2 s while idle",
@@ -315,6 +319,59 @@ fn killed_dataplane_fails_blocked_calls() {
     topology.assert_intercepting();
     let _server = start_load_server(&topology, 9203);
     run_transfers(&topology, 9203, "4194304", Duration::from_secs(60));
+    drop(restarted);
+}
+
+/// Echoes a line through HOST:PORT and prints "before echoed", waits until the file GO
+/// exists, then echoes again on a new socket and prints "after echoed".
+const ECHO_ACROSS_RESTART: &str = r#"
+import os, socket, sys, time
+host, port, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def echo(tag):
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(b"ping\n")
+        assert conn.makefile("rb").readline() == b"ping\n"
+    print(tag, "echoed", flush=True)
+
+echo("before")
+while not os.path.exists(go):
+    time.sleep(0.1)
+echo("after")
+"#;
+
+#[test]
+fn running_program_survives_dataplane_restart() {
+    if !require_root("running_program_survives_dataplane_restart") {
+        return;
+    }
+    let mut topology = Topology::start("ncfault");
+    let _echo = common::start_socat_echo(&topology, 9210);
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    let go = dir.path().join("go");
+    let mut command = netcon_command(topology.socket(), PYTHON);
+    command
+        .args(["-c", ECHO_ACROSS_RESTART, PEER_IP, "9210"])
+        .arg(&go);
+    let mut program = Process::spawn(command, "program across a restart");
+    wait_for_output(&mut program, "before echoed", FAULT_TIMEOUT);
+
+    send_signal(topology.dataplane.pid(), libc::SIGKILL);
+    let reaped = wait_until(FAULT_TIMEOUT, || {
+        topology.dataplane.try_wait().is_ok_and(|s| s.is_some())
+    });
+    assert!(reaped, "netcon-dp did not die from SIGKILL");
+    let restarted = Dataplane::start(topology.dataplane.options())
+        .unwrap_or_else(|err| panic!("cannot restart netcon-dp: {err}"));
+
+    // The program's control connections died with netcon-dp: its next socket() opens new
+    // ones to the new netcon-dp.
+    std::fs::write(&go, b"").expect("cannot create the go file");
+    let run = program.finish(FAULT_TIMEOUT);
+    assert!(
+        run.succeeded() && run.stdout.contains("after echoed"),
+        "the program could not use netcon after netcon-dp restarted\n{run}"
+    );
     drop(restarted);
 }
 

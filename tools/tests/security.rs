@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    CProgram, Finished, PEER_IP, PYTHON, Process, Topology, cpu_share, describe_fds, run_bounded,
-    start_socat_echo, wait_for_output, wait_until,
+    CProgram, Finished, NETCON_IP, PEER_IP, PYTHON, Process, Topology, cpu_share, describe_fds,
+    run_bounded, start_socat_echo, wait_for_output, wait_until,
 };
 use netcon_control::wire::{OPT_MAX, REPLY_LEN, REQUEST_LEN};
 use netcon_control::{Op, Reply, Request, WireAddr, fdpass};
@@ -150,6 +150,11 @@ impl ControlClient {
 
     /// Waits up to `timeout` for one message; an attached fd is closed.
     fn receive(&self, timeout: Duration) -> Answer {
+        self.receive_with_fd(timeout).0
+    }
+
+    /// Waits up to `timeout` for one message and returns it with its attached fd, if any.
+    fn receive_with_fd(&self, timeout: Duration) -> (Answer, Option<OwnedFd>) {
         let mut poll = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -158,16 +163,16 @@ impl ControlClient {
         // SAFETY: poll reads and writes the one pollfd given.
         let ready = unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as libc::c_int) };
         if ready == 0 {
-            return Answer::Timeout;
+            return (Answer::Timeout, None);
         }
         let mut buf = vec![0u8; REPLY_LEN + 1];
         match fdpass::recv(self.fd.as_raw_fd(), &mut buf) {
-            Ok((0, _)) => Answer::Closed,
-            Ok((len, _fd)) => match Reply::decode(&buf[..len]) {
-                Ok(reply) => Answer::Reply(Box::new(reply)),
-                Err(_) => Answer::Undecodable(len),
+            Ok((0, _)) => (Answer::Closed, None),
+            Ok((len, fd)) => match Reply::decode(&buf[..len]) {
+                Ok(reply) => (Answer::Reply(Box::new(reply)), fd),
+                Err(_) => (Answer::Undecodable(len), None),
             },
-            Err(_) => Answer::Closed,
+            Err(_) => (Answer::Closed, None),
         }
     }
 
@@ -276,13 +281,7 @@ fn compile_probe() -> CProgram {
 
 /// Returns `command` run as the unprivileged user, without supplementary groups.
 fn as_nobody(program: &str) -> Command {
-    let mut command = Command::new("setpriv");
-    command
-        .arg(format!("--reuid={NOBODY_UID}"))
-        .arg(format!("--regid={NOBODY_UID}"))
-        .arg("--clear-groups")
-        .arg(program);
-    command
+    as_uid(NOBODY_UID, program)
 }
 
 /// Sends `request` through the raw probe started by `command` and returns the probe's run.
@@ -310,13 +309,18 @@ fn inet_socket_request() -> Request {
     request
 }
 
-/// Runs the preload's socket probe as the unprivileged user against `socket`.
+/// Runs the preload's socket probe as the unprivileged user against `socket`. Only the
+/// processes that run as that user load the preload: setpriv, which starts as root, would
+/// otherwise open a control connection that its descendants inherit.
 fn socket_probe_as_nobody(socket: &Path) -> Finished {
-    let mut command = as_nobody(PYTHON);
+    let mut command = as_nobody("/usr/bin/env");
     command
-        .args(["-c", SOCKET_PROBE])
-        .env("LD_PRELOAD", binary_path("libnetcon_preload.so"))
-        .env("NETCON_SOCKET", socket);
+        .arg(format!(
+            "LD_PRELOAD={}",
+            binary_path("libnetcon_preload.so").display()
+        ))
+        .arg(format!("NETCON_SOCKET={}", socket.display()))
+        .args([PYTHON, "-c", SOCKET_PROBE]);
     run_bounded(command, "socket probe as nobody", Duration::from_secs(15))
 }
 
@@ -349,8 +353,6 @@ fn control_socket_directory_restricted() {
 }
 
 #[test]
-#[ignore = "netcon-dp makes its control socket mode 0666 on purpose and checks SO_PEERCRED \
-            instead, so servers that dropped privileges can still reach it"]
 fn control_socket_not_world_writable() {
     if !require_root("control_socket_not_world_writable") {
         return;
@@ -365,6 +367,135 @@ fn control_socket_not_world_writable() {
         "the control socket's mode is {:o}: group and others may connect",
         mode & 0o777
     );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the control socket's mode is {:o}",
+        mode & 0o777
+    );
+}
+
+/// A uid that is neither root, netcon-dp's, nor allowed in any test.
+const STRANGER_UID: u32 = 65533;
+
+/// Returns `command` run as `uid` (and the same gid), without supplementary groups.
+fn as_uid(uid: u32, program: &str) -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg(program);
+    command
+}
+
+#[test]
+fn allowed_uid_gets_acl_entry() {
+    if !require_root("allowed_uid_gets_acl_entry") {
+        return;
+    }
+    let topology = Topology::start_with("ncsec", |options| {
+        options
+            .extra_args
+            .extend(["--allow-uid", "0", "--allow-uid", &NOBODY_UID.to_string()].map(String::from));
+    });
+    let mode = std::fs::metadata(topology.socket())
+        .expect("the control socket is missing")
+        .mode();
+    assert_eq!(
+        mode & 0o007,
+        0,
+        "others may connect to the control socket: mode {:o}",
+        mode & 0o777
+    );
+    let probe = compile_probe();
+    let request = inet_socket_request().encode();
+
+    // The ACL entry lets the allowed uid open the path; the group bits show the ACL's mask.
+    let allowed = run_raw_probe(as_nobody(probe.program()), topology.socket(), &request);
+    allowed.assert_success();
+    let reply = probe_reply(&allowed).unwrap_or_else(|| {
+        panic!("no reply to uid {NOBODY_UID}, which has an ACL entry\n{allowed}")
+    });
+    assert_eq!(reply.errno, 0, "the allowed uid's socket request failed");
+
+    let stranger = run_raw_probe(
+        as_uid(STRANGER_UID, probe.program()),
+        topology.socket(),
+        &request,
+    );
+    stranger.assert_success();
+    assert_eq!(
+        stranger.stdout.trim(),
+        "connect EACCES",
+        "uid {STRANGER_UID}, which is not allowed, could open the control socket\n{stranger}"
+    );
+}
+
+/// A ramfs mounted on a temporary directory, whose files take no POSIX ACL; unmounted on drop.
+struct AclFreeDir {
+    dir: tempfile::TempDir,
+}
+
+impl AclFreeDir {
+    fn mount() -> AclFreeDir {
+        let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+        let mut mount = Command::new("mount");
+        mount.args([
+            "-t",
+            "ramfs",
+            "netcon-test",
+            &dir.path().display().to_string(),
+        ]);
+        run_bounded(mount, "mount ramfs", Duration::from_secs(10)).assert_success();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("cannot open the ramfs to other users");
+        AclFreeDir { dir }
+    }
+}
+
+impl Drop for AclFreeDir {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn socket_without_acl_support_stays_usable() {
+    if !require_root("socket_without_acl_support_stays_usable") {
+        return;
+    }
+    let ramfs = AclFreeDir::mount();
+    let socket = ramfs.dir.path().join("control.sock");
+    let topology = Topology::start_with("ncsec", |options| {
+        options.socket = socket.clone();
+        options
+            .extra_args
+            .extend(["--allow-uid", "0", "--allow-uid", &NOBODY_UID.to_string()].map(String::from));
+    });
+    let stderr = topology.dataplane.stderr_text();
+    assert!(
+        stderr.contains("does not support POSIX ACLs"),
+        "netcon-dp did not warn that the socket's filesystem has no ACLs\n{stderr}"
+    );
+    let mode = std::fs::metadata(&socket)
+        .expect("the socket is missing")
+        .mode();
+    assert_eq!(mode & 0o777, 0o666, "mode {:o}", mode & 0o777);
+
+    // The uid check after connecting still tells the allowed uid from others.
+    let probe = compile_probe();
+    let request = inet_socket_request().encode();
+    let allowed = run_raw_probe(as_nobody(probe.program()), &socket, &request);
+    let reply = probe_reply(&allowed).unwrap_or_else(|| panic!("no reply\n{allowed}"));
+    assert_eq!(reply.errno, 0, "the allowed uid's socket request failed");
+    let stranger = run_raw_probe(as_uid(STRANGER_UID, probe.program()), &socket, &request);
+    assert_eq!(
+        stranger.stdout.trim(),
+        "closed",
+        "uid {STRANGER_UID} was served\n{stranger}"
+    );
+    drop(topology);
 }
 
 #[test]
@@ -383,9 +514,9 @@ fn other_uid_rejected() {
     raw.assert_success();
     assert_eq!(
         raw.stdout.trim(),
-        "closed",
-        "a client with uid {NOBODY_UID} was answered; netcon-dp allows only its own uid and \
-         root by default\n{raw}"
+        "connect EACCES",
+        "a client with uid {NOBODY_UID} could open the control socket; netcon-dp allows only \
+         its own uid and root by default\n{raw}"
     );
 
     let run = socket_probe_as_nobody(topology.socket());
@@ -398,6 +529,19 @@ fn other_uid_rejected() {
     assert!(
         run.stderr.contains("netcon: cannot reach netcon-dp at"),
         "the preload did not say why socket() failed\n{run}"
+    );
+
+    let mut command = as_nobody(binary_path("netcon-ctl").to_str().expect("UTF-8 path"));
+    command
+        .args(["run", "--socket"])
+        .arg(topology.socket())
+        .args(["--", PYTHON, "-c", SOCKET_PROBE]);
+    let ctl = run_bounded(command, "netcon-ctl run as nobody", Duration::from_secs(15));
+    assert_eq!(ctl.code(), Some(125), "netcon-ctl run did not fail\n{ctl}");
+    assert!(
+        ctl.stderr
+            .contains("permission denied on netcon-dp's control socket"),
+        "netcon-ctl run did not say that the user may not use netcon-dp\n{ctl}"
     );
 }
 
@@ -439,6 +583,65 @@ fn allowed_uid_served() {
     let echo = run_bounded(command, "echo as nobody", Duration::from_secs(30));
     echo.assert_success();
     assert_eq!(echo.stdout.trim(), "echoed", "the echo failed\n{echo}");
+}
+
+/// Run as root through netcon: echoes a line through HOST:PORT, then forks a child that
+/// switches to uid and gid 65534, echoes from a new thread and from itself, and executes Python
+/// again to echo once more as "exec". The program finds its own source in SOURCE, which the
+/// test defines. Every echo prints "TAG echoed".
+const USER_SWITCHER: &str = r#"
+import os, socket, sys, threading
+host, port = sys.argv[1], int(sys.argv[2])
+
+def echo(tag):
+    with socket.create_connection((host, port), timeout=10) as conn:
+        line = tag.encode() + b"\n"
+        conn.sendall(line)
+        assert conn.makefile("rb").readline() == line
+    print(tag, "echoed", flush=True)
+
+if len(sys.argv) > 3:
+    echo(sys.argv[3])
+    sys.exit(0)
+echo("parent")
+pid = os.fork()
+if pid == 0:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    thread = threading.Thread(target=echo, args=("thread",))
+    thread.start()
+    thread.join()
+    echo("child")
+    os.execv(sys.executable, [sys.executable, "-c", SOURCE, host, str(port), "exec"])
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+#[test]
+fn descendants_keep_access_after_user_switch() {
+    if !require_root("descendants_keep_access_after_user_switch") {
+        return;
+    }
+    let topology = Topology::start("ncsec");
+    let _echo = start_socat_echo(&topology, 9430);
+    // The program passes its own source on to the program it executes.
+    let source = format!("SOURCE = {USER_SWITCHER:?}\n{USER_SWITCHER}");
+    let mut command = netcon_command(topology.socket(), PYTHON);
+    command.args(["-c", &source, PEER_IP, "9430"]);
+    let run = run_bounded(
+        command,
+        "program that switches users",
+        Duration::from_secs(30),
+    );
+    run.assert_success();
+    for tag in ["parent", "thread", "child", "exec"] {
+        assert!(
+            run.stdout.contains(&format!("{tag} echoed")),
+            "the {tag} could not use netcon after the child switched to uid {NOBODY_UID}, \
+             although only netcon-dp's uid and root may open the control socket\n{run}"
+        );
+    }
 }
 
 #[test]
@@ -723,31 +926,479 @@ fn unread_replies_do_not_block_service() {
     assert_fds_return(&topology, baseline, "after a client that read no replies");
 }
 
+/// Returns a connected pair of AF_UNIX sockets of `kind`.
+fn unix_pair(kind: libc::c_int) -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two fds socketpair writes.
+    let ret = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            kind | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(ret, 0, "socketpair: {}", io::Error::last_os_error());
+    // SAFETY: socketpair returned two fresh fds that nothing else owns.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
 #[test]
-#[ignore = "netcon-dp has no --max-connections option yet"]
+fn new_connection_needs_socketpair_end() {
+    if !require_root("new_connection_needs_socketpair_end") {
+        return;
+    }
+    let mut topology = Topology::start("ncsec");
+    let baseline = topology.dataplane.fd_count();
+    let client = ControlClient::connect(topology.socket());
+    let request = Request::new(Op::NewConnection).encode();
+
+    // Sockets that must not become control connections: a stream pair, a connection to a
+    // listening socket (the control socket itself, so netcon-dp would talk to a server), a
+    // netcon UDP socket (a seqpacket pair netcon-dp made), a file, and nothing at all. None
+    // gets a reply on the shared connection.
+    let (stream, _stream_peer) = unix_pair(libc::SOCK_STREAM);
+    let to_listener = ControlClient::connect(topology.socket());
+    let mut udp_request = Request::new(Op::Socket);
+    udp_request.arg0 = libc::AF_INET as u64;
+    udp_request.arg1 = libc::SOCK_DGRAM as u64;
+    client
+        .send(&udp_request.encode(), &[])
+        .expect("cannot ask for a UDP socket");
+    let (answer, udp) = client.receive_with_fd(REPLY_TIMEOUT);
+    let udp = udp.unwrap_or_else(|| panic!("no UDP socket came back: {answer:?}"));
+    let file = std::fs::File::open("/dev/null").expect("cannot open /dev/null");
+    let cases: [(&str, Vec<RawFd>); 5] = [
+        ("a stream socketpair end", vec![stream.as_raw_fd()]),
+        (
+            "a connection to a listener",
+            vec![to_listener.fd.as_raw_fd()],
+        ),
+        ("a netcon UDP socket", vec![udp.as_raw_fd()]),
+        ("a file", vec![file.as_raw_fd()]),
+        ("no socket", vec![]),
+    ];
+    for (what, fds) in cases {
+        client
+            .send(&request, &fds)
+            .unwrap_or_else(|err| panic!("cannot send a request with {what}: {err}"));
+        let answer = client.receive(Duration::from_millis(500));
+        assert!(
+            matches!(answer, Answer::Timeout),
+            "a new connection with {what} got {answer:?} on the connection it came on"
+        );
+        let check = client.call(&Request::new(Op::Identify), &[]);
+        assert_eq!(
+            reply_errno(&format!("Identify after {what}"), &check),
+            libc::EBADF,
+            "the connection that asked with {what} stopped serving"
+        );
+    }
+
+    // A seqpacket pair end becomes a connection that gets the reply and serves requests.
+    let (mine, theirs) = unix_pair(libc::SOCK_SEQPACKET);
+    client
+        .send(&request, &[theirs.as_raw_fd()])
+        .expect("cannot send the request");
+    drop(theirs);
+    let derived = ControlClient { fd: mine };
+    let answer = derived.receive(REPLY_TIMEOUT);
+    assert_eq!(
+        reply_errno("the new connection's reply", &answer),
+        0,
+        "the new connection was not accepted"
+    );
+    let check = derived.call(&Request::new(Op::Identify), &[]);
+    assert_eq!(
+        reply_errno("Identify on the new connection", &check),
+        libc::EBADF,
+        "the new connection does not serve requests"
+    );
+    let nothing = client.receive(Duration::from_millis(200));
+    assert!(
+        matches!(nothing, Answer::Timeout),
+        "the shared connection got {nothing:?}"
+    );
+
+    drop((client, derived, to_listener, udp));
+    assert_still_serving(&mut topology, "after new connections with unusable sockets");
+    assert_fds_return(
+        &topology,
+        baseline,
+        "after new connections with unusable sockets",
+    );
+}
+
+/// Requests that netcon-dp answers at once whatever their fields (a blocking connect waits
+/// for its handshake, so connects are always sent non-blocking).
+const FUZZED_OPS: [Op; 13] = [
+    Op::Socket,
+    Op::Identify,
+    Op::Bind,
+    Op::Listen,
+    Op::Connect,
+    Op::GetSockName,
+    Op::GetPeerName,
+    Op::GetSockOpt,
+    Op::SetSockOpt,
+    Op::Info,
+    Op::AutoBind,
+    Op::Disconnect,
+    Op::NewConnection,
+];
+
+/// A xorshift generator, so that a failing sequence of requests repeats exactly.
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+/// Returns an address for a bind or connect, sometimes unspecified or of the other family.
+/// Every address is the stack's own, loopback or the kernel peer in the namespace, so that no
+/// SYN leaves the namespace's link and every connect ends within a second: a connect to a host
+/// that never answers holds its socket for the whole connect timeout.
+fn fuzzed_address(noise: &mut Noise) -> WireAddr {
+    let port = match noise.below(3) {
+        0 => 0,
+        1 => 9500 + noise.below(8) as u16,
+        _ => noise.next() as u16,
+    };
+    let text = match noise.below(7) {
+        0 => return WireAddr(None),
+        1 => format!("{PEER_IP}:{port}"),
+        2 => format!("{NETCON_IP}:{port}"),
+        3 => format!("127.0.0.1:{port}"),
+        4 => format!("0.0.0.0:{port}"),
+        5 => format!("[::1]:{port}"),
+        _ => format!("[fd00::{}]:{port}", 1 + noise.below(2)),
+    };
+    WireAddr(Some(text.parse().expect("a valid address")))
+}
+
+/// Returns a request of kind `op` with random fields.
+fn fuzzed_request(noise: &mut Noise, op: Op) -> Request {
+    let mut request = Request::new(op);
+    request.flags = noise.below(4) as u32;
+    let domains = [libc::AF_INET, libc::AF_INET6, libc::AF_UNIX, 0];
+    let kinds = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_RAW, 0];
+    let levels = [
+        libc::SOL_SOCKET,
+        libc::IPPROTO_TCP,
+        libc::IPPROTO_IP,
+        libc::IPPROTO_IPV6,
+    ];
+    (request.arg0, request.arg1) = match op {
+        Op::Socket => (
+            domains[noise.below(4) as usize] as u64,
+            kinds[noise.below(4) as usize] as u64,
+        ),
+        Op::GetSockOpt | Op::SetSockOpt => {
+            (levels[noise.below(4) as usize] as u64, noise.below(80))
+        }
+        _ => (noise.next(), noise.next()),
+    };
+    if op == Op::Connect {
+        request.flags |= netcon_control::wire::FLAG_NONBLOCK;
+    }
+    request.addr = fuzzed_address(noise);
+    request.opt_len = noise.below(OPT_MAX as u64 + 1) as u32;
+    for byte in request.opt.iter_mut().take(request.opt_len as usize) {
+        *byte = noise.next() as u8;
+    }
+    request
+}
+
+#[test]
+fn random_requests_keep_service_alive() {
+    if !require_root("random_requests_keep_service_alive") {
+        return;
+    }
+    let mut topology = Topology::start("ncsec");
+    let baseline = topology.dataplane.fd_count();
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+    let mut client = ControlClient::connect(topology.socket());
+    // Sockets netcon-dp made for this test, attached to later requests.
+    let mut sockets: Vec<OwnedFd> = Vec::new();
+    let file = std::fs::File::open("/dev/null").expect("cannot open /dev/null");
+    let started = Instant::now();
+    let mut replies = 0;
+
+    for round in 0..3000 {
+        if started.elapsed() > Duration::from_secs(60) {
+            panic!("3000 requests took more than 60 s; stopped at {round}");
+        }
+
+        let op = FUZZED_OPS[noise.below(FUZZED_OPS.len() as u64) as usize];
+        let request = fuzzed_request(&mut noise, op);
+        let (pair_end, attached) = match noise.below(5) {
+            0 => (None, vec![]),
+            1 => (None, vec![file.as_raw_fd()]),
+            2 => {
+                let (mine, theirs) = unix_pair(libc::SOCK_SEQPACKET);
+                let raw = theirs.as_raw_fd();
+                (Some((mine, theirs)), vec![raw])
+            }
+            _ if sockets.is_empty() => (None, vec![]),
+            _ => {
+                let index = noise.below(sockets.len() as u64) as usize;
+                (None, vec![sockets[index].as_raw_fd()])
+            }
+        };
+
+        if client.send(&request.encode(), &attached).is_err() {
+            client = ControlClient::connect(topology.socket());
+            continue;
+        }
+        drop(pair_end);
+        // A new connection's reply goes to the pair end, which is closed by now.
+        let wait = if op == Op::NewConnection {
+            Duration::from_millis(20)
+        } else {
+            REPLY_TIMEOUT
+        };
+        match client.receive_with_fd(wait) {
+            (Answer::Reply(reply), fd) => {
+                replies += 1;
+                if let Some(fd) = fd.filter(|_| reply.errno == 0 && op == Op::Socket) {
+                    sockets.push(fd);
+                }
+            }
+            (Answer::Timeout, _) if op == Op::NewConnection => {}
+            (answer, _) => panic!("round {round}: {request:?} with {attached:?} got {answer:?}"),
+        }
+
+        // Old sockets are closed now and then, as programs close theirs.
+        if sockets.len() > 32 {
+            sockets.drain(..16);
+        }
+    }
+
+    println!("{replies} replies in {:?}", started.elapsed());
+    drop(sockets);
+    drop(client);
+    assert_still_serving(&mut topology, "after random requests");
+    assert_fds_return(&topology, baseline, "after random requests");
+}
+
+/// The limit the limit tests start netcon-dp with.
+const MAX_CONNECTIONS: &str = "8";
+
+/// Connects to the echo server at HOST:PORT, then opens AF_INET stream sockets until socket()
+/// fails and prints "failed ERRNO with N open", N counting the connection. Then echoes a line
+/// through the connection, prints "echoed at the limit" and holds everything for 30 s.
+const LIMIT_HOARDER: &str = r#"
+import errno, socket, sys, time
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+held = []
+while len(held) < 100000:
+    try:
+        held.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    except OSError as err:
+        name = errno.errorcode.get(err.errno, err.errno)
+        print(f"failed {name} with {len(held) + 1} open", flush=True)
+        break
+conn.sendall(b"ping\n")
+assert conn.makefile("rb").readline() == b"ping\n"
+print("echoed at the limit", flush=True)
+time.sleep(30)
+"#;
+
+/// Runs `netcon-ctl status --json` against `socket`.
+fn status_json(socket: &Path) -> serde_json::Value {
+    let mut command = Command::new(binary_path("netcon-ctl"));
+    command.args(["status", "--json", "--socket"]).arg(socket);
+    let run = run_bounded(command, "netcon-ctl status", Duration::from_secs(20));
+    run.assert_success();
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run}"))
+}
+
+/// Returns the sum of the per-worker counter `key` in a status document.
+fn worker_total(status: &serde_json::Value, key: &str) -> u64 {
+    status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|worker| worker[key].as_u64())
+        .sum()
+}
+
+/// Counts the lines of netcon-dp's stderr that report the connection limit.
+fn limit_warnings(topology: &Topology) -> usize {
+    let stderr = topology.dataplane.stderr_text();
+    let needle = format!("--max-connections {MAX_CONNECTIONS} reached");
+    stderr.lines().filter(|line| line.contains(&needle)).count()
+}
+
+#[test]
 fn connection_limit_reported() {
     if !require_root("connection_limit_reported") {
+        return;
+    }
+    let mut topology = Topology::start_with("ncsec", |options| {
+        options
+            .extra_args
+            .extend(["--max-connections", MAX_CONNECTIONS].map(String::from));
+    });
+    let _echo = start_socat_echo(&topology, 9410);
+    let mut hoarder = netcon_command(topology.socket(), PYTHON);
+    hoarder.args(["-c", LIMIT_HOARDER, PEER_IP, "9410"]);
+    let mut hoarder = Process::spawn(hoarder, "socket hoarder");
+    wait_for_output(&mut hoarder, "echoed at the limit", Duration::from_secs(15));
+    let (stdout, _) = hoarder.output_so_far();
+    assert!(
+        stdout.contains(&format!("failed ENFILE with {MAX_CONNECTIONS} open")),
+        "socket() did not fail with ENFILE once {MAX_CONNECTIONS} sockets were open: {stdout}"
+    );
+
+    // Another program at the limit gets the same errno; netcon-dp keeps running and counts.
+    for _ in 0..3 {
+        let mut probe = netcon_command(topology.socket(), PYTHON);
+        probe.args(["-c", SOCKET_PROBE]);
+        let run = run_bounded(probe, "socket probe at the limit", Duration::from_secs(15));
+        run.assert_success();
+        assert_eq!(run.stdout.trim(), "ENFILE", "socket() at the limit\n{run}");
+    }
+    let status = status_json(topology.socket());
+    assert_eq!(status["max_connections"].as_u64(), Some(8), "{status}");
+    assert_eq!(status["open_sockets"].as_u64(), Some(8), "{status}");
+    assert!(
+        status["sockets_rejected"].as_u64() >= Some(4),
+        "the refused sockets are not counted: {status}"
+    );
+    assert_eq!(
+        limit_warnings(&topology),
+        1,
+        "netcon-dp did not warn exactly once about four refusals within seconds\n{}",
+        topology.dataplane.stderr_text()
+    );
+
+    // Once the hoarder's sockets are closed, sockets can be made again.
+    drop(hoarder);
+    let freed = wait_until(Duration::from_secs(10), || {
+        status_json(topology.socket())["open_sockets"].as_u64() == Some(0)
+    });
+    assert!(freed, "the hoarder's sockets still count after it exited");
+    assert_still_serving(&mut topology, "after the limit was reached");
+}
+
+/// A server through netcon on PORT that accepts connections, answers "ok" on each and holds
+/// them. Every 0.2 s without a new connection it checks for the file RELEASE, and when the file
+/// exists closes every held connection, deletes the file and prints "released".
+const HOLDING_SERVER: &str = r#"
+import os, socket, sys
+port, release = int(sys.argv[1]), sys.argv[2]
+server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", port))
+server.listen(16)
+server.settimeout(0.2)
+print("listening", flush=True)
+held = []
+while True:
+    try:
+        conn, _ = server.accept()
+        conn.settimeout(10)
+        conn.sendall(b"ok\n")
+        held.append(conn)
+    except socket.timeout:
+        pass
+    if os.path.exists(release):
+        for conn in held:
+            conn.close()
+        held.clear()
+        os.unlink(release)
+        print("released", flush=True)
+"#;
+
+/// Connects to HOST:PORT COUNT times, one after another, keeping every connection open, and
+/// prints one line per connection: "served" when the server answered, else what happened.
+const LIMIT_CLIENT: &str = r#"
+import socket, sys
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held = []
+for _ in range(count):
+    try:
+        conn = socket.create_connection((host, port), timeout=10)
+        held.append(conn)
+        line = conn.makefile("rb").readline()
+        print("served" if line == b"ok\n" else f"answered {line!r}", flush=True)
+    except OSError as err:
+        print(type(err).__name__, flush=True)
+"#;
+
+/// Runs LIMIT_CLIENT in the namespace against the netcon server on `port`.
+fn connect_from_peer(topology: &Topology, port: u16, count: usize) -> Finished {
+    let mut client = topology.netns.command(PYTHON);
+    client
+        .args(["-c", LIMIT_CLIENT, NETCON_IP, &port.to_string()])
+        .arg(count.to_string());
+    run_bounded(client, "clients in the namespace", Duration::from_secs(60))
+}
+
+#[test]
+fn connection_limit_resets_inbound() {
+    if !require_root("connection_limit_resets_inbound") {
         return;
     }
     let topology = Topology::start_with("ncsec", |options| {
         options
             .extra_args
-            .extend(["--max-connections", "8"].map(String::from));
+            .extend(["--max-connections", MAX_CONNECTIONS].map(String::from));
     });
-    let mut hoarder = netcon_command(topology.socket(), PYTHON);
-    hoarder.args(["-c", SOCKET_HOARDER]);
-    let mut hoarder = Process::spawn(hoarder, "socket hoarder");
-    wait_for_output(&mut hoarder, "failed", Duration::from_secs(15));
-    let (stdout, _) = hoarder.output_so_far();
-    assert!(
-        stdout.contains("after 8"),
-        "the limit of 8 did not hold: {stdout}"
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    let release = dir.path().join("release");
+    let mut server = netcon_command(topology.socket(), PYTHON);
+    server.args(["-c", HOLDING_SERVER, "9420"]).arg(&release);
+    let mut server = Process::spawn(server, "holding server");
+    wait_for_output(&mut server, "listening", Duration::from_secs(15));
+
+    // The listener is one of the 8 sockets, so 7 connections are served and the rest reset.
+    let run = connect_from_peer(&topology, 9420, 10);
+    run.assert_success();
+    let outcomes: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        outcomes[..7],
+        ["served"; 7],
+        "the first 7 connections were not all served\n{run}"
     );
     assert!(
-        ["EMFILE", "ENFILE", "ENOBUFS"]
+        outcomes[7..]
             .iter()
-            .any(|errno| stdout.contains(errno)),
-        "the program did not get an EMFILE-like errno: {stdout}"
+            .all(|line| *line == "ConnectionResetError"),
+        "connections beyond the limit were not reset\n{run}"
+    );
+    let status = status_json(topology.socket());
+    assert_eq!(
+        worker_total(&status, "connections_rejected"),
+        3,
+        "the reset connections are not counted: {status}"
+    );
+    assert_eq!(
+        limit_warnings(&topology),
+        1,
+        "{}",
+        topology.dataplane.stderr_text()
+    );
+
+    // Closing the held connections makes room again.
+    std::fs::write(&release, b"").expect("cannot create the release file");
+    wait_for_output(&mut server, "released", Duration::from_secs(15));
+    let run = connect_from_peer(&topology, 9420, 3);
+    run.assert_success();
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        ["served"; 3],
+        "connections were not served after the held ones closed\n{run}"
     );
 }
 
@@ -804,8 +1455,21 @@ fn exhausted_dataplane_answers_new_clients() {
     hoarder.args(["-c", SOCKET_HOARDER]);
     let mut hoarder = Process::spawn(hoarder, "socket hoarder");
     wait_for_output(&mut hoarder, "failed", Duration::from_secs(15));
+    // A socketpair takes two fds, so one may be left over: control connections of the
+    // test's own take it. Each is either accepted or closed at once.
+    let fillers: Vec<ControlClient> = (0..3)
+        .map(|_| ControlClient::connect(topology.socket()))
+        .collect();
+    let answers: Vec<Answer> = fillers
+        .iter()
+        .map(|client| client.call(&Request::new(Op::Identify), &[]))
+        .collect();
+    assert!(
+        matches!(answers.last(), Some(Answer::Closed)),
+        "netcon-dp still had fds for control connections: {answers:?}"
+    );
 
-    // A new process needs a control connection of its own, which netcon-dp cannot accept.
+    // A new process needs a control connection of its own, which netcon-dp has no fd for.
     let mut late = netcon_command(topology.socket(), PYTHON);
     late.args(["-c", SOCKET_PROBE]);
     let late = Process::spawn(late, "socket probe while netcon-dp is out of fds");
@@ -819,5 +1483,15 @@ fn exhausted_dataplane_answers_new_clients() {
     assert!(
         !late.timed_out,
         "socket() in a new program hung while netcon-dp was out of fds\n{late}"
+    );
+    assert_eq!(
+        late.stdout.trim(),
+        "ENETDOWN",
+        "socket() in a new program did not fail with ENETDOWN\n{late}"
+    );
+    let stderr = topology.dataplane.stderr_text();
+    assert!(
+        stderr.contains("no fd left for a new control connection"),
+        "netcon-dp did not report the connection it closed\n{stderr}"
     );
 }

@@ -54,6 +54,9 @@ enum PortChoice {
 impl Service {
     /// Creates a UDP socket of `domain`: the program gets one end of a SOCK_SEQPACKET pair.
     pub(super) fn create_datagram_socket(&mut self, domain: i32) -> Handled {
+        if let Err(errno) = self.check_room() {
+            return error(errno);
+        }
         let made = (|| {
             let (app, service) = socketpair(libc::SOCK_SEQPACKET)?;
             set_nonblocking(service.as_fd(), true)?;
@@ -62,7 +65,7 @@ impl Service {
         })();
         let (app, service, inode) = match made {
             Ok(parts) => parts,
-            Err(e) => return error(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+            Err(e) => return error(self.creation_failed(&e)),
         };
         if let Err(e) = force_send_buffer(app.as_raw_fd(), APP_SEND_BUFFER) {
             log::debug!("cannot size a new UDP socket: {e}");
@@ -70,7 +73,9 @@ impl Service {
         let mut entry = SocketEntry::fresh();
         entry.protocol = Protocol::Udp;
         entry.domain = domain;
-        self.registry.lock().sockets.insert(inode, entry);
+        if let Err(errno) = self.admit(inode, entry) {
+            return error(errno);
+        }
         if let Err(e) = self.watch_pending(inode, service) {
             self.registry.lock().remove(inode);
             return error(e.raw_os_error().unwrap_or(libc::ENOMEM));
@@ -116,9 +121,13 @@ impl Service {
             Op::GetPeerName => self.datagram_name(inode, true),
             Op::GetSockOpt => self.get_datagram_option(inode, request),
             Op::SetSockOpt => self.set_datagram_option(inode, request, app),
-            Op::Socket | Op::Identify | Op::Show | Op::Status | Op::Perf | Op::Info => {
-                unreachable!("handled before the socket is looked up")
-            }
+            Op::Socket
+            | Op::Identify
+            | Op::Show
+            | Op::Status
+            | Op::Perf
+            | Op::Info
+            | Op::NewConnection => unreachable!("handled before the socket is looked up"),
         }
     }
 

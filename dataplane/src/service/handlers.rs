@@ -66,9 +66,13 @@ impl Service {
             Op::SetSockOpt => self.set_option(inode, &request),
             // Only datagram sockets bind on first send or drop their peer.
             Op::AutoBind | Op::Disconnect => error(libc::EOPNOTSUPP),
-            Op::Socket | Op::Identify | Op::Show | Op::Status | Op::Perf | Op::Info => {
-                unreachable!("handled above")
-            }
+            Op::Socket
+            | Op::Identify
+            | Op::Show
+            | Op::Status
+            | Op::Perf
+            | Op::Info
+            | Op::NewConnection => unreachable!("handled above or by the caller"),
         }
     }
 
@@ -83,6 +87,9 @@ impl Service {
         if request.arg1 != libc::SOCK_STREAM as u64 {
             return error(libc::EPROTONOSUPPORT);
         }
+        if let Err(errno) = self.check_room() {
+            return error(errno);
+        }
         let made = (|| {
             let (app, service) = socketpair(libc::SOCK_STREAM)?;
             prepare_pair(app.as_fd(), service.as_fd())?;
@@ -92,11 +99,13 @@ impl Service {
         })();
         let (app, service, inode) = match made {
             Ok(parts) => parts,
-            Err(e) => return error(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+            Err(e) => return error(self.creation_failed(&e)),
         };
         let mut entry = SocketEntry::fresh();
         entry.domain = domain;
-        self.registry.lock().sockets.insert(inode, entry);
+        if let Err(errno) = self.admit(inode, entry) {
+            return error(errno);
+        }
         if let Err(e) = self.watch_pending(inode, service) {
             self.registry.lock().remove(inode);
             return error(e.raw_os_error().unwrap_or(libc::ENOMEM));
@@ -180,7 +189,7 @@ impl Service {
         })();
         let (app, service, listener_inode) = match made {
             Ok(parts) => parts,
-            Err(e) => return error(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+            Err(e) => return error(self.creation_failed(&e)),
         };
         let mut entry = table.sockets.remove(&inode).expect("checked above");
         entry.state = SocketState::Listening;

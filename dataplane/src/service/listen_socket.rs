@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::sys::cvt;
+use crate::sys::{acl, cvt};
 
 /// Why the control socket could not be set up.
 #[derive(Debug)]
@@ -59,14 +59,20 @@ pub struct ControlSocket {
 }
 
 impl ControlSocket {
-    /// Binds `path` with mode 0666, in a directory that is created with mode 0711 when it is
-    /// missing. Anyone may connect, and the service checks each client's credentials on
-    /// accept instead: a server that switched to an unprivileged user after it started must
-    /// still reach the socket, and is let in only as a thread of a process that was allowed.
+    /// Binds `path`, in a directory that is created with mode 0711 when it is missing. Only
+    /// netcon-dp's own user, root and `other_users` may connect: the socket has mode 0600 and
+    /// a POSIX ACL entry for each of `other_users`. On a filesystem without POSIX ACLs it has
+    /// mode 0666 instead, and the uid check on accept alone turns other users away. Programs
+    /// reach the service after they switch users through connections derived from one opened
+    /// before (see [`netcon_control::Op::NewConnection`]), so they need no access to the path.
     /// A stale socket file left by a process that died is replaced; a live one is an error.
     /// With `private_dir` (the default path, whose directory name anyone can predict), an
     /// existing directory must belong to this user and be closed to others.
-    pub fn bind(path: &Path, private_dir: bool) -> Result<ControlSocket, ControlSocketError> {
+    pub fn bind(
+        path: &Path,
+        private_dir: bool,
+        other_users: &[u32],
+    ) -> Result<ControlSocket, ControlSocketError> {
         let io_err = |e| ControlSocketError::Io(path.to_path_buf(), e);
         let addr = sockaddr(path.as_os_str())
             .ok_or_else(|| ControlSocketError::PathTooLong(path.to_path_buf()))?;
@@ -98,7 +104,7 @@ impl ControlSocket {
             )
         })
         .map_err(io_err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(io_err)?;
+        restrict_access(path, other_users).map_err(io_err)?;
         // SAFETY: listen takes plain integers.
         cvt(unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) }).map_err(io_err)?;
         Ok(ControlSocket {
@@ -135,6 +141,28 @@ impl ControlSocket {
 impl Drop for ControlSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Lets only the owner (and root) and `other_users` connect to the socket at `path`, before it
+/// listens.
+fn restrict_access(path: &Path, other_users: &[u32]) -> io::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    if other_users.is_empty() {
+        return Ok(());
+    }
+    match acl::set_access_acl(path, &acl::read_write_for(other_users)) {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            log::warn!(
+                "the filesystem of {} does not support POSIX ACLs, so the control socket gets \
+                 mode 0666 for --allow-uid {other_users:?}, and only the uid check after \
+                 connecting turns other users away; put --socket on a filesystem with ACLs \
+                 (tmpfs, ext4, xfs) to keep them from connecting at all",
+                path.display()
+            );
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        }
+        other => other,
     }
 }
 

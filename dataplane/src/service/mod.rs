@@ -4,6 +4,8 @@
 //! the worker through a completion queue.
 
 mod addressing;
+mod admission;
+mod clients;
 mod datagram;
 mod handlers;
 mod kernel_loopback;
@@ -15,7 +17,7 @@ pub use listen_socket::{ControlSocket, ControlSocketError};
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -28,7 +30,7 @@ use crate::stats::Latency;
 use slab::Slab;
 
 use crate::registry::{Inode, Registry};
-use crate::sys::socket::{epoll_add, epoll_delete, epoll_wait, eventfd_drain, peer_credentials};
+use crate::sys::socket::{epoll_add, epoll_delete, epoll_wait, eventfd_drain};
 use crate::worker::{Completion, WorkerHandle};
 use peer::PeerProcess;
 
@@ -84,6 +86,13 @@ pub struct Service {
     /// Round trips the shims reported per kind, indexed like `Op::ALL`.
     rpc_latency: Vec<Latency>,
     next_worker: usize,
+    /// Sockets refused because `--max-connections` sockets were open.
+    sockets_rejected: u64,
+    /// An fd held back so that a waiting client can be accepted and closed when netcon-dp
+    /// has no other fd left.
+    reserve_fd: Option<OwnedFd>,
+    /// Set while the control socket goes unwatched after netcon-dp ran out of fds.
+    accept_paused_until: Option<std::time::Instant>,
 }
 
 impl Service {
@@ -130,6 +139,9 @@ impl Service {
             rpc_counts: [0; Op::ALL.len()],
             rpc_latency: Op::ALL.iter().map(|_| Latency::new(2)).collect(),
             next_worker: 0,
+            sockets_rejected: 0,
+            reserve_fd: clients::open_reserve_fd(),
+            accept_paused_until: None,
         })
     }
 
@@ -156,6 +168,7 @@ impl Service {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENT_BATCH];
         while !stop.load(Ordering::Acquire) {
             let count = epoll_wait(self.epoll.as_raw_fd(), &mut events, 200)?;
+            self.resume_accepting();
             for event in &events[..count] {
                 let (flags, token) = (event.events, event.u64);
                 match token {
@@ -170,53 +183,6 @@ impl Service {
             worker.stop();
         }
         Ok(())
-    }
-
-    fn accept_clients(&mut self) {
-        loop {
-            let fd = match self.control.accept() {
-                Ok(fd) => fd,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    log::warn!("control socket: accept failed: {e}");
-                    return;
-                }
-            };
-            let cred = match peer_credentials(fd.as_fd()) {
-                Ok(cred) => cred,
-                Err(e) => {
-                    log::warn!("control socket: cannot read peer credentials: {e}");
-                    continue;
-                }
-            };
-            let peer = PeerProcess::lookup(cred.pid, cred.uid);
-            let known = self.clients.iter().map(|(_, client)| &client.peer);
-            if !peer.is_authorized(&self.allowed_uids, known) {
-                log::warn!(
-                    "control socket: rejected pid {} uid {}: the uid is not in --allow-uid \
-                     and the process holds no allowed connection",
-                    cred.pid,
-                    cred.uid
-                );
-                continue;
-            }
-            let raw = fd.as_raw_fd();
-            let key = self.clients.insert(Client {
-                fd,
-                peer,
-                serial: 0,
-            });
-            let events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-            if let Err(e) = epoll_add(
-                self.epoll.as_raw_fd(),
-                raw,
-                events,
-                CLIENT_BASE + key as u64,
-            ) {
-                log::warn!("control socket: cannot watch client pid {}: {e}", cred.pid);
-                self.clients.remove(key);
-            }
-        }
     }
 
     fn serve_client(&mut self, key: usize, flags: u32) {
@@ -252,6 +218,9 @@ impl Service {
             }
         };
         self.count_request(&request);
+        if request.op == Op::NewConnection {
+            return self.new_connection(key, fd);
+        }
         let client = &mut self.clients[key];
         client.serial += 1;
         let to = crate::worker::ReplyTo {
@@ -298,6 +267,7 @@ impl Service {
                 .map(|((op, count), latency)| (*op, count, latency.clone()))
                 .collect(),
             clients: self.clients.len(),
+            sockets_rejected: self.sockets_rejected,
         };
         let spawned = std::thread::Builder::new()
             .name("netcon-observe".into())

@@ -29,6 +29,8 @@ pub struct Observation {
     /// RPCs served per kind (indexed like `Op::ALL`) and their round trips as the shim saw them.
     pub rpcs: Vec<(Op, u64, Latency)>,
     pub clients: usize,
+    /// Sockets the control thread rejected at `--max-connections`.
+    pub sockets_rejected: u64,
 }
 
 impl Observation {
@@ -110,6 +112,7 @@ impl Observation {
                     "cqes": stats::read(&s.cqes),
                     "ring_full": stats::read(&s.ring_full),
                     "connections": stats::read(&s.connections),
+                    "connections_rejected": stats::read(&s.connections_rejected),
                     "listeners": stats::read(&s.listeners),
                     "udp_sockets": stats::read(&s.udp_sockets),
                     "udp_datagrams_in": stats::read(&s.udp_datagrams_in),
@@ -126,10 +129,17 @@ impl Observation {
             .iter()
             .map(|(op, served, _)| (op.name().to_string(), json!(served)))
             .collect();
+        let (sockets, open, max_open) = {
+            let table = self.registry.lock();
+            (table.sockets.len(), table.open_sockets(), table.max_open())
+        };
         json!({
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
             "clients": self.clients,
-            "sockets": self.registry.lock().sockets.len(),
+            "sockets": sockets,
+            "open_sockets": open,
+            "max_connections": max_open,
+            "sockets_rejected": self.sockets_rejected,
             "rpcs": rpcs,
             "workers": workers,
         })

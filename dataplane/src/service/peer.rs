@@ -1,12 +1,12 @@
-//! Who may use the control socket: a client whose uid is allowed, or another thread of a
-//! process that already holds an allowed connection.
+//! Who may connect to the control socket's path: a client whose uid is allowed, or another
+//! thread of a process that already holds an allowed connection.
 //!
-//! The second rule exists because servers drop privileges after they start. nginx, apache and
-//! vsftpd fork workers as root that switch to an unprivileged user, and apache's event MPM
-//! then starts threads. The kernel records a Unix socket's credentials at `connect`, so the
-//! connection a process opened as root keeps root's uid, but each thread opens its own control
-//! connection, and one opened after the switch carries the new uid. Such a thread belongs to a
-//! process that was allowed, so it is allowed too.
+//! Servers drop privileges after they start: nginx, apache and vsftpd fork workers as root
+//! that switch to an unprivileged user, and apache's event MPM then starts threads. The
+//! preload gives such threads and processes their connections through a connection opened
+//! before the switch ([`netcon_control::Op::NewConnection`]), which needs no check here. The
+//! second rule covers threads that connect by path after the switch anyway, which they can
+//! only do when the socket is open to them (mode 0666, on a filesystem without ACLs).
 
 use std::fs;
 

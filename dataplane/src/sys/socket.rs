@@ -98,6 +98,31 @@ pub fn inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(st.st_ino)
 }
 
+/// Returns whether `fd` is one end of a connected AF_UNIX SOCK_SEQPACKET socketpair: neither
+/// end has an address, so it does not lead to a listening socket of some other program. Fails
+/// when `fd` is not a socket.
+pub fn is_seqpacket_pair_end(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let domain = get_int_option(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let kind = get_int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
+    let listening = get_int_option(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)?;
+    if domain != libc::AF_UNIX || kind != libc::SOCK_SEQPACKET || listening != 0 {
+        return Ok(false);
+    }
+    let unnamed = size_of::<libc::sa_family_t>() as libc::socklen_t;
+    // SAFETY: an all-zero sockaddr_un is a valid value for the calls to overwrite.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let out = (&mut addr as *mut libc::sockaddr_un).cast();
+    // SAFETY: addr and len are valid for writes of the sizes given.
+    if unsafe { libc::getpeername(fd.as_raw_fd(), out, &mut len) } != 0 || len != unnamed {
+        return Ok(false);
+    }
+    len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: as above.
+    cvt(unsafe { libc::getsockname(fd.as_raw_fd(), out, &mut len) })?;
+    Ok(len == unnamed)
+}
+
 /// Returns the uid and pid of the process on the other end of a Unix socket (SO_PEERCRED).
 pub fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<libc::ucred> {
     let mut cred = libc::ucred {
@@ -220,5 +245,61 @@ pub fn epoll_wait(
         Ok(n) => Ok(n as usize),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn seqpacket_pair_end_is_recognized() {
+        let (app, service) = socketpair(libc::SOCK_SEQPACKET).unwrap();
+        assert!(is_seqpacket_pair_end(service.as_fd()).unwrap());
+        assert!(is_seqpacket_pair_end(app.as_fd()).unwrap());
+        let (stream, _other) = socketpair(libc::SOCK_STREAM).unwrap();
+        assert!(!is_seqpacket_pair_end(stream.as_fd()).unwrap());
+    }
+
+    /// Returns a SOCK_SEQPACKET socket bound to `path`, or connected to it with `connect`.
+    fn seqpacket_at(path: &std::path::Path, connect: bool) -> OwnedFd {
+        // SAFETY: socket takes plain integers and returns a fresh fd.
+        let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0) };
+        assert!(raw >= 0);
+        // SAFETY: raw is a fresh fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: an all-zero sockaddr_un is valid.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_encoded_bytes();
+        for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+            *dst = src as libc::c_char;
+        }
+        let len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        let ptr = (&addr as *const libc::sockaddr_un).cast();
+        // SAFETY: addr is a valid sockaddr_un of the length given.
+        let ret = unsafe {
+            if connect {
+                libc::connect(raw, ptr, len)
+            } else {
+                libc::bind(raw, ptr, len) | libc::listen(raw, 1)
+            }
+        };
+        assert_eq!(ret, 0, "{}", io::Error::last_os_error());
+        fd
+    }
+
+    #[test]
+    fn connection_to_listener_is_not_pair_end() {
+        let path = std::env::temp_dir().join(format!("netcon-pair-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = seqpacket_at(&path, false);
+        let client = seqpacket_at(&path, true);
+        let _ = std::fs::remove_file(&path);
+        assert!(!is_seqpacket_pair_end(client.as_fd()).unwrap());
+        assert!(!is_seqpacket_pair_end(listener.as_fd()).unwrap());
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(is_seqpacket_pair_end(file.as_fd()).is_err());
     }
 }

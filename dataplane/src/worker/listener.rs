@@ -17,9 +17,11 @@ use smoltcp::wire::IpListenEndpoint;
 use super::conn::Conn;
 use super::stack::socket_addr;
 use super::{LISTENER_TOKEN, ListenJob, Worker};
+use crate::limits;
 use crate::mapped;
 use crate::options::ConnectionOptions;
-use crate::registry::{Inode, SocketEntry, SocketState};
+use crate::registry::{Inode, LimitReached, SocketEntry, SocketState};
+use crate::stats;
 use crate::sys::socket::{epoll_add, inode, set_nonblocking, socketpair};
 use crate::tos::{Flow, ListenerMarks};
 
@@ -250,7 +252,7 @@ impl Worker {
                     self.listeners[key].writable = false
                 }
                 Err(e) => {
-                    log::debug!("worker {}: accept delivery failed: {e}", self.id.0);
+                    self.note_rejected(&e);
                     self.listeners[key].ready.pop_front();
                     self.sockets.get_mut::<tcp::Socket>(handle).abort();
                     self.retire(handle);
@@ -261,8 +263,51 @@ impl Worker {
         moved
     }
 
+    /// Counts and reports an accepted connection that is reset instead of delivered. At
+    /// `--max-connections`, or when netcon-dp has no fd for the socketpair, the connection
+    /// is reset as Linux resets it when a listener's accept queue overflows with
+    /// `net.ipv4.tcp_abort_on_overflow` set. Linux's default, dropping the SYN so the client
+    /// retries, is out of reach: smoltcp completes the handshake before the worker sees the
+    /// connection, and queueing established connections would hold memory without bound.
+    fn note_rejected(&self, error: &io::Error) {
+        let limit = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<LimitReached>());
+        if limit.is_none() && !limits::is_fd_exhaustion(error) {
+            log::debug!("worker {}: accept delivery failed: {error}", self.id.0);
+            return;
+        }
+        stats::add(&self.stats.connections_rejected, 1);
+        let warnings = &self.registry.warnings;
+        match limit {
+            Some(reached) => warnings.limit_reached.warn(|| {
+                format!(
+                    "worker {}: {reached}: resetting connections to listeners until programs \
+                     close sockets",
+                    self.id.0
+                )
+            }),
+            None => warnings.out_of_fds.warn(|| {
+                format!(
+                    "worker {}: cannot hand an accepted connection to its program: {error}; \
+                     resetting it; raise netcon-dp's fd limit (RLIMIT_NOFILE) or lower \
+                     --max-connections",
+                    self.id.0
+                )
+            }),
+        }
+    }
+
     /// Makes the socketpair for one accepted connection and sends the program its end.
+    /// Fails with a [`LimitReached`] error when `--max-connections` sockets are open.
     fn deliver(&mut self, key: usize, handle: SocketHandle) -> io::Result<()> {
+        let full = {
+            let table = self.registry.lock();
+            table.is_full().then(|| table.max_open())
+        };
+        if let Some(max) = full {
+            return Err(io::Error::other(LimitReached { max }));
+        }
         let socket = self.sockets.get_mut::<tcp::Socket>(handle);
         let domain = self.listeners[key].domain;
         let program_view = |addr| mapped::for_domain(addr, domain);
@@ -298,7 +343,7 @@ impl Worker {
                 entry.options = listening.options.clone();
                 entry.options.unhonoured = 0;
             }
-            table.sockets.insert(app_inode, entry);
+            table.admit(app_inode, entry).map_err(io::Error::other)?;
         }
 
         let message = AcceptMessage {

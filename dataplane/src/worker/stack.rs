@@ -87,6 +87,9 @@ impl StackConfig {
     }
 
     /// A TCP socket with this config's buffer sizes.
+    // TODO: a lost segment waits at least 1 s for its retransmission, Linux's 200 ms, so
+    // clients whose first data a full accept queue dropped may time out — smoltcp 0.14 has
+    // no way to lower its minimum RTO (RTTE_MIN_RTO); it needs a setter or a build option.
     pub fn tcp_socket(&self) -> tcp::Socket<'static> {
         let rx = tcp::SocketBuffer::new(vec![0u8; self.tcp_buffer]);
         let tx = tcp::SocketBuffer::new(vec![0u8; self.tcp_buffer]);

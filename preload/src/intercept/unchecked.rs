@@ -20,6 +20,10 @@ pub(crate) fn check_inherited() {
         Err(_) => (0..open_fd_limit()).collect(),
     };
     for fd in fds {
+        // The control connections are seqpacket sockets too, but never netcon sockets.
+        if rpc::is_origin(fd) || rpc::is_own_connection(fd) {
+            continue;
+        }
         if is_unix_seqpacket(fd) {
             fdtable::set(fd, FdKind::Unchecked);
             // Caches the answer; an fd the service cannot be asked about stays unchecked.

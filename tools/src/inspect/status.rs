@@ -5,10 +5,13 @@ use serde_json::Value;
 /// Formats the status document as a table.
 pub fn format(status: &Value) -> Vec<String> {
     let mut lines = vec![format!(
-        "uptime {:.0} s, {} control clients, {} sockets",
+        "uptime {:.0} s, {} control clients, {} sockets ({} open of at most {}, {} rejected)",
         status["uptime_seconds"].as_f64().unwrap_or(0.0),
         status["clients"],
-        status["sockets"]
+        status["sockets"],
+        status["open_sockets"],
+        status["max_connections"],
+        status["sockets_rejected"],
     )];
     let rpcs: Vec<String> = status["rpcs"]
         .as_object()
@@ -28,7 +31,7 @@ pub fn format(status: &Value) -> Vec<String> {
         }
     ));
     lines.push(String::new());
-    const COLUMNS: [(&str, &str); 17] = [
+    const COLUMNS: [(&str, &str); 18] = [
         ("worker", "worker"),
         ("frames_in", "frames in"),
         ("bytes_in", "bytes in"),
@@ -42,6 +45,7 @@ pub fn format(status: &Value) -> Vec<String> {
         ("cqes", "cqes"),
         ("ring_full", "ring full"),
         ("connections", "conns"),
+        ("connections_rejected", "conns rejected"),
         ("udp_sockets", "udp socks"),
         ("udp_rx_dropped", "udp rx drops"),
         ("udp_rx_overflows", "udp overflow"),
@@ -72,10 +76,16 @@ mod tests {
     fn status_table_has_a_row_per_worker() {
         let status = serde_json::json!({
             "uptime_seconds": 3.0, "clients": 1, "sockets": 2,
+            "open_sockets": 2, "max_connections": 8, "sockets_rejected": 1,
             "rpcs": {"socket": 2, "bind": 0},
             "workers": [{"worker": 0, "frames_in": 10}, {"worker": 1, "frames_in": 20}],
         });
         let lines = format(&status);
+        assert!(
+            lines[0].contains("2 open of at most 8, 1 rejected"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].contains("socket 2"));
         assert!(!lines[1].contains("bind"));
         assert_eq!(lines.len(), 6);

@@ -32,6 +32,11 @@ pub fn check_dataplane(socket: &Path) -> Result<(), RunError> {
         Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => Err(not_running(
             "connection refused: the socket file is left over from an earlier netcon-dp",
         )),
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            Err(RunError::SocketForbidden {
+                socket: socket.to_path_buf(),
+            })
+        }
         Err(err) if err.raw_os_error() == Some(libc::EPROTOTYPE) => Err(not_running(
             "the socket is not of type SOCK_SEQPACKET, so another program serves it",
         )),

@@ -1,6 +1,7 @@
 /* Control socket client for the security tests: sends one request, given as hex, to the
  * control socket and prints the answer as "reply HEX", "closed" (the service closed the
- * connection without replying) or "timeout". Usage: probe SOCKET HEX */
+ * connection without replying), "timeout", or "connect ERRNO" when the socket cannot be
+ * connected to (ERRNO as a name, such as EACCES). Usage: probe SOCKET HEX */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -39,7 +40,10 @@ int main(int argc, char **argv) {
     if (fd < 0) die("socket");
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     snprintf(addr.sun_path, sizeof addr.sun_path, "%s", argv[1]);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        printf("connect %s\n", strerrorname_np(errno));
+        return 0;
+    }
 
     if (send(fd, request, len, MSG_NOSIGNAL) < 0) {
         /* The service may have closed the connection already. */

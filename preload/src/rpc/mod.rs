@@ -1,10 +1,15 @@
 //! The shim's side of the control socket: one connection per thread (no process-wide lock),
-//! reopened after `fork` and whenever its fd was closed or replaced behind the shim's back.
+//! made through the process tree's origin connection ([`origin`]), and made again after `fork`
+//! and whenever its fd was closed or replaced behind the shim's back.
+
+mod origin;
+
+pub use origin::{establish_at_load, is_origin};
 
 use std::cell::{Cell, RefCell};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +26,9 @@ pub enum CallError {
     Unreachable(io::Error),
     /// The service closed the connection or sent something that is not a reply.
     Broken,
+    /// The service had closed the connection before the request could be sent, so no
+    /// service saw the request.
+    Closed,
 }
 
 impl CallError {
@@ -47,7 +55,7 @@ pub fn report_unreachable(error: &CallError) {
     }
     let reason = match error {
         CallError::Unreachable(e) => e.to_string(),
-        CallError::Broken => "the connection broke".to_string(),
+        CallError::Broken | CallError::Closed => "the connection broke".to_string(),
     };
     let path = socket_path().to_string_lossy();
     let line = format!("netcon: cannot reach netcon-dp at {path}: {reason}\n");
@@ -79,35 +87,12 @@ struct Connection {
 }
 
 impl Connection {
+    /// Opens a connection for the calling thread through the origin connection.
     fn open() -> Result<Connection, CallError> {
-        let path = socket_path().as_bytes();
-        // SAFETY: an all-zero sockaddr_un is valid.
-        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        if path.is_empty() || path.len() >= addr.sun_path.len() {
-            return Err(CallError::Unreachable(io::Error::from_raw_os_error(
-                libc::ENAMETOOLONG,
-            )));
-        }
-        for (dst, &src) in addr.sun_path.iter_mut().zip(path) {
-            *dst = src as libc::c_char;
-        }
-        // SAFETY: plain socket creation through libc's own function.
-        let fd =
-            unsafe { real::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(CallError::Unreachable(io::Error::last_os_error()));
-        }
-        let len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
-        // SAFETY: addr is a valid sockaddr_un of the length given.
-        let connected =
-            unsafe { real::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) };
-        if connected < 0 {
-            let error = io::Error::last_os_error();
-            // SAFETY: fd is ours and not shared.
-            unsafe { real::close(fd) };
-            return Err(CallError::Unreachable(error));
-        }
+        // The origin's sendmsg and recvmsg reach this library's replacements, which must
+        // pass them on without asking the service about those fds.
+        let _guard = CallGuard::enter();
+        let fd = origin::open_connection()?.into_raw_fd();
         let inode = inode_of(fd).unwrap_or(0);
         // SAFETY: getpid has no preconditions.
         let pid = unsafe { libc::getpid() };
@@ -144,6 +129,9 @@ impl Connection {
             match fdpass::send(self.fd, &bytes, fd) {
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => {
+                    return Err(CallError::Closed);
+                }
                 Err(_) => return Err(CallError::Broken),
             }
         }
@@ -215,9 +203,9 @@ impl Drop for CallGuard {
 /// Opens the calling thread's control connection now unless it has a usable one; failures
 /// are left for the first call to report.
 ///
-/// The kernel records a Unix socket's credentials when it connects, so a connection opened
-/// while the process still runs as the user it started as stays allowed after the program
-/// switches to an unprivileged user (servers do that after they fork their workers).
+/// A thread or child process gets its connection through the origin even after it switched
+/// to another user, but opening it early also comes before any seccomp filter the program
+/// installs that would forbid `socketpair`.
 pub fn connect_early() {
     let _ = CONNECTION.try_with(|slot| {
         let Ok(mut slot) = slot.try_borrow_mut() else {
@@ -230,6 +218,16 @@ pub fn connect_early() {
             *slot = Connection::open().ok();
         }
     });
+}
+
+/// Returns whether `fd` is the calling thread's control connection.
+pub fn is_own_connection(fd: RawFd) -> bool {
+    CONNECTION
+        .try_with(|slot| {
+            slot.try_borrow()
+                .is_ok_and(|slot| slot.as_ref().is_some_and(|c| c.fd == fd && c.is_current()))
+        })
+        .unwrap_or(false)
 }
 
 /// Sends `request` (with `fd` attached) and waits for the reply. Blocks for as long as the
@@ -248,7 +246,13 @@ pub fn call(request: &Request, fd: Option<RawFd>) -> Result<(Reply, Option<Owned
         if slot.is_none() {
             *slot = Some(Connection::open()?);
         }
-        let result = slot.as_ref().expect("set above").call(request, fd);
+        let mut result = slot.as_ref().expect("set above").call(request, fd);
+        if matches!(result, Err(CallError::Closed)) {
+            // netcon-dp restarted (or dropped this connection) since the last call: the
+            // request reached nobody, so it goes once more on a new connection.
+            *slot = Some(Connection::open()?);
+            result = slot.as_ref().expect("set above").call(request, fd);
+        }
         if result.is_err() {
             *slot = None;
         }
