@@ -3,6 +3,7 @@
 //! joins, and bringing it up.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use smoltcp::wire::{Ipv4Cidr, Ipv6Cidr};
 
@@ -59,7 +60,7 @@ pub fn move_tap(
     peer: Option<Ipv4Cidr>,
     peer6: Option<Ipv6Cidr>,
 ) -> Result<(), NetnsError> {
-    ip(None, &["link", "set", "dev", tap, "netns", netns])?;
+    move_into(tap, netns)?;
     if let Some(peer) = peer {
         ip(Some(netns), &["addr", "add", &peer.to_string(), "dev", tap])?;
     }
@@ -68,6 +69,37 @@ pub fn move_tap(
         ip(Some(netns), &["addr", "add", &address, "dev", tap, "nodad"])?;
     }
     ip(Some(netns), &["link", "set", "dev", "lo", "up"])
+}
+
+/// How long a move waits for an interface of the TAP's name to leave the namespace. The TAP of
+/// a netcon-dp that has just stopped lingers there for a moment after its fds are closed.
+const NAME_TAKEN_WAIT: Duration = Duration::from_secs(3);
+
+/// Moves `tap` into `netns`, waiting up to [`NAME_TAKEN_WAIT`] while an interface of the same
+/// name is still there.
+fn move_into(tap: &str, netns: &str) -> Result<(), NetnsError> {
+    let deadline = Instant::now() + NAME_TAKEN_WAIT;
+    loop {
+        let error = match ip(None, &["link", "set", "dev", tap, "netns", netns]) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        if !error.detail.contains("same name exists") {
+            return Err(error);
+        }
+        if Instant::now() >= deadline {
+            let detail = format!(
+                "{}; namespace {netns} still has an interface {tap} after {NAME_TAKEN_WAIT:?}: \
+                 stop the netcon-dp that uses it, or give this one another name with --tap",
+                error.detail
+            );
+            return Err(NetnsError {
+                step: error.step,
+                detail,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Makes `tap` a port of the existing bridge `bridge`, in `netns` or in the caller's namespace.
