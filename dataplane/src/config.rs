@@ -150,8 +150,8 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
 
-    /// User id allowed to use the control socket (repeatable) [default: netcon-dp's own uid
-    /// and root].
+    /// Also allow this user id to use the control socket (repeatable); netcon-dp's own uid and
+    /// root are always allowed.
     #[arg(long = "allow-uid", value_name = "UID")]
     pub allow_uids: Vec<u32>,
 

@@ -176,13 +176,19 @@ fn path_users(allowed: &[u32]) -> Vec<u32> {
         .collect()
 }
 
+/// Returns the uids that may use the control socket: netcon-dp's own, root, and those of
+/// `--allow-uid`. Leaving out the first two would protect nothing, since both can inspect and
+/// control netcon-dp itself.
 fn allowed_uids(args: &Args) -> Vec<u32> {
-    if !args.allow_uids.is_empty() {
-        return args.allow_uids.clone();
-    }
     // SAFETY: geteuid has no preconditions.
     let own = unsafe { libc::geteuid() };
-    vec![own, 0]
+    let mut allowed = vec![own, 0];
+    for &uid in &args.allow_uids {
+        if !allowed.contains(&uid) {
+            allowed.push(uid);
+        }
+    }
+    allowed
 }
 
 /// Formats a MAC the way iproute2 prints it (`02:6e:63:00:12:34`).
