@@ -218,26 +218,41 @@ fn isolated_uid_checked_by_dataplane() {
     if !require_root("isolated_uid_checked_by_dataplane") {
         return;
     }
-    // netcon-dp allows only root here. SO_PEERCRED translates the uid of a process in a user
-    // namespace to netcon-dp's namespace, so the isolated program is refused like the same
-    // program without --isolate, not let in under an id of the inner namespace.
-    let topology = Topology::start("nciso");
-    let mut outcomes = Vec::new();
-    for isolate in [true, false] {
-        let mut command = match isolate {
-            true => isolated_netcon_command(topology.socket(), PYTHON),
-            false => netcon_command(topology.socket(), PYTHON),
-        };
-        command.args(["-c", SOCKET_PROBE]);
-        let run = run_bounded(as_nobody(command), "socket probe", Duration::from_secs(30));
-        run.assert_success();
-        assert!(
-            run.stderr.contains("netcon: cannot reach netcon-dp at"),
-            "the preload did not say why socket() failed\n{run}"
-        );
-        outcomes.push(run.stdout.trim().to_owned());
+    // SO_PEERCRED translates the uid of a process in a user namespace to netcon-dp's
+    // namespace, so an isolated program is let in or turned away exactly as the same program
+    // without --isolate, never under an id of the inner namespace.
+    let denied = Topology::start("nciso");
+    let allowed = Topology::start_with("nciso", |options| {
+        let allow = ["--allow-uid".to_owned(), NOBODY_UID.to_string()];
+        options.extra_args.extend(allow);
+    });
+    for (topology, expected) in [(&denied, None), (&allowed, Some("created"))] {
+        let mut outcomes = Vec::new();
+        for isolate in [true, false] {
+            let mut command = match isolate {
+                true => isolated_netcon_command(topology.socket(), PYTHON),
+                false => netcon_command(topology.socket(), PYTHON),
+            };
+            command.args(["-c", SOCKET_PROBE]);
+            let run = run_bounded(as_nobody(command), "socket probe", Duration::from_secs(30));
+            match expected {
+                Some(line) => {
+                    run.assert_success();
+                    assert_eq!(run.stdout.trim(), line, "{run}");
+                }
+                None => {
+                    assert_eq!(run.code(), Some(EXIT_FAILED), "{run}");
+                    assert!(
+                        run.stderr
+                            .contains("permission denied on netcon-dp's control socket"),
+                        "netcon-ctl did not say why it failed\n{run}"
+                    );
+                }
+            }
+            outcomes.push((run.code(), run.stdout));
+        }
+        assert_eq!(outcomes[0], outcomes[1], "--isolate changed the outcome");
     }
-    assert_eq!(outcomes, ["ENETDOWN", "ENETDOWN"]);
 }
 
 #[test]
@@ -495,7 +510,12 @@ fn user_namespaces_forbidden_explained() {
     if !require_root("user_namespaces_forbidden_explained") {
         return;
     }
-    let topology = Topology::start("nciso");
+    // The helper runs netcon-ctl as nobody, which must get past the control socket's access
+    // check to reach the namespace set-up.
+    let topology = Topology::start_with("nciso", |options| {
+        let allow = ["--allow-uid".to_owned(), NOBODY_UID.to_string()];
+        options.extra_args.extend(allow);
+    });
     let helper = CProgram::compile("userns_limits", include_str!("programs/userns_limits.c"));
 
     // user.max_user_namespaces is 0 in the caller's user namespace.
