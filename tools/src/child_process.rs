@@ -107,6 +107,13 @@ impl Process {
         self.stderr.text()
     }
 
+    /// Returns all the process wrote on stderr, once it has exited: waits up to a second for
+    /// the pipe to reach EOF, since the reader thread may not have read the last lines yet.
+    fn final_stderr_text(&self) -> String {
+        let bytes = self.stderr.finish(Instant::now() + Duration::from_secs(1));
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
     /// Returns an error when the process has exited, with its status and stderr, so a caller
     /// polling for readiness can stop early.
     pub fn check_running(&mut self, name: &str) -> io::Result<()> {
@@ -114,7 +121,7 @@ impl Process {
             None => Ok(()),
             Some(status) => Err(io::Error::other(format!(
                 "{name} exited ({status}); stderr: {}",
-                one_line(&self.stderr_text())
+                one_line(&self.final_stderr_text())
             ))),
         }
     }
@@ -139,7 +146,7 @@ pub fn start_server(
         if let Some(status) = server.try_wait()? {
             let message = format!(
                 "exited ({status}) before it was ready; stderr: {}",
-                one_line(&server.stderr_text())
+                one_line(&server.final_stderr_text())
             );
             return Err(io::Error::other(message));
         }
