@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Finished, PYTHON, Topology, interface_exists, run_bounded};
+use common::{Finished, PYTHON, Process, Topology, interface_exists, run_bounded, wait_for_output};
 use netcon_tools::topology::{DataplaneOptions, Netns, binary_path, netcon_command, require_root};
 
 /// How long a netcon-dp that should reject its input may run before it is stopped.
@@ -211,6 +211,48 @@ fn socket_in_use_rejected() {
         Duration::from_secs(15),
     );
     probe.assert_success();
+}
+
+#[test]
+fn socket_path_of_other_file_kept() {
+    if !require_root("socket_path_of_other_file_kept") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    let netns = Netns::create("ncbad").expect("cannot create a namespace");
+
+    // A regular file at the path stays as it was.
+    let regular = dir.path().join("regular.txt");
+    fs::write(&regular, "precious\n").expect("cannot write the regular file");
+    let mut options = DataplaneOptions::for_netns(&netns);
+    options.socket = regular.clone();
+    let run = run_dataplane(&options.args(), "netcon-dp on a regular file");
+    assert_rejected(&run, &[1], &["netcon-dp: error:", "is not a socket"]);
+    let content = fs::read_to_string(&regular).expect("the regular file was removed");
+    assert_eq!(content, "precious\n", "the regular file was changed");
+
+    // So does the socket of another program that listens on it.
+    let stream = dir.path().join("stream.sock");
+    let listen = "import socket, sys, time\n\
+                  s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+                  s.bind(sys.argv[1]); s.listen(1); print('ready', flush=True); time.sleep(60)";
+    let mut listener = Command::new(PYTHON);
+    listener.args(["-c", listen]).arg(&stream);
+    let mut listener = Process::spawn(listener, "Unix stream listener");
+    wait_for_output(&mut listener, "ready", Duration::from_secs(15));
+    options.socket = stream.clone();
+    let run = run_dataplane(&options.args(), "netcon-dp on another program's socket");
+    assert_rejected(&run, &[1], &["a socket of another program"]);
+    assert!(stream.exists(), "the other program's socket was removed");
+
+    // A socket file that nothing listens on is left over from a process that died: replaced.
+    drop(listener);
+    assert!(stream.exists(), "the listener removed its own socket file");
+    let topology = Topology::start_with("ncbad", |options| options.socket = stream.clone());
+    assert!(
+        topology.socket().exists(),
+        "netcon-dp did not bind the path"
+    );
 }
 
 #[test]

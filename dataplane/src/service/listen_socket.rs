@@ -15,6 +15,8 @@ use crate::sys::{acl, cvt};
 pub enum ControlSocketError {
     /// Another process is serving on the path.
     InUse(PathBuf),
+    /// The path is a file that is not a socket, or a socket that is not netcon-dp's.
+    Occupied { path: PathBuf, what: &'static str },
     /// The path does not fit in `sockaddr_un`.
     PathTooLong(PathBuf),
     /// The default socket's directory exists but belongs to someone else or is open to
@@ -30,6 +32,12 @@ impl std::fmt::Display for ControlSocketError {
             ControlSocketError::InUse(path) => write!(
                 f,
                 "control socket {} is in use by a running netcon-dp; stop it or pass another --socket",
+                path.display()
+            ),
+            ControlSocketError::Occupied { path, what } => write!(
+                f,
+                "{} exists and is {what}; pass --socket with another path, or remove the file \
+                 if it is no longer needed",
                 path.display()
             ),
             ControlSocketError::PathTooLong(path) => {
@@ -52,10 +60,13 @@ impl std::fmt::Display for ControlSocketError {
 
 impl std::error::Error for ControlSocketError {}
 
-/// The bound, listening control socket; removes its path when dropped.
+/// The bound, listening control socket; removes its path when dropped, unless the path names
+/// another file by then.
 pub struct ControlSocket {
     fd: OwnedFd,
     path: PathBuf,
+    /// Device and inode of the socket file, so the drop removes this socket's file only.
+    file_id: Option<(u64, u64)>,
 }
 
 impl ControlSocket {
@@ -65,7 +76,8 @@ impl ControlSocket {
     /// mode 0666 instead, and the uid check on accept alone turns other users away. Programs
     /// reach the service after they switch users through connections derived from one opened
     /// before (see [`netcon_control::Op::NewConnection`]), so they need no access to the path.
-    /// A stale socket file left by a process that died is replaced; a live one is an error.
+    /// A stale socket file left by a process that died is replaced; a live socket, or a file
+    /// that is not a socket, is an error and stays as it is.
     /// With `private_dir` (the default path, whose directory name anyone can predict), an
     /// existing directory must belong to this user and be closed to others.
     pub fn bind(
@@ -86,12 +98,7 @@ impl ControlSocket {
         if private_dir && let Some(dir) = path.parent() {
             check_private_dir(dir)?;
         }
-        if path.exists() {
-            if connect_probe(&addr) {
-                return Err(ControlSocketError::InUse(path.to_path_buf()));
-            }
-            std::fs::remove_file(path).map_err(io_err)?;
-        }
+        remove_stale_socket(path, &addr)?;
 
         let fd = seqpacket_socket().map_err(io_err)?;
         let len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
@@ -110,6 +117,7 @@ impl ControlSocket {
         Ok(ControlSocket {
             fd,
             path: path.to_path_buf(),
+            file_id: file_id(path),
         })
     }
 
@@ -140,7 +148,43 @@ impl ControlSocket {
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.file_id.is_some() && file_id(&self.path) == self.file_id {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Returns the device and inode of the file at `path` itself (not of a link's target).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// Removes the socket file at `path` when no process listens on it any more (a netcon-dp that
+/// died). Leaves every other file alone: a file that is not a socket, a socket something
+/// listens on, and a socket whose state cannot be told.
+fn remove_stale_socket(path: &Path, addr: &libc::sockaddr_un) -> Result<(), ControlSocketError> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ControlSocketError::Io(path.to_path_buf(), e)),
+    };
+    let occupied = |what| ControlSocketError::Occupied {
+        path: path.to_path_buf(),
+        what,
+    };
+    if !meta.file_type().is_socket() {
+        return Err(occupied("not a socket"));
+    }
+    match connect_probe(addr) {
+        Probe::Listening => Err(ControlSocketError::InUse(path.to_path_buf())),
+        Probe::OtherType => Err(occupied("a socket of another program")),
+        Probe::Failed(e) => Err(ControlSocketError::Io(path.to_path_buf(), e)),
+        Probe::Stale => {
+            std::fs::remove_file(path).map_err(|e| ControlSocketError::Io(path.to_path_buf(), e))
+        }
     }
 }
 
@@ -191,10 +235,23 @@ fn seqpacket_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// Whether something accepts connections at `addr` (a live netcon-dp).
-fn connect_probe(addr: &libc::sockaddr_un) -> bool {
-    let Ok(fd) = seqpacket_socket() else {
-        return false;
+/// What a connect to an existing socket file found.
+enum Probe {
+    /// A seqpacket socket listens there (a live netcon-dp).
+    Listening,
+    /// A socket of another type listens there (EPROTOTYPE).
+    OtherType,
+    /// Nothing listens (ECONNREFUSED): the file is left over.
+    Stale,
+    /// The connect failed otherwise, for example with EACCES.
+    Failed(io::Error),
+}
+
+/// Connects to `addr` to learn whether a process listens on it.
+fn connect_probe(addr: &libc::sockaddr_un) -> Probe {
+    let fd = match seqpacket_socket() {
+        Ok(fd) => fd,
+        Err(e) => return Probe::Failed(e),
     };
     let len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
     // SAFETY: addr is a valid sockaddr_un of the length given.
@@ -205,7 +262,17 @@ fn connect_probe(addr: &libc::sockaddr_un) -> bool {
             len,
         )
     };
-    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)
+    if ret == 0 {
+        return Probe::Listening;
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        // A full backlog on a non-blocking connect: still somebody listening.
+        Some(libc::EAGAIN) => Probe::Listening,
+        Some(libc::EPROTOTYPE) => Probe::OtherType,
+        Some(libc::ECONNREFUSED) => Probe::Stale,
+        _ => Probe::Failed(error),
+    }
 }
 
 fn sockaddr(path: &OsStr) -> Option<libc::sockaddr_un> {
