@@ -56,6 +56,8 @@ pub enum RunError {
     DataplaneNotRunning { socket: PathBuf, reason: String },
     /// The control socket exists, but this user may not open it.
     SocketForbidden { socket: PathBuf },
+    /// The path is a file that is not a socket, or another program's socket.
+    NotControlSocket { socket: PathBuf, reason: String },
     /// The preload library file is missing or unusable.
     PreloadUnusable { preload: PathBuf, reason: String },
     /// The program is not found on `PATH`.
@@ -101,12 +103,18 @@ impl fmt::Display for RunError {
             RunError::DataplaneNotRunning { socket, reason } => write!(
                 f,
                 "netcon-dp is not running at {path} ({reason}); start it with \
-                 `netcon-dp --socket {path}` as root, or pass its socket with --socket",
+                 `netcon-dp --socket {path}`, or pass its socket with --socket",
                 path = socket.display()
+            ),
+            RunError::NotControlSocket { socket, reason } => write!(
+                f,
+                "{} is not a netcon-dp control socket ({reason}); pass netcon-dp's socket with \
+                 --socket",
+                socket.display()
             ),
             RunError::SocketForbidden { socket } => write!(
                 f,
-                "permission denied on netcon-dp's control socket {}: only netcon-dp's own \
+                "permission denied on netcon-dp's control socket {} or its directory: only netcon-dp's own \
                  user, root and the users given to `netcon-dp --allow-uid` may use it",
                 socket.display()
             ),

@@ -17,15 +17,24 @@ pub fn check_dataplane(socket: &Path) -> Result<(), RunError> {
         socket: socket.to_path_buf(),
         reason: reason.to_owned(),
     };
+    let not_control = |reason: &str| RunError::NotControlSocket {
+        socket: socket.to_path_buf(),
+        reason: reason.to_owned(),
+    };
     let meta = match std::fs::metadata(socket) {
         Ok(meta) => meta,
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
             return Err(not_running("the socket does not exist"));
         }
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(RunError::SocketForbidden {
+                socket: socket.to_path_buf(),
+            });
+        }
         Err(err) => return Err(not_running(&err.to_string())),
     };
     if !meta.file_type().is_socket() {
-        return Err(not_running("the path is not a Unix socket"));
+        return Err(not_control("the path is not a Unix socket"));
     }
     match connect_seqpacket(socket) {
         Ok(_) => Ok(()),
@@ -37,7 +46,7 @@ pub fn check_dataplane(socket: &Path) -> Result<(), RunError> {
                 socket: socket.to_path_buf(),
             })
         }
-        Err(err) if err.raw_os_error() == Some(libc::EPROTOTYPE) => Err(not_running(
+        Err(err) if err.raw_os_error() == Some(libc::EPROTOTYPE) => Err(not_control(
             "the socket is not of type SOCK_SEQPACKET, so another program serves it",
         )),
         Err(err) => Err(not_running(&format!("cannot connect: {err}"))),
@@ -95,6 +104,13 @@ mod tests {
         }
     }
 
+    fn other_file_reason(result: Result<(), RunError>) -> String {
+        match result {
+            Err(RunError::NotControlSocket { reason, .. }) => reason,
+            other => panic!("expected NotControlSocket, got {other:?}"),
+        }
+    }
+
     fn scratch_dir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("netcon-sock-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -116,7 +132,7 @@ mod tests {
         std::fs::write(&path, "").unwrap();
         let result = check_dataplane(&path);
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(reason(result).contains("not a Unix socket"));
+        assert!(other_file_reason(result).contains("not a Unix socket"));
     }
 
     #[test]
@@ -136,7 +152,7 @@ mod tests {
         let _listener = UnixListener::bind(&path).unwrap();
         let result = check_dataplane(&path);
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(reason(result).contains("SOCK_SEQPACKET"));
+        assert!(other_file_reason(result).contains("SOCK_SEQPACKET"));
     }
 
     #[test]
