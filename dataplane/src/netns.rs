@@ -1,6 +1,6 @@
 //! Configuring the kernel side of the TAP with iproute2's `ip` command: its MTU, moving it into
 //! a network namespace (the TAP fd stays valid after the move), its address, the bridge it
-//! joins, and bringing it up.
+//! joins, and bringing it up; and reading how many queues other processes have attached.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -42,6 +42,27 @@ fn ip(netns: Option<&str>, args: &[&str]) -> Result<(), NetnsError> {
     }
     let detail = String::from_utf8_lossy(&output.stderr).trim().to_string();
     Err(NetnsError { step, detail })
+}
+
+/// Returns how many queues are attached to the multi-queue TAP `tap` in the caller's
+/// namespace, from the `numqueues` that `ip -details -json link show` reports (the kernel's
+/// IFLA_TUN_NUM_QUEUES). `None` when `ip` cannot tell (an older kernel or iproute2).
+pub fn attached_queues(tap: &str) -> Option<u32> {
+    let output = Command::new("ip")
+        .args(["-details", "-json", "link", "show", "dev", tap])
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    parse_numqueues(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// Extracts the number after `"numqueues":` from `ip -json` output.
+fn parse_numqueues(json: &str) -> Option<u32> {
+    let rest = &json[json.find("\"numqueues\":")? + "\"numqueues\":".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// Sets the kernel side's MTU of `tap` (in the caller's namespace), so the kernel's TCP uses
@@ -128,4 +149,16 @@ pub fn join_bridge(tap: &str, netns: Option<&str>, bridge: &str) -> Result<(), N
 /// Brings `tap` up, in `netns` or in the caller's namespace.
 pub fn bring_up(tap: &str, netns: Option<&str>) -> Result<(), NetnsError> {
     ip(netns, &["link", "set", "dev", tap, "up"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numqueues_from_ip_json() {
+        let json = r#"[{"ifname":"nc0","linkinfo":{"info_kind":"tun","info_data":{"type":"tap","multi_queue":true,"numqueues":2,"numdisabled":0}}}]"#;
+        assert_eq!(parse_numqueues(json), Some(2));
+        assert_eq!(parse_numqueues(r#"[{"ifname":"veth0"}]"#), None);
+    }
 }

@@ -256,6 +256,47 @@ fn socket_path_of_other_file_kept() {
 }
 
 #[test]
+fn shared_multi_queue_tap_rejected() {
+    if !require_root("shared_multi_queue_tap_rejected") {
+        return;
+    }
+    let netns = Netns::create("ncbad").expect("cannot create a namespace");
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    let tap = "ncshared0";
+    let mut add = Command::new("ip");
+    add.args([
+        "-n",
+        netns.name(),
+        "tuntap",
+        "add",
+        "dev",
+        tap,
+        "mode",
+        "tap",
+    ])
+    .arg("multi_queue");
+    run_bounded(add, "ip tuntap add", Duration::from_secs(5)).assert_success();
+
+    let args = |address: &str, socket: &str| -> Vec<String> {
+        let socket = dir.path().join(socket).display().to_string();
+        let args = ["--tap", tap, "--address", address, "--workers", "2"];
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["--socket".to_owned(), socket]);
+        args
+    };
+    let mut first = netns.command(binary_path("netcon-dp").to_str().expect("UTF-8 path"));
+    first.args(args("10.77.0.2/24", "first.sock"));
+    let mut first = Process::spawn(first, "first netcon-dp on the TAP");
+    wait_for_output(&mut first, "netcon-dp ready", Duration::from_secs(15));
+
+    let mut second = netns.command(binary_path("netcon-dp").to_str().expect("UTF-8 path"));
+    second.args(args("10.77.0.3/24", "second.sock"));
+    let run = run_bounded(second, "second netcon-dp on the TAP", REJECT_TIMEOUT);
+    assert_rejected(&run, &[1], &["already has 2 queue(s) attached"]);
+    assert!(first.try_wait().is_none(), "the first netcon-dp exited");
+}
+
+#[test]
 fn tap_without_permission_rejected() {
     if !require_root("tap_without_permission_rejected") {
         return;

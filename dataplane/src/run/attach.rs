@@ -71,6 +71,9 @@ pub enum TapAccessError {
     CloneDevice { uid: u32, error: QueueError },
     /// A TAP without multi_queue already has its one queue attached.
     Busy { tap: String },
+    /// Another process has queues of this multi-queue TAP, and would receive part of the
+    /// frames meant for this netcon-dp.
+    QueuesInUse { tap: String, queues: u32 },
     /// Any other failure of the attach.
     Attach { tap: String, error: QueueError },
     /// Moving the TAP, joining the bridge or bringing it up in the namespace failed.
@@ -163,8 +166,14 @@ impl fmt::Display for TapAccessError {
             ),
             TapAccessError::Busy { tap } => write!(
                 f,
-                "TAP {tap} is in use by another process: a TAP created without multi_queue has \
-                 a single queue; stop that process, or recreate the TAP with multi_queue"
+                "TAP {tap} is in use by another process (a TAP created without multi_queue has \
+                 a single queue); stop that process, or give this netcon-dp a TAP of its own"
+            ),
+            TapAccessError::QueuesInUse { tap, queues } => write!(
+                f,
+                "TAP {tap} already has {queues} queue(s) attached by another process, perhaps \
+                 another netcon-dp; the kernel would spread incoming frames over both, so stop \
+                 that process, or give this netcon-dp a TAP of its own"
             ),
             TapAccessError::Attach { tap, error } => {
                 write!(f, "cannot create or attach TAP {tap}: {error}")
@@ -209,6 +218,11 @@ pub fn open_queues(
     };
     if let Some(attributes) = attributes {
         check_attributes(&tap, medium, workers, privileges, attributes)?;
+        if attributes.multi_queue
+            && let Some(queues) = netns::attached_queues(&tap).filter(|&queues| queues > 0)
+        {
+            return Err(TapAccessError::QueuesInUse { tap, queues });
+        }
     }
 
     // An existing TAP accepts only queues that match its multi_queue flag, so one worker
