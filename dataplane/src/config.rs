@@ -176,6 +176,10 @@ pub enum ConfigError {
     PeerAddress { peer: Ipv4Cidr, stack: Ipv4Cidr },
     Address6(Ipv6Cidr),
     PeerAddress6 { peer: Ipv6Cidr, stack: Ipv6Cidr },
+    Gateway { gateway: Ipv4Addr, stack: Ipv4Cidr },
+    Gateway6 { gateway: Ipv6Addr, stack: Ipv6Cidr },
+    Cpu { id: usize, usable: Vec<usize> },
+    Netns(String),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -216,11 +220,33 @@ impl std::fmt::Display for ConfigError {
                 "invalid --peer-address6 {peer}: it must differ from --address6 {stack} and be \
                  in its prefix"
             ),
+            ConfigError::Gateway { gateway, stack } => write!(
+                f,
+                "invalid --gateway {gateway}: it must be a host of --address {stack}'s subnet \
+                 other than the address itself"
+            ),
+            ConfigError::Gateway6 { gateway, stack } => write!(
+                f,
+                "invalid --gateway6 {gateway}: it must be in --address6 {stack}'s prefix or \
+                 link-local (fe80::/10), other than the address itself"
+            ),
+            ConfigError::Cpu { id, usable } => write!(
+                f,
+                "invalid --cpus entry {id}: this process may run on cores {usable:?} only"
+            ),
+            ConfigError::Netns(name) => write!(
+                f,
+                "invalid --netns {name:?}: no such network namespace in {NETNS_DIR}; create it \
+                 with `ip netns add {name}`"
+            ),
         }
     }
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Where `ip netns add` makes the named network namespaces that `--netns` refers to.
+const NETNS_DIR: &str = "/run/netns";
 
 /// Most workers: frames handed between workers are tracked in a 64-bit mask.
 pub const MAX_WORKERS: usize = 64;
@@ -267,7 +293,40 @@ impl Args {
                 stack: self.address,
             });
         }
+        if let Some(gateway) = self.gateway {
+            let host = self.address.contains_addr(&gateway)
+                && gateway != ip
+                && gateway != network.address()
+                && Some(gateway) != broadcast;
+            if !host {
+                return Err(ConfigError::Gateway {
+                    gateway,
+                    stack: self.address,
+                });
+            }
+        }
         self.validate_ipv6()
+    }
+
+    /// Checks the options that name something of this machine: every core of `--cpus` is one
+    /// this process may run on, and the namespace of `--netns` exists.
+    pub fn check_against_system(&self) -> Result<(), ConfigError> {
+        if let Some(name) = self.netns.as_ref()
+            && (name.contains('/') || !std::path::Path::new(NETNS_DIR).join(name).exists())
+        {
+            return Err(ConfigError::Netns(name.clone()));
+        }
+        if self.cpus.is_empty() {
+            return Ok(());
+        }
+        let Some(usable) = core_affinity::get_core_ids() else {
+            return Ok(());
+        };
+        let usable: Vec<usize> = usable.iter().map(|core| core.id).collect();
+        match self.cpus.iter().find(|id| !usable.contains(id)) {
+            Some(&id) => Err(ConfigError::Cpu { id, usable }),
+            None => Ok(()),
+        }
     }
 
     /// Checks `--address6` and `--peer-address6`.
@@ -288,6 +347,12 @@ impl Args {
             && (peer.address() == ip || !stack.contains_addr(&peer.address()))
         {
             return Err(ConfigError::PeerAddress6 { peer, stack });
+        }
+        if let Some(gateway) = self.gateway6
+            && (gateway == ip
+                || !(stack.contains_addr(&gateway) || gateway.is_unicast_link_local()))
+        {
+            return Err(ConfigError::Gateway6 { gateway, stack });
         }
         Ok(())
     }
@@ -428,6 +493,56 @@ mod tests {
         assert_eq!(parsed.validate(), Ok(()));
         let parsed = args(&["--bridge", "bridge/with/slashes"]).unwrap();
         assert!(matches!(parsed.validate(), Err(ConfigError::BridgeName(_))));
+    }
+
+    #[test]
+    fn gateways_inside_subnet() {
+        let base = ["--address", "10.77.0.2/24"];
+        let with = |extra: &[&str]| {
+            let all: Vec<&str> = base.iter().chain(extra).copied().collect();
+            args(&all).unwrap().validate()
+        };
+        assert_eq!(with(&["--gateway", "10.77.0.1"]), Ok(()));
+        for bad in ["10.99.0.1", "10.77.0.2", "10.77.0.0", "10.77.0.255"] {
+            assert!(
+                matches!(with(&["--gateway", bad]), Err(ConfigError::Gateway { .. })),
+                "{bad}"
+            );
+        }
+        let v6 = ["--address6", "fd00::2/64", "--gateway6"];
+        for good in ["fd00::1", "fe80::1"] {
+            let all: Vec<&str> = v6.iter().copied().chain([good]).collect();
+            assert_eq!(with(&all), Ok(()), "{good}");
+        }
+        for bad in ["fd99::1", "fd00::2"] {
+            let all: Vec<&str> = v6.iter().copied().chain([bad]).collect();
+            assert!(
+                matches!(with(&all), Err(ConfigError::Gateway6 { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn cpus_must_be_usable() {
+        let usable = core_affinity::get_core_ids().expect("core ids are readable");
+        let first = usable[0].id.to_string();
+        let parsed = args(&["--cpus", &first]).unwrap();
+        assert_eq!(parsed.check_against_system(), Ok(()));
+        let beyond = (usable.iter().map(|core| core.id).max().unwrap() + 1).to_string();
+        let parsed = args(&["--cpus", &beyond]).unwrap();
+        let checked = parsed.check_against_system();
+        assert!(matches!(checked, Err(ConfigError::Cpu { .. })));
+    }
+
+    #[test]
+    fn missing_netns_rejected() {
+        let parsed = args(&["--netns", "no-such-namespace-of-netcon"]).unwrap();
+        let checked = parsed.check_against_system();
+        assert!(matches!(checked, Err(ConfigError::Netns(_))));
+        let parsed = args(&["--netns", "../etc"]).unwrap();
+        let checked = parsed.check_against_system();
+        assert!(matches!(checked, Err(ConfigError::Netns(_))));
     }
 
     #[test]
