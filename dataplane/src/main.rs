@@ -12,8 +12,10 @@ extern "C" fn request_stop(_signal: libc::c_int) {
     STOP.store(true, Ordering::Release);
 }
 
+/// Makes SIGINT, SIGTERM, SIGHUP (the terminal closed) and SIGQUIT stop netcon-dp cleanly, so
+/// its control socket file is removed.
 fn install_stop_signals() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
     }
