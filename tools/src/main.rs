@@ -1,6 +1,7 @@
 //! netcon-ctl: runs programs through netcon, shows what netcon-dp is doing, runs the demo.
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,8 +85,9 @@ enum Commands {
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
-        /// Redraw every SECONDS seconds until interrupted
-        #[arg(long, value_name = "SECONDS")]
+        /// Redraw every SECONDS seconds until interrupted (on a terminal the screen is cleared
+        /// first; elsewhere each listing, or each JSON document on a line, follows the last)
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
         watch: Option<u64>,
         /// Only sockets of this process
         #[arg(long)]
@@ -194,14 +196,15 @@ fn main() -> ExitCode {
             size,
         } => {
             let size = size as usize;
-            demo_command(&DemoOptions {
+            let options = DemoOptions {
                 mtu,
                 seconds,
                 rounds,
                 size,
                 throughput: true,
                 echo_delay: Duration::ZERO,
-            })
+            };
+            demo_command(&options, "demo")
         }
         Commands::EchoServer {
             listen,
@@ -282,7 +285,8 @@ fn run_command(
     }
 }
 
-fn demo_command(options: &DemoOptions) -> i32 {
+/// Runs the demo, or `perf --run` (which `command` names in an error), and prints its report.
+fn demo_command(options: &DemoOptions, command: &str) -> i32 {
     match demo::demo(options) {
         Ok(report) => {
             for line in report.lines() {
@@ -291,7 +295,7 @@ fn demo_command(options: &DemoOptions) -> i32 {
             0
         }
         Err(err) => {
-            eprintln!("netcon-ctl demo: error: {err}");
+            eprintln!("netcon-ctl {command}: error: {err}");
             err.exit_code()
         }
     }
@@ -322,7 +326,7 @@ fn show_command(
             Ok(document) => show::filtered(&document, filter),
             Err(err) => return fail(&err.to_string()),
         };
-        if watch.is_some() {
+        if watch.is_some() && std::io::stdout().is_terminal() {
             // Clear the screen and go home, as watch(1) does.
             print!("\x1b[2J\x1b[H");
         }
@@ -334,7 +338,7 @@ fn show_command(
                 .for_each(|line| println!("{line}"));
         }
         match watch {
-            Some(seconds) => std::thread::sleep(Duration::from_secs(seconds.max(1))),
+            Some(seconds) => std::thread::sleep(Duration::from_secs(seconds)),
             None => return 0,
         }
     }
@@ -399,14 +403,15 @@ fn export_histograms(document: &serde_json::Value, dir: &std::path::Path) -> std
 }
 
 fn perf_run_command(rounds: u64, echo_delay: Duration) -> i32 {
-    demo_command(&DemoOptions {
+    let options = DemoOptions {
         mtu: 1500,
         seconds: 0,
         rounds,
         size: 64,
         throughput: false,
         echo_delay,
-    })
+    };
+    demo_command(&options, "perf --run")
 }
 
 fn fail(message: &str) -> i32 {

@@ -5,10 +5,9 @@ use serde_json::Value;
 /// Formats the status document as a table.
 pub fn format(status: &Value) -> Vec<String> {
     let mut lines = vec![format!(
-        "uptime {:.0} s, {} control clients, {} sockets ({} open of at most {}, {} rejected)",
+        "uptime {:.0} s, {} control clients, {} sockets open of at most {} ({} rejected)",
         status["uptime_seconds"].as_f64().unwrap_or(0.0),
         status["clients"],
-        status["sockets"],
         status["open_sockets"],
         status["max_connections"],
         status["sockets_rejected"],
@@ -51,19 +50,37 @@ pub fn format(status: &Value) -> Vec<String> {
         ("udp_rx_overflows", "udp overflow"),
         ("udp_tx_dropped", "udp tx drops"),
     ];
-    lines.push(
-        COLUMNS
-            .iter()
-            .map(|(_, title)| format!("{title:>12}"))
-            .collect(),
-    );
-    for worker in status["workers"].as_array().into_iter().flatten() {
-        lines.push(
+    let rows: Vec<Vec<String>> = status["workers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|worker| {
             COLUMNS
                 .iter()
-                .map(|(key, _)| format!("{:>12}", worker[*key].to_string()))
-                .collect(),
-        );
+                .map(|(key, _)| worker[*key].to_string())
+                .collect()
+        })
+        .collect();
+    // Each column is as wide as its title or its widest value, so no two run together.
+    let widths: Vec<usize> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(index, (_, title))| {
+            let widest = rows.iter().map(|row| row[index].len()).max().unwrap_or(0);
+            title.len().max(widest)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:>width$}"))
+            .collect();
+        padded.join("  ")
+    };
+    lines.push(line(COLUMNS.iter().map(|(_, title)| *title).collect()));
+    for row in &rows {
+        lines.push(line(row.iter().map(String::as_str).collect()));
     }
     lines
 }
@@ -82,7 +99,7 @@ mod tests {
         });
         let lines = format(&status);
         assert!(
-            lines[0].contains("2 open of at most 8, 1 rejected"),
+            lines[0].contains("2 sockets open of at most 8 (1 rejected)"),
             "{}",
             lines[0]
         );
@@ -90,5 +107,15 @@ mod tests {
         assert!(!lines[1].contains("bind"));
         assert_eq!(lines.len(), 6);
         assert!(lines[5].contains("20"));
+        assert!(
+            lines[3].contains("conns  conns rejected  udp socks"),
+            "titles run together: {}",
+            lines[3]
+        );
+        assert_eq!(
+            lines[3].len(),
+            lines[4].len(),
+            "rows and titles do not line up"
+        );
     }
 }
