@@ -179,7 +179,6 @@ pub enum ConfigError {
     Gateway { gateway: Ipv4Addr, stack: Ipv4Cidr },
     Gateway6 { gateway: Ipv6Addr, stack: Ipv6Cidr },
     Cpu { id: usize, usable: Vec<usize> },
-    Netns(String),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -234,19 +233,11 @@ impl std::fmt::Display for ConfigError {
                 f,
                 "invalid --cpus entry {id}: this process may run on cores {usable:?} only"
             ),
-            ConfigError::Netns(name) => write!(
-                f,
-                "invalid --netns {name:?}: no such network namespace in {NETNS_DIR}; create it \
-                 with `ip netns add {name}`"
-            ),
         }
     }
 }
 
 impl std::error::Error for ConfigError {}
-
-/// Where `ip netns add` makes the named network namespaces that `--netns` refers to.
-const NETNS_DIR: &str = "/run/netns";
 
 /// Most workers: frames handed between workers are tracked in a 64-bit mask.
 pub const MAX_WORKERS: usize = 64;
@@ -308,14 +299,8 @@ impl Args {
         self.validate_ipv6()
     }
 
-    /// Checks the options that name something of this machine: every core of `--cpus` is one
-    /// this process may run on, and the namespace of `--netns` exists.
-    pub fn check_against_system(&self) -> Result<(), ConfigError> {
-        if let Some(name) = self.netns.as_ref()
-            && (name.contains('/') || !std::path::Path::new(NETNS_DIR).join(name).exists())
-        {
-            return Err(ConfigError::Netns(name.clone()));
-        }
+    /// Checks that every core of `--cpus` is one this process may run on.
+    pub fn check_cpus(&self) -> Result<(), ConfigError> {
         if self.cpus.is_empty() {
             return Ok(());
         }
@@ -528,21 +513,11 @@ mod tests {
         let usable = core_affinity::get_core_ids().expect("core ids are readable");
         let first = usable[0].id.to_string();
         let parsed = args(&["--cpus", &first]).unwrap();
-        assert_eq!(parsed.check_against_system(), Ok(()));
+        assert_eq!(parsed.check_cpus(), Ok(()));
         let beyond = (usable.iter().map(|core| core.id).max().unwrap() + 1).to_string();
         let parsed = args(&["--cpus", &beyond]).unwrap();
-        let checked = parsed.check_against_system();
+        let checked = parsed.check_cpus();
         assert!(matches!(checked, Err(ConfigError::Cpu { .. })));
-    }
-
-    #[test]
-    fn missing_netns_rejected() {
-        let parsed = args(&["--netns", "no-such-namespace-of-netcon"]).unwrap();
-        let checked = parsed.check_against_system();
-        assert!(matches!(checked, Err(ConfigError::Netns(_))));
-        let parsed = args(&["--netns", "../etc"]).unwrap();
-        let checked = parsed.check_against_system();
-        assert!(matches!(checked, Err(ConfigError::Netns(_))));
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub fn move_tap(
     ip(Some(netns), &["link", "set", "dev", "lo", "up"])
 }
 
+/// Where `ip netns add` makes the named network namespaces that `--netns` refers to.
+const NETNS_DIR: &str = "/run/netns";
+
 /// How long a move waits for an interface of the TAP's name to leave the namespace. The TAP of
 /// a netcon-dp that has just stopped lingers there for a moment after its fds are closed.
 const NAME_TAKEN_WAIT: Duration = Duration::from_secs(3);
@@ -99,6 +102,15 @@ const NAME_TAKEN_WAIT: Duration = Duration::from_secs(3);
 /// Moves `tap` into `netns`, waiting up to [`NAME_TAKEN_WAIT`] while an interface of the same
 /// name is still there.
 fn move_into(tap: &str, netns: &str) -> Result<(), NetnsError> {
+    if netns.contains('/') || !std::path::Path::new(NETNS_DIR).join(netns).exists() {
+        return Err(NetnsError {
+            step: format!("ip link set dev {tap} netns {netns}"),
+            detail: format!(
+                "no network namespace {netns:?} in {NETNS_DIR}; create it with `ip netns add \
+                 {netns}`"
+            ),
+        });
+    }
     let deadline = Instant::now() + NAME_TAKEN_WAIT;
     loop {
         let error = match ip(None, &["link", "set", "dev", tap, "netns", netns]) {

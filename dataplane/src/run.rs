@@ -46,7 +46,7 @@ const FALLBACK_FD_LIMIT: u64 = 1024;
 /// Runs netcon-dp until `stop` is set. Prints `netcon-dp ready` on stdout once it serves.
 pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     args.validate().map_err(RunError::Config)?;
-    args.check_against_system().map_err(RunError::Config)?;
+    args.check_cpus().map_err(RunError::Config)?;
     let fd_limit = match crate::sys::raise_fd_limit() {
         Ok(limit) => limit,
         Err(e) => {
