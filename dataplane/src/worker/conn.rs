@@ -12,10 +12,11 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use netcon_control::{Reply, WireAddr};
-use smoltcp::iface::SocketHandle;
+use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::time::Duration;
+use smoltcp::time::{Duration, Instant};
 
+use super::schedule::own_set;
 use super::stack::{endpoint, socket_addr};
 use super::{ConnectJob, OptionJob, ReplyTo, Worker};
 use crate::connect_gate::HeldEnd;
@@ -23,6 +24,7 @@ use crate::mapped;
 use crate::options::{ConnectionOptions, KeepAlive};
 use crate::registry::{Inode, SocketState};
 use crate::stats::{ConnStats, LatencySet, Sampler};
+use crate::steer::TcpFlow;
 use crate::sys::socket::{epoll_add, is_hung_up, recv, send, set_int_option, shutdown};
 use crate::tos::Flow;
 use std::sync::Arc;
@@ -52,6 +54,8 @@ enum Phase {
 
 /// A connection owned by this worker.
 pub struct Conn {
+    /// The set holding only this connection's smoltcp socket (see [`super::schedule`]).
+    pub set: SocketSet<'static>,
     pub handle: SocketHandle,
     pub fd: OwnedFd,
     pub inode: Inode,
@@ -85,10 +89,17 @@ pub struct Conn {
     held: Option<HeldEnd>,
     /// Local port and remote endpoint, the key of the worker's TOS table.
     flow: Flow,
+    /// The 4-tuple its ingress segments carry, the key of the worker's flow table.
+    tcp_flow: Option<TcpFlow>,
+    /// Marked for the next visit (see [`super::schedule`]).
+    pub dirty: bool,
+    /// When its smoltcp timer fires, as scheduled.
+    pub timer_at: Option<Instant>,
 }
 
 impl Conn {
     fn new(
+        set: SocketSet<'static>,
         handle: SocketHandle,
         fd: OwnedFd,
         inode: Inode,
@@ -98,6 +109,7 @@ impl Conn {
     ) -> Conn {
         let open = phase == Phase::Open;
         Conn {
+            set,
             handle,
             fd,
             inode,
@@ -119,12 +131,16 @@ impl Conn {
             reset_armed: false,
             held: None,
             flow,
+            tcp_flow: None,
+            dirty: false,
+            timer_at: None,
         }
     }
 
     /// A connection a listener accepted: established, with the program's end already sent,
     /// and the listener's options.
     pub fn accepted(
+        set: SocketSet<'static>,
         handle: SocketHandle,
         fd: OwnedFd,
         inode: Inode,
@@ -132,7 +148,7 @@ impl Conn {
         flow: Flow,
         options: ConnectionOptions,
     ) -> Conn {
-        let mut conn = Conn::new(handle, fd, inode, Phase::Open, stats, flow);
+        let mut conn = Conn::new(set, handle, fd, inode, Phase::Open, stats, flow);
         conn.options = options;
         conn
     }
@@ -202,7 +218,7 @@ impl Conn {
 }
 
 /// What one step of a pump found.
-enum Step {
+pub(super) enum Step {
     Moved,
     Idle,
     /// The connection is finished; `errno` is 0 for a clean end.
@@ -227,7 +243,7 @@ impl Worker {
             self.fail_connect(job.inode, job.reply, libc::ENETUNREACH);
             return;
         }
-        let handle = self.sockets.add(socket);
+        let (set, handle) = own_set(socket);
         job.stats
             .worker
             .store(self.id.0 as u64, std::sync::atomic::Ordering::Relaxed);
@@ -238,20 +254,27 @@ impl Worker {
             remote: job.remote.ip(),
             remote_port: job.remote.port(),
         };
-        let mut conn = Conn::new(handle, job.fd, job.inode, phase, job.stats, flow);
+        let mut conn = Conn::new(set, handle, job.fd, job.inode, phase, job.stats, flow);
         conn.reply = job.reply;
         conn.options = job.options;
         conn.held = job.held;
         self.insert_conn(conn);
     }
 
-    /// Takes a connection into the pump, watching its socketpair with edge-triggered epoll.
-    pub(super) fn insert_conn(&mut self, conn: Conn) -> usize {
+    /// Takes a connection into the pump, watching its socketpair with edge-triggered epoll,
+    /// and marks it for the next visit.
+    pub(super) fn insert_conn(&mut self, mut conn: Conn) -> usize {
         let fd = conn.fd.as_raw_fd();
         let inode = conn.inode;
         self.tos
             .set_flow(conn.flow, conn.options.mark_for(conn.flow.remote));
+        conn.tcp_flow = tcp_flow(conn.set.get::<tcp::Socket>(conn.handle));
+        let tcp_flow = conn.tcp_flow;
         let key = self.conns.insert(conn);
+        if let Some(flow) = tcp_flow {
+            self.flows.insert(flow, key);
+        }
+        self.mark_dirty(key);
         let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
         if let Err(e) = epoll_add(self.epoll.as_raw_fd(), fd, events, key as u64) {
             log::warn!("worker {}: cannot watch socket {}: {e}", self.id.0, inode.0);
@@ -277,7 +300,7 @@ impl Worker {
             return;
         };
         let conn = &mut self.conns[key];
-        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        let socket = conn.set.get_mut::<tcp::Socket>(conn.handle);
         apply_to_socket(socket, &job.options, conn.flow.remote.is_ipv4());
         conn.options = job.options;
         if conn.phase == Phase::Open {
@@ -285,34 +308,22 @@ impl Worker {
         }
         self.tos
             .set_flow(conn.flow, job.options.mark_for(conn.flow.remote));
+        self.mark_dirty(key);
     }
 
-    /// Pumps every connection once; returns whether any bytes or states moved.
-    pub(super) fn pump_all(&mut self) -> bool {
-        let mut moved = self.pump_listeners();
-        // TODO: every connection is visited on every wake-up, so set-up slows as idle
-        // connections pile up (about 2 ms per connect at 8,000 open) — visiting only those
-        // named by epoll events and by the 4-tuples of received frames would fix it.
-        let mut keys = std::mem::take(&mut self.conn_keys);
-        keys.clear();
-        keys.extend(self.conns.iter().map(|(key, _)| key));
-        for &key in &keys {
-            match self.pump(key) {
-                Step::Moved => moved = true,
-                Step::Idle => {}
-                Step::Finished { errno, reset_app } => {
-                    self.finish_conn(key, errno, reset_app);
-                    moved = true;
-                }
-            }
-        }
-        self.conn_keys = keys;
-        moved
+    /// Moves connection `key`'s bytes and states one step.
+    pub(super) fn pump(&mut self, key: usize) -> Step {
+        // The socket's set is taken out while the pump works, so the connection and its
+        // socket can be borrowed together; an empty set allocates nothing.
+        let mut set = std::mem::replace(&mut self.conns[key].set, SocketSet::new(Vec::new()));
+        let handle = self.conns[key].handle;
+        let step = self.pump_socket(key, set.get_mut::<tcp::Socket>(handle));
+        self.conns[key].set = set;
+        step
     }
 
-    fn pump(&mut self, key: usize) -> Step {
+    fn pump_socket(&mut self, key: usize, socket: &mut tcp::Socket<'static>) -> Step {
         let conn = &mut self.conns[key];
-        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
         let state = socket.state();
 
         if let Phase::Connecting { filler } = conn.phase {
@@ -453,11 +464,17 @@ impl Worker {
 
     /// Ends a connection: replies to a waiting connect, updates the registry and closes the
     /// socketpair. With `reset_app` one byte stays queued, so the program reads ECONNRESET.
-    fn finish_conn(&mut self, key: usize, errno: i32, reset_app: bool) {
+    pub(super) fn finish_conn(&mut self, key: usize, errno: i32, reset_app: bool) {
         let mut conn = self.conns.remove(key);
         self.by_inode.remove(&conn.inode);
+        // A newer connection of the same 4-tuple may have taken the entry over.
+        if let Some(flow) = conn.tcp_flow
+            && self.flows.get(&flow) == Some(&key)
+        {
+            self.flows.remove(&flow);
+        }
         self.tos.remove_flow(conn.flow);
-        self.retire(conn.handle);
+        self.retire_own(&mut conn.set, conn.handle);
         if let Some(to) = conn.reply {
             self.completions.send(super::Completion {
                 to,
@@ -476,8 +493,8 @@ impl Worker {
 
     /// Resets a connection from this side (worker shutdown).
     pub(super) fn abort_conn(&mut self, key: usize, errno: i32) {
-        let handle = self.conns[key].handle;
-        self.sockets.get_mut::<tcp::Socket>(handle).abort();
+        let conn = &mut self.conns[key];
+        conn.set.get_mut::<tcp::Socket>(conn.handle).abort();
         self.finish_conn(key, errno, true);
     }
 }
@@ -632,6 +649,17 @@ fn drain(fd: RawFd, scratch: &mut [u8]) {
             break;
         }
     }
+}
+
+/// Returns the 4-tuple of `socket`'s ingress segments, once it has both endpoints.
+fn tcp_flow(socket: &tcp::Socket) -> Option<TcpFlow> {
+    let (local, remote) = (socket.local_endpoint()?, socket.remote_endpoint()?);
+    Some(TcpFlow {
+        local: local.addr.into(),
+        local_port: local.port,
+        remote: remote.addr.into(),
+        remote_port: remote.port,
+    })
 }
 
 fn peer_sent_fin(state: State) -> bool {

@@ -319,7 +319,10 @@ impl Worker {
             remote: remote.ip(),
             remote_port: remote.port(),
         };
-        let conn = Conn::accepted(handle, service, app_inode, stats, flow, options);
+        // The connection's socket leaves the shared set for one of its own.
+        let socket = self.sockets.remove(handle);
+        let (set, handle) = super::schedule::own_set_of(socket);
+        let conn = Conn::accepted(set, handle, service, app_inode, stats, flow, options);
         self.insert_conn(conn);
         Ok(())
     }
