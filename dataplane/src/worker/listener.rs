@@ -279,7 +279,7 @@ impl Worker {
         super::conn::apply_keepalive(socket, options.keepalive);
 
         let (app, service) = socketpair(libc::SOCK_STREAM)?;
-        super::conn::prepare_pair(app.as_fd(), service.as_fd())?;
+        super::pair::prepare_pair(app.as_fd(), service.as_fd())?;
         let app_inode = Inode(inode(app.as_fd())?);
 
         let mut entry = SocketEntry::fresh();

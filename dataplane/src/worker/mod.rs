@@ -8,6 +8,7 @@ mod conn;
 mod datagram;
 mod device;
 mod listener;
+mod pair;
 mod ring;
 mod schedule;
 mod stack;
@@ -16,7 +17,7 @@ pub use command::{
     Command, Completion, ConnectJob, DatagramJob, DatagramPeerJob, ListenJob, OptionJob, ReplyTo,
     Snapshot,
 };
-pub use conn::prepare_pair;
+pub use pair::prepare_pair;
 pub use stack::StackConfig;
 
 use std::collections::HashMap;
@@ -306,7 +307,7 @@ impl Worker {
             listener_keys: Vec::new(),
             reuseport_turn: 0,
             clock,
-            scratch: vec![0u8; conn::SCRATCH_LEN].into_boxed_slice(),
+            scratch: vec![0u8; pair::SCRATCH_LEN].into_boxed_slice(),
             tos: TosTable::default(),
             retiring: Vec::new(),
         })
