@@ -1,10 +1,11 @@
 //! Moving bytes between a smoltcp socket and the service end of a connection's socketpair.
 //!
 //! The program's end was handed over with one sentinel byte already written into it, and the
-//! service end reads with MSG_PEEK at SO_PEEK_OFF 1. After forwarding n bytes the pump consumes
-//! n, so one already-forwarded byte always stays queued. Closing the service end with that
-//! byte unread makes Linux report ECONNRESET to the program, which is how a TCP reset reaches
-//! it; before a clean close the pump drains the queue so the program sees EOF after the data.
+//! service end's queue always starts with one already-forwarded byte, the held byte (the
+//! sentinel at first), which the peek offset (SO_PEEK_OFF 1) skips. Closing the service end
+//! with that byte unread makes Linux report ECONNRESET to the program, which is how a TCP
+//! reset reaches it; before a clean close the pump drains the queue so the program sees EOF
+//! after the data.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -12,9 +13,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use smoltcp::socket::tcp;
 
 use super::conn::Conn;
-use crate::sys::socket::{is_hung_up, recv, send, set_int_option};
+use crate::sys::socket::{is_hung_up, queued_bytes, recv, recv_two, send, set_int_option};
 
-/// Largest chunk peeked from a socketpair at once, and the size of the discard buffer.
+/// Largest chunk peeked from a socketpair at once when nothing new was queued, and the size
+/// of the discard buffer.
 pub const SCRATCH_LEN: usize = 256 * 1024;
 
 /// SO_PEEK_OFF: Linux's option number, which the libc crate does not export.
@@ -102,12 +104,9 @@ pub(super) fn forward_to_peer(
     let fd = conn.fd.as_raw_fd();
     let mut moved = false;
     while conn.readable && !conn.app_eof && socket.can_send() {
-        let result = socket.send(|buf| {
-            let len = buf.len().min(scratch.len());
-            match recv(fd, &mut buf[..len], libc::MSG_PEEK | libc::MSG_DONTWAIT) {
-                Ok(n) => (n, Ok(n)),
-                Err(e) => (0, Err(e)),
-            }
+        let result = socket.send(|buf| match take_written(fd, buf, scratch) {
+            Ok(n) => (n, Ok(n)),
+            Err((n, e)) => (n, Err(e)),
         });
         match result {
             // A program that closed with SO_LINGER {1, 0} gets a reset and no FIN.
@@ -122,7 +121,6 @@ pub(super) fn forward_to_peer(
                 moved = true;
             }
             Ok(Ok(n)) => {
-                consume(fd, n, scratch)?;
                 conn.to_stack += n as u64;
                 moved = true;
             }
@@ -132,6 +130,43 @@ pub(super) fn forward_to_peer(
         }
     }
     Ok(moved)
+}
+
+/// Moves up to `buf.len()` bytes the program wrote into `buf`, keeping one byte queued;
+/// returns how many (0 at EOF), or an error with the bytes already in `buf`.
+///
+/// One `recvmsg` reads the held byte into a throwaway byte and all but the last of the new
+/// bytes into `buf`. The last one becomes the held byte and is peeked. So each byte is copied
+/// once, where peeking everything and reading it again to discard it copied it twice, for one
+/// more system call (FIONREAD).
+fn take_written(
+    fd: RawFd,
+    buf: &mut [u8],
+    scratch: &mut [u8],
+) -> Result<usize, (usize, io::Error)> {
+    let queued = queued_bytes(fd).map_err(|e| (0, e))?;
+    let fresh = queued.saturating_sub(1).min(buf.len());
+    if fresh == 0 {
+        // Nothing new, or it arrived after FIONREAD: a peek past the held byte tells EOF (0)
+        // from no data (EAGAIN), and what it finds is discarded as the pump did before.
+        let len = buf.len().min(scratch.len());
+        let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+        let n = recv(fd, &mut buf[..len], flags).map_err(|e| (0, e))?;
+        consume(fd, n, scratch).map_err(|e| (0, e))?;
+        return Ok(n);
+    }
+
+    let mut held = [0u8; 1];
+    let read =
+        recv_two(fd, &mut held, &mut buf[..fresh - 1], libc::MSG_DONTWAIT).map_err(|e| (0, e))?;
+    let Some(got) = read.checked_sub(1) else {
+        // FIONREAD counted at least two bytes, so only a broken socket reads none.
+        return Err((0, io::ErrorKind::UnexpectedEof.into()));
+    };
+    // Reading moved the peek offset back to the head, which is the next new byte.
+    let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
+    let peeked = recv(fd, &mut buf[got..got + 1], flags).map_err(|e| (got, e))?;
+    Ok(got + peeked)
 }
 
 /// Removes `len` forwarded bytes from the head of the queue (the peek offset moves back with
