@@ -57,6 +57,9 @@ pub struct Conn {
     pub(super) app_eof: bool,
     /// The program's end is gone entirely (EPOLLHUP, EPIPE or ECONNRESET).
     pub(super) app_gone: bool,
+    /// The socketpair reported that the program shut down its sending side or closed
+    /// (EPOLLRDHUP, EPOLLHUP or EPOLLERR), so a read past the queued bytes can find EOF.
+    pub(super) shut_seen: bool,
     /// The peer's FIN was passed on as `shutdown(SHUT_WR)`.
     peer_eof_sent: bool,
     started: std::time::Instant,
@@ -107,6 +110,7 @@ impl Conn {
             writable: open,
             app_eof: false,
             app_gone: false,
+            shut_seen: false,
             peer_eof_sent: false,
             started: std::time::Instant::now(),
             to_stack: 0,
@@ -201,6 +205,9 @@ impl Conn {
         }
         if flags & libc::EPOLLHUP as u32 != 0 {
             self.app_gone = true;
+        }
+        if flags & libc::EPOLLRDHUP as u32 != 0 || flags & hangup != 0 {
+            self.shut_seen = true;
         }
     }
 }

@@ -6,6 +6,18 @@
 //! with that byte unread makes Linux report ECONNRESET to the program, which is how a TCP
 //! reset reaches it; before a clean close the pump drains the queue so the program sees EOF
 //! after the data.
+//!
+//! The socketpair is driven by readiness (its epoll fd is watched by the worker's io_uring)
+//! and plain calls, not by io_uring receives and sends. Linux 6.18 accepts a multishot
+//! receive with MSG_PEEK at the peek offset on these sockets, but its bytes land in a
+//! provided buffer and must be copied into the smoltcp socket and then read once more to
+//! trim the queue: three copies per byte where FIONREAD, one `recvmsg` and a one-byte peek
+//! make one. It also keeps receiving while the smoltcp socket is full, so the TCP window
+//! would no longer close when the program outpaces the peer. Sends could go through the
+//! ring only if smoltcp kept the bytes until the completion, which its receive API does not
+//! allow without a staging copy. The system calls the ring would save are about 25,000 per
+//! GB uploaded and 7,000 per GB downloaded with 64 KiB segments, at 0.3 to 0.5 µs each on a
+//! 2-core EPYC VM: about 3% of the worker's CPU per GB, against the copies they would add.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -102,9 +114,10 @@ pub(super) fn forward_to_peer(
     scratch: &mut [u8],
 ) -> io::Result<bool> {
     let fd = conn.fd.as_raw_fd();
+    let may_end = conn.shut_seen || conn.app_gone;
     let mut moved = false;
     while conn.readable && !conn.app_eof && socket.can_send() {
-        let result = socket.send(|buf| match take_written(fd, buf, scratch) {
+        let result = socket.send(|buf| match take_written(fd, buf, may_end, scratch) {
             Ok(n) => (n, Ok(n)),
             Err((n, e)) => (n, Err(e)),
         });
@@ -133,7 +146,10 @@ pub(super) fn forward_to_peer(
 }
 
 /// Moves up to `buf.len()` bytes the program wrote into `buf`, keeping one byte queued;
-/// returns how many (0 at EOF), or an error with the bytes already in `buf`.
+/// returns how many (0 at EOF), or an error with the bytes already in `buf`. Unless
+/// `may_end`, nothing new means EAGAIN without a peek for EOF: the held byte keeps the
+/// socketpair readable for epoll, so its EPOLLIN says nothing, but the program's shutdown
+/// always comes with EPOLLRDHUP.
 ///
 /// One `recvmsg` reads the held byte into a throwaway byte and all but the last of the new
 /// bytes into `buf`. The last one becomes the held byte and is peeked. So each byte is copied
@@ -142,10 +158,14 @@ pub(super) fn forward_to_peer(
 fn take_written(
     fd: RawFd,
     buf: &mut [u8],
+    may_end: bool,
     scratch: &mut [u8],
 ) -> Result<usize, (usize, io::Error)> {
     let queued = queued_bytes(fd).map_err(|e| (0, e))?;
     let fresh = queued.saturating_sub(1).min(buf.len());
+    if fresh == 0 && !may_end {
+        return Err((0, io::ErrorKind::WouldBlock.into()));
+    }
     if fresh == 0 {
         // Nothing new, or it arrived after FIONREAD: a peek past the held byte tells EOF (0)
         // from no data (EAGAIN), and what it finds is discarded as the pump did before.
