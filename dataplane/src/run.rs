@@ -143,10 +143,10 @@ fn spawn_workers(
     registry: &Arc<Registry>,
     completions: &CompletionSender,
 ) -> Result<Vec<worker::WorkerHandle>, RunError> {
-    // Workers are pinned only on request. Pinned to a core it shares with the program and the
-    // kernel peer, a worker cannot leave it when they are busy there: on 2 cores, iperf3 with
-    // 4 streams moved 4 to 17% less with worker i pinned to core i than unpinned, with one
-    // worker and with two, and netcon-dp spent up to 14% more CPU per GB.
+    // Workers are pinned only on request. A worker pinned to a core it shares with the
+    // program and the kernel peer cannot leave it when they keep it busy. On a 2-core VM,
+    // iperf3 with 4 streams moved 4 to 17% less with worker i pinned to core i than unpinned,
+    // with one worker and with two, and netcon-dp spent up to 14% more CPU per GB.
     let cores: Vec<Option<core_affinity::CoreId>> = (0..queues.len())
         .map(|index| args.cpus.get(index).map(|&id| core_affinity::CoreId { id }))
         .collect();

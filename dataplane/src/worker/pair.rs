@@ -146,9 +146,10 @@ pub(super) fn forward_to_peer(
 }
 
 /// Moves up to `buf.len()` bytes the program wrote into `buf`, keeping one byte queued;
-/// returns how many (0 at EOF), or an error with the bytes already in `buf`. Unless
-/// `may_end`, nothing new means EAGAIN without a peek for EOF: the held byte keeps the
-/// socketpair readable for epoll, so its EPOLLIN says nothing, but the program's shutdown
+/// returns how many (0 at EOF), or an error with the bytes already in `buf`.
+///
+/// Unless `may_end`, nothing new means EAGAIN without a peek for EOF. The held byte keeps the
+/// socketpair readable for epoll, so its EPOLLIN carries no news, but the program's shutdown
 /// always comes with EPOLLRDHUP.
 ///
 /// One `recvmsg` reads the held byte into a throwaway byte and all but the last of the new
@@ -167,8 +168,8 @@ fn take_written(
         return Err((0, io::ErrorKind::WouldBlock.into()));
     }
     if fresh == 0 {
-        // Nothing new, or it arrived after FIONREAD: a peek past the held byte tells EOF (0)
-        // from no data (EAGAIN), and what it finds is discarded as the pump did before.
+        // Nothing new, or it arrived after FIONREAD. A peek past the held byte returns 0 at
+        // EOF and EAGAIN without data, and what it finds is then read again to discard it.
         let len = buf.len().min(scratch.len());
         let flags = libc::MSG_PEEK | libc::MSG_DONTWAIT;
         let n = recv(fd, &mut buf[..len], flags).map_err(|e| (0, e))?;

@@ -1,4 +1,4 @@
-//! Which connections a wake-up visits. Each connection keeps its smoltcp socket in a socket
+//! The choice of connections a wake-up visits. Each connection keeps its smoltcp socket in a socket
 //! set of its own, because smoltcp looks for the socket of an ingress segment, and for
 //! sockets with something to send, by walking the whole set it is given. Every event that can
 //! change a connection marks it dirty: an ingress segment of its flow, epoll readiness of its
@@ -26,23 +26,25 @@ pub struct Schedule {
     /// Connections whose socket still had segments to send when the transmit buffers ran out.
     blocked: Vec<usize>,
     /// Deadlines of connections' smoltcp timers. An entry whose deadline is not the
-    /// connection's current `timer_at` is stale and skipped; a connection only adds an entry
-    /// when its deadline moves earlier, so the heap holds about one entry per connection.
+    /// connection's current `timer_at` is stale and is skipped when it comes due. A
+    /// connection adds an entry only when its deadline moves earlier, so the heap contains
+    /// one live entry per connection with a timer, plus stale ones until they come due.
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
 }
 
 impl Schedule {
-    /// Whether connections are marked for the next visit.
+    /// Returns whether connections are marked for the next visit.
     pub fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()
     }
 
-    /// The earliest timer deadline (possibly a stale one, which only wakes the worker early).
+    /// Returns the earliest timer deadline, possibly a stale one, which only wakes the worker
+    /// early.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Whether connections wait for transmit buffers.
+    /// Returns whether connections wait for transmit buffers.
     pub fn has_blocked(&self) -> bool {
         !self.blocked.is_empty()
     }
