@@ -5,7 +5,7 @@ mod attach;
 pub use attach::{Privileges, TapAccessError};
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -57,6 +57,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     };
     let privileges = Privileges::current();
     let queues = attach::open_queues(args, tap_medium, privileges).map_err(RunError::Tap)?;
+    steer_to_owners(&queues, medium);
     attach::configure_link(args, privileges).map_err(RunError::Tap)?;
 
     let socket_path = args
@@ -134,6 +135,23 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     service
         .run(stop)
         .map_err(|e| RunError::Io("control loop failed", e))
+}
+
+/// Has the kernel put every frame on the queue of the worker that owns it. Without that the
+/// workers hand frames to each other, which works but costs a copy and a wake-up each.
+fn steer_to_owners(queues: &[OwnedFd], medium: Medium) {
+    let Some(queue) = queues.first().filter(|_| queues.len() > 1) else {
+        return;
+    };
+    let l2_len = if medium == Medium::Ethernet { 14 } else { 0 };
+    let program = crate::steer_bpf::program(l2_len, queues.len());
+    match crate::sys::bpf::attach_steering(queue.as_fd(), &program) {
+        Ok(()) => log::debug!("the TAP steers frames to their workers itself"),
+        Err(e) => log::info!(
+            "the TAP does not steer frames to their workers ({e}); workers hand frames over \
+             instead, which needs CAP_BPF or unprivileged eBPF"
+        ),
+    }
 }
 
 fn spawn_workers(

@@ -2,6 +2,7 @@
 //! socket helpers the workers and the control thread use. Everything above this module works
 //! with `OwnedFd` and `io::Result`.
 
+pub mod bpf;
 pub mod datagram;
 pub mod socket;
 pub mod tap;
