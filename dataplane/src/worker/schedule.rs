@@ -184,16 +184,19 @@ impl Worker {
     }
 
     fn visit(&mut self, key: usize, now: Instant) {
-        if let super::conn::Step::Finished { errno, reset_app } = self.pump(key) {
-            self.finish_conn(key, errno, reset_app);
-            return;
-        }
+        let step = self.pump(key);
 
+        // Segments go out before a finished connection's socket is dropped: the ACK of the
+        // FIN that ended it, or the reset of an abort.
         let conn = &mut self.conns[key];
         let state = conn.set.get::<tcp::Socket>(conn.handle).state();
         while self.iface.poll_egress(now, &mut self.device, &mut conn.set)
             == PollResult::SocketStateChanged
         {}
+        if let super::conn::Step::Finished { errno, reset_app } = step {
+            self.finish_conn(key, errno, reset_app);
+            return;
+        }
         // Timers end connections on egress (time-outs, the end of TIME-WAIT), which the pump
         // must see.
         if conn.set.get::<tcp::Socket>(conn.handle).state() != state {
