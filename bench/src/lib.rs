@@ -4,6 +4,7 @@
 
 pub mod connect_rate;
 pub mod contender;
+pub mod idle;
 pub mod instances;
 pub mod machine;
 pub mod metric;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use netcon_bench::connect_rate::{ConnectRateOptions, connect_rate};
 use netcon_bench::contender::{Contender, Stack};
+use netcon_bench::idle::{self, IdleOptions};
 use netcon_bench::plan::{INSTANCE_WORKERS, NETCON_WORKERS, Plan};
 use netcon_bench::plot::DEFAULT_FONT;
 use netcon_bench::runner::{self, progress};
@@ -65,6 +66,9 @@ struct RunArgs {
     /// 1 and 2]
     #[arg(long = "workers", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: Vec<u16>,
+    /// Workload to run, repeated for several [default: all of the full or quick plan]
+    #[arg(long = "workload", value_name = "KEY", value_parser = WORKLOAD_KEYS)]
+    workloads: Vec<String>,
     /// TrueType font the plot's text is drawn with
     #[arg(long, value_name = "PATH", default_value = DEFAULT_FONT)]
     font: PathBuf,
@@ -72,6 +76,52 @@ struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
+    /// Open idle connections through netcon in steps and, after each, measure the connection
+    /// rate and netcon-dp's resident memory (needs root)
+    Idle {
+        /// netcon-dp worker count
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
+        /// Link MTU in bytes
+        #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65520))]
+        mtu: u32,
+        /// Idle connection counts to measure at, in increasing order
+        #[arg(
+            long = "idle",
+            value_name = "COUNT",
+            value_delimiter = ',',
+            default_value = "0,1000,10000"
+        )]
+        counts: Vec<u32>,
+        /// Time of each connection-rate run, in seconds
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+        seconds: u64,
+    },
+    /// Accept connections on ADDR:PORT and keep them open, for a bounded time (the peer of
+    /// `idle`).
+    #[command(hide = true)]
+    HoldServer {
+        /// Address and port to listen on
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: SocketAddr,
+        /// Time after which the server exits, in seconds
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Open COUNT connections to ADDR:PORT one after another, print the time that took as
+    /// JSON, and keep them open for a bounded time.
+    #[command(hide = true)]
+    HoldConnections {
+        /// Server address and port
+        #[arg(long, value_name = "ADDR:PORT")]
+        connect: SocketAddr,
+        /// Connections to open
+        #[arg(long)]
+        count: u32,
+        /// Time the connections are kept open, in seconds
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Open short connections (connect, request, reply, close) to an echo server one after
     /// another and print the rate.
     #[command(hide = true)]
@@ -105,6 +155,16 @@ enum Commands {
     },
 }
 
+/// The keys `--workload` accepts: those of the full plan's workloads.
+const WORKLOAD_KEYS: [&str; 6] = [
+    "up-1",
+    "down-1",
+    "up-4",
+    "down-4",
+    "latency",
+    "connect-rate",
+];
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
@@ -132,6 +192,37 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Commands::Idle {
+            workers,
+            mtu,
+            counts,
+            seconds,
+        }) => idle_command(&IdleOptions {
+            workers: usize::from(workers),
+            mtu,
+            counts,
+            seconds,
+        }),
+        Some(Commands::HoldServer { listen, seconds }) => {
+            match idle::hold_server(listen, Duration::from_secs(seconds)) {
+                Ok(()) => 0,
+                Err(err) => {
+                    eprintln!("netcon-bench: error: hold-server on {listen} failed: {err}");
+                    1
+                }
+            }
+        }
+        Some(Commands::HoldConnections {
+            connect,
+            count,
+            seconds,
+        }) => match idle::hold_connections(connect, count, Duration::from_secs(seconds)) {
+            Ok(()) => 0,
+            Err(err) => {
+                eprintln!("netcon-bench: error: hold-connections to {connect} failed: {err}");
+                1
+            }
+        },
         None => run_command(&cli.run),
     };
     ExitCode::from(code)
@@ -185,6 +276,13 @@ fn plan_from(args: &RunArgs) -> Plan {
     if !args.mtus.is_empty() {
         plan.mtus = args.mtus.clone();
     }
+    if !args.workloads.is_empty() {
+        plan.workloads = Plan::full()
+            .workloads
+            .into_iter()
+            .filter(|workload| args.workloads.contains(&workload.key()))
+            .collect();
+    }
     let workers: Vec<usize> = if args.workers.is_empty() {
         NETCON_WORKERS.to_vec()
     } else {
@@ -215,6 +313,29 @@ fn plan_from(args: &RunArgs) -> Plan {
     plan
 }
 
+fn idle_command(options: &IdleOptions) -> u8 {
+    if let Err(err) = runner::check_prerequisites() {
+        eprintln!("netcon-bench: error: {err}");
+        return 1;
+    }
+    if let Err(err) = netcon_tools::signals::install_flag() {
+        eprintln!("netcon-bench: error: cannot install signal handlers: {err}");
+        return 1;
+    }
+    println!(
+        "netcon-dp --workers {} --mtu {}, connection rate over {} s after each step",
+        options.workers, options.mtu, options.seconds
+    );
+    println!("{}", idle::TABLE_HEADER);
+    match idle::run_idle(options, &mut |row| println!("{row}")) {
+        Ok(_) => 0,
+        Err(err) => {
+            eprintln!("netcon-bench: error: {err}");
+            1
+        }
+    }
+}
+
 fn connect_rate_command(options: &ConnectRateOptions, json: bool) -> u8 {
     match connect_rate(options) {
         Ok(summary) if json => {
@@ -232,5 +353,27 @@ fn connect_rate_command(options: &ConnectRateOptions, json: bool) -> u8 {
             );
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_keys_match_full_plan() {
+        let keys: Vec<String> = Plan::full().workloads.iter().map(|w| w.key()).collect();
+        assert_eq!(keys, WORKLOAD_KEYS);
+    }
+
+    #[test]
+    fn workload_option_narrows_plan() {
+        let cli = Cli::parse_from(["netcon-bench", "--workload", "up-4", "--workload", "down-4"]);
+        let keys: Vec<String> = plan_from(&cli.run)
+            .workloads
+            .iter()
+            .map(|w| w.key())
+            .collect();
+        assert_eq!(keys, ["up-4", "down-4"]);
     }
 }

@@ -170,6 +170,7 @@ pub fn run_workloads(
     let mut cells = Vec::new();
     for workload in &plan.workloads {
         progress(&format!("{workload} ..."));
+        let cpu_before = site.dataplane_pid().and_then(cpu_seconds);
         let outcome = match run_one(&mut servers, *workload) {
             Ok(figure) => Ok(figure),
             Err(StepError::Interrupted) => return Err(StepError::Interrupted),
@@ -179,12 +180,44 @@ pub fn run_workloads(
             Ok(figure) => progress(&format!("  {}", figure.summary())),
             Err(message) => progress(&format!("  failed: {message}")),
         }
+        let cpu_after = site.dataplane_pid().and_then(cpu_seconds);
+        if let (Some(before), Some(after), Ok(Figure::Throughput(totals))) =
+            (cpu_before, cpu_after, &outcome)
+        {
+            progress(&cpu_summary(after - before, totals.received_bytes));
+        }
         cells.push(Cell {
             workload: *workload,
             outcome,
         });
     }
     Ok(cells)
+}
+
+/// Returns the user plus system CPU time process `pid` has used, in seconds, from
+/// `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces, so fields are counted after its closing bracket:
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no memory preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
+}
+
+/// Describes netcon-dp's CPU use over a throughput test that moved `bytes`.
+fn cpu_summary(seconds: f64, bytes: u64) -> String {
+    let gigabytes = bytes as f64 / 1e9;
+    let per_gigabyte = if gigabytes > 0.0 {
+        format!("{:.3}", seconds / gigabytes)
+    } else {
+        "–".to_owned()
+    };
+    format!("  netcon-dp used {seconds:.2} s of CPU, {per_gigabyte} s per GB received")
 }
 
 fn run_one(servers: &mut Servers<'_>, workload: Workload) -> Result<Figure, StepError> {

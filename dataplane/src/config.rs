@@ -133,8 +133,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// Cores to pin workers to, comma-separated (worker i gets the i-th); default: worker i
-    /// on core i.
+    /// Cores to pin workers to, comma-separated (worker i gets the i-th); default: none, the
+    /// kernel places the workers.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub cpus: Vec<usize>,
 

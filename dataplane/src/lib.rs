@@ -8,7 +8,8 @@
 //! - [`service`] is the control thread: it answers the preload's RPCs on the control socket;
 //!   [`connect_gate`] keeps a connecting socket unwritable until its handshake ends.
 //! - [`worker`] owns the packet path: io_uring, a smoltcp `Interface`, and the connections.
-//! - [`steer`] decides which worker owns a connection and where a received frame goes;
+//! - [`steer`] decides which worker owns a connection and where a received frame goes, and
+//!   [`steer_bpf`] has the kernel put frames on their owner's TAP queue in the first place;
 //!   [`offload`] prepares frames for the TAP's segmentation offload; [`hairpin`] turns
 //!   frames to the stack's own addresses around; [`mapped`] converts the IPv4-mapped
 //!   addresses of AF_INET6 sockets; [`tos`] writes IP_TOS and IPV6_TCLASS into egress
@@ -34,6 +35,7 @@ pub mod run;
 pub mod service;
 pub mod stats;
 pub mod steer;
+pub mod steer_bpf;
 pub mod sys;
 pub mod tos;
 pub mod worker;

@@ -123,6 +123,86 @@ pub fn steer(frame: &[u8], l2_len: usize, workers: usize) -> Steer {
     Steer::To(owner(remote, remote_port, local_port, workers))
 }
 
+/// The 4-tuple of a TCP segment from the receiving stack's side, so `local` is the
+/// destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TcpFlow {
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+}
+
+/// The kind of an ingress frame, for routing it to the sockets it can change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingress {
+    /// A TCP segment of this flow.
+    Tcp(TcpFlow),
+    /// ARP or IPv6 neighbour discovery, which can fill the neighbour cache that sockets wait on.
+    Neighbour,
+    /// Anything else: UDP, ICMP, and frames that cannot be parsed.
+    Other,
+}
+
+/// Classifies an ingress `frame`; `l2_len` is 14 on a TAP and 0 on a TUN.
+pub fn classify_ingress(frame: &[u8], l2_len: usize) -> Ingress {
+    if l2_len == 14 {
+        match frame.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]])) {
+            Some(ETHERTYPE_ARP) => return Ingress::Neighbour,
+            Some(ETHERTYPE_IPV4 | ETHERTYPE_IPV6) => {}
+            _ => return Ingress::Other,
+        }
+    }
+    let ip = frame.get(l2_len..).unwrap_or_default();
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => classify_ipv4(ip),
+        Some(6) => classify_ipv6(ip),
+        _ => Ingress::Other,
+    }
+}
+
+fn classify_ipv4(ip: &[u8]) -> Ingress {
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let fragment = ip.get(6..8).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    if ip.get(9) != Some(&IPPROTO_TCP) || fragment.is_none_or(|f| f & IPV4_FRAGMENT_OFFSET != 0) {
+        return Ingress::Other;
+    }
+    let (Some(src), Some(dst), Some(ports)) =
+        (ip.get(12..16), ip.get(16..20), ip.get(ihl..ihl + 4))
+    else {
+        return Ingress::Other;
+    };
+    let address = |b: &[u8]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+    Ingress::Tcp(TcpFlow {
+        local: address(dst),
+        local_port: u16::from_be_bytes([ports[2], ports[3]]),
+        remote: address(src),
+        remote_port: u16::from_be_bytes([ports[0], ports[1]]),
+    })
+}
+
+fn classify_ipv6(ip: &[u8]) -> Ingress {
+    let payload = ip.get(IPV6_HEADER_LEN..).unwrap_or_default();
+    match ip.get(6) {
+        Some(&IPPROTO_ICMPV6) if payload.first().is_some_and(|t| NDP_TYPES.contains(t)) => {
+            return Ingress::Neighbour;
+        }
+        Some(&IPPROTO_TCP) => {}
+        _ => return Ingress::Other,
+    }
+    let (Some(src), Some(dst), Some(ports)) = (ip.get(8..24), ip.get(24..40), payload.get(..4))
+    else {
+        return Ingress::Other;
+    };
+    let address = |b: &[u8]| IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(b).expect("16 bytes")));
+    Ingress::Tcp(TcpFlow {
+        local: address(dst),
+        local_port: u16::from_be_bytes([ports[2], ports[3]]),
+        remote: address(src),
+        remote_port: u16::from_be_bytes([ports[0], ports[1]]),
+    })
+}
+
 /// Steers an IPv4 UDP datagram to the owner of its destination port. A fragment after the
 /// first carries no UDP header and stays where it is.
 // TODO: fragmented datagrams are dropped (smoltcp is built without IPv4 reassembly), so
@@ -197,6 +277,52 @@ mod tests {
         f[34..36].copy_from_slice(&sport.to_be_bytes());
         f[36..38].copy_from_slice(&dport.to_be_bytes());
         f
+    }
+
+    #[test]
+    fn tcp_frame_classified_by_flow() {
+        let mut frame = tcp_frame([10, 77, 0, 1], 5201, 40000);
+        frame[30..34].copy_from_slice(&[10, 77, 0, 2]);
+        let expected = TcpFlow {
+            local: IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2)),
+            local_port: 40000,
+            remote: IpAddr::V4(Ipv4Addr::new(10, 77, 0, 1)),
+            remote_port: 5201,
+        };
+        assert_eq!(classify_ingress(&frame, 14), Ingress::Tcp(expected));
+        assert_eq!(classify_ingress(&frame[14..], 0), Ingress::Tcp(expected));
+    }
+
+    #[test]
+    fn tcp6_frame_classified_by_flow() {
+        let remote: Ipv6Addr = "fd00::1".parse().unwrap();
+        let frame = tcp6_frame(remote, 443, 50000);
+        let Ingress::Tcp(flow) = classify_ingress(&frame, 14) else {
+            panic!("not classified as TCP");
+        };
+        assert_eq!(flow.remote, IpAddr::V6(remote));
+        assert_eq!((flow.remote_port, flow.local_port), (443, 50000));
+    }
+
+    #[test]
+    fn neighbour_frames_classified() {
+        let mut arp = vec![0u8; 42];
+        arp[12..14].copy_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+        assert_eq!(classify_ingress(&arp, 14), Ingress::Neighbour);
+        let mut solicitation = tcp6_frame("fe80::1".parse().unwrap(), 0, 0);
+        solicitation[14 + 6] = IPPROTO_ICMPV6;
+        solicitation[14 + IPV6_HEADER_LEN] = 135;
+        assert_eq!(classify_ingress(&solicitation, 14), Ingress::Neighbour);
+    }
+
+    #[test]
+    fn fragments_and_short_frames_classified_other() {
+        let mut fragment = tcp_frame([10, 77, 0, 1], 1, 2);
+        fragment[20] = 0x00;
+        fragment[21] = 0x10;
+        assert_eq!(classify_ingress(&fragment, 14), Ingress::Other);
+        assert_eq!(classify_ingress(&fragment[..20], 14), Ingress::Other);
+        assert_eq!(classify_ingress(&[], 14), Ingress::Other);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! everything sends a FIN, so the peer reads EOF. Each scenario runs the probe inside the
 //! namespace on the kernel's TCP and through netcon, against the same kind of kernel peer,
 //! and both runs must report the same. The run through netcon uses `--isolate`, so a socket
-//! that escaped netcon would fail instead.
+//! that escaped netcon would fail instead. A connection the program closes first ends with the
+//! stack's ACK of the peer's FIN, which the peer's retransmission count shows.
 
 mod common;
 
@@ -12,7 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    CProgram, Finished, PEER_IP, PYTHON, Process, Topology, run_bounded, wait_for_output,
+    CProgram, Finished, NETCON_IP, PEER_IP, PYTHON, Process, Topology, run_bounded,
+    wait_for_netcon_listener, wait_for_output,
 };
 use netcon_tools::topology::{isolated_netcon_command, require_root};
 
@@ -64,6 +66,51 @@ except (ConnectionResetError, BrokenPipeError):
     print("end reset", flush=True)
     sys.exit(0)
 finish()
+"#;
+
+/// A server through netcon on PORT that closes first: each connection gets one byte back for
+/// the byte it sent, then the server closes it.
+const CLOSE_FIRST_SERVER: &str = r#"
+import socket, sys
+
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("0.0.0.0", int(sys.argv[1])))
+server.listen(128)
+while True:
+    conn, _ = server.accept()
+    with conn:
+        if conn.recv(1):
+            conn.sendall(b"k")
+"#;
+
+/// A kernel client in the namespace: COUNT connections to HOST:PORT one after another, each
+/// sending a byte and reading until EOF before it closes. Prints how many segments the
+/// namespace's TCP retransmitted (/proc/net/snmp) during the run and 1.5 s after.
+const CLOSE_SECOND_CLIENT: &str = r#"
+import socket, sys, time
+
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def counters():
+    values = {}
+    lines = open("/proc/net/snmp").read().splitlines()
+    for names, numbers in zip(lines[::2], lines[1::2]):
+        prefix = names.split(":")[0]
+        for name, number in zip(names.split()[1:], numbers.split()[1:]):
+            values[f"{prefix}.{name}"] = int(number)
+    return values
+
+before = counters()
+for _ in range(count):
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(b"x")
+        while conn.recv(16):
+            pass
+# A FIN left unacknowledged is retransmitted after the minimum RTO (200 ms).
+time.sleep(1.5)
+after = counters()
+print("Tcp.RetransSegs", after["Tcp.RetransSegs"] - before["Tcp.RetransSegs"])
 "#;
 
 /// Where the probe runs: inside the namespace on the kernel's TCP, or through netcon.
@@ -192,4 +239,38 @@ fn close_after_reading_sends_fin() {
     let fixture = Fixture::start("ncreadclose");
     let end = fixture.compare(7930, "read-close", 1000);
     assert_eq!(end, "end eof", "the kernel run did not end with EOF");
+}
+
+/// A connection the program closes first ends with the stack's ACK of the peer's FIN, so the
+/// peer neither retransmits its FIN nor meets a reset.
+#[test]
+fn first_close_acks_peer_fin() {
+    if !require_root("first_close_acks_peer_fin") {
+        return;
+    }
+    let topology = Topology::start("ncfirstclose");
+    let port = 7940;
+    let mut server = netcon_command(topology.socket(), PYTHON);
+    server.args(["-c", CLOSE_FIRST_SERVER, &port.to_string()]);
+    let mut server = Process::spawn(server, "close-first server through netcon");
+    wait_for_netcon_listener(&topology.netns, port, &mut server, Duration::from_secs(15));
+
+    let count = 200;
+    let mut client = topology.netns.command(PYTHON);
+    client.args(["-c", CLOSE_SECOND_CLIENT, NETCON_IP, &port.to_string()]);
+    client.arg(count.to_string());
+    let run = run_bounded(client, "kernel client closing second", RUN_TIMEOUT);
+    run.assert_success();
+    let counter = |name: &str| -> u64 {
+        run.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing\n{run}"))
+    };
+    // A lost final ACK makes the kernel retransmit its FIN once per connection.
+    let retransmits = counter("Tcp.RetransSegs");
+    assert!(
+        retransmits < count / 10,
+        "{retransmits} retransmissions over {count} connections\n{run}"
+    );
 }

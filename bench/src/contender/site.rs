@@ -72,6 +72,14 @@ impl Site {
         }
     }
 
+    /// Returns the pid of the contender's netcon-dp, when it has one.
+    pub fn dataplane_pid(&self) -> Option<u32> {
+        self.guards.iter().find_map(|guard| match guard {
+            Guard::Dataplane(dataplane) => Some(dataplane.pid()),
+            _ => None,
+        })
+    }
+
     /// Returns a one-line description of where clients and servers run.
     pub fn describe(&self) -> String {
         let client = match &self.client {

@@ -3,6 +3,7 @@
 //! with `OwnedFd` and `io::Result`.
 
 pub mod acl;
+pub mod bpf;
 pub mod datagram;
 pub mod socket;
 pub mod tap;

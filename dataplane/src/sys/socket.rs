@@ -156,6 +156,39 @@ pub fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> 
     cvt_size(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
 }
 
+/// `recvmsg` into `first` and then `rest`; returns the bytes received (0 at end of stream).
+pub fn recv_two(
+    fd: RawFd,
+    first: &mut [u8],
+    rest: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: first.as_mut_ptr().cast(),
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        },
+    ];
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = iov.as_mut_ptr();
+    message.msg_iovlen = iov.len();
+    // SAFETY: both iovecs describe valid writable slices that outlive the call.
+    cvt_size(unsafe { libc::recvmsg(fd, &mut message, flags) })
+}
+
+/// Returns the bytes queued for reading on socket `fd` (FIONREAD).
+pub fn queued_bytes(fd: RawFd) -> io::Result<usize> {
+    let mut count: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer given.
+    cvt(unsafe { libc::ioctl(fd, libc::FIONREAD, &mut count) })?;
+    Ok(count.max(0) as usize)
+}
+
 /// `shutdown(fd, how)`.
 pub fn shutdown(fd: RawFd, how: libc::c_int) -> io::Result<()> {
     // SAFETY: shutdown takes plain integers.

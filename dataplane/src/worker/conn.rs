@@ -1,21 +1,16 @@
 //! One TCP connection and the pump that moves its bytes between the smoltcp socket and the
-//! service end of its socketpair.
-//!
-//! The program's end was handed over with one sentinel byte already written into it, and the
-//! service end reads with MSG_PEEK at SO_PEEK_OFF 1. After forwarding n bytes the pump consumes
-//! n, so one already-forwarded byte always stays queued. Closing the service end with that
-//! byte unread makes Linux report ECONNRESET to the program, which is how a TCP reset reaches
-//! it; before a clean close the pump drains the queue so the program sees EOF after the data.
+//! service end of its socketpair (see [`super::pair`] for how the bytes move).
 
-use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use netcon_control::{Reply, WireAddr};
-use smoltcp::iface::SocketHandle;
+use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::time::Duration;
+use smoltcp::time::{Duration, Instant};
 
+use super::pair::{complete_handshake, drain, forward_to_app, forward_to_peer};
+use super::schedule::own_set;
 use super::stack::{endpoint, socket_addr};
 use super::{ConnectJob, OptionJob, ReplyTo, Worker};
 use crate::connect_gate::HeldEnd;
@@ -23,12 +18,10 @@ use crate::mapped;
 use crate::options::{ConnectionOptions, KeepAlive};
 use crate::registry::{Inode, SocketState};
 use crate::stats::{ConnStats, LatencySet, Sampler};
-use crate::sys::socket::{epoll_add, is_hung_up, recv, send, set_int_option, shutdown};
+use crate::steer::TcpFlow;
+use crate::sys::socket::{epoll_add, shutdown};
 use crate::tos::Flow;
 use std::sync::Arc;
-
-/// Largest chunk peeked from a socketpair at once, and the size of the discard buffer.
-pub const SCRATCH_LEN: usize = 256 * 1024;
 
 /// How long a handshake may take before connect fails with ETIMEDOUT (Linux gives up after
 /// about 127 s with its default of 6 SYN retries; a shorter bound keeps failures prompt).
@@ -36,9 +29,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a connection whose program has closed may take to finish its FIN exchange.
 const ORPHAN_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// SO_PEEK_OFF: Linux's option number, which the libc crate does not export.
-const SO_PEEK_OFF: libc::c_int = 42;
 
 /// Where the connection is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,43 +42,55 @@ enum Phase {
 
 /// A connection owned by this worker.
 pub struct Conn {
+    /// The set holding only this connection's smoltcp socket (see [`super::schedule`]).
+    pub set: SocketSet<'static>,
     pub handle: SocketHandle,
     pub fd: OwnedFd,
     pub inode: Inode,
     phase: Phase,
     reply: Option<ReplyTo>,
     /// The socketpair had data or EOF at the last event and has not hit EAGAIN since.
-    readable: bool,
+    pub(super) readable: bool,
     /// The socketpair had room at the last event and has not hit EAGAIN since.
-    writable: bool,
+    pub(super) writable: bool,
     /// The program closed or shut down its sending side; a FIN was queued.
-    app_eof: bool,
+    pub(super) app_eof: bool,
     /// The program's end is gone entirely (EPOLLHUP, EPIPE or ECONNRESET).
-    app_gone: bool,
+    pub(super) app_gone: bool,
+    /// The socketpair reported that the program shut down its sending side or closed
+    /// (EPOLLRDHUP, EPOLLHUP or EPOLLERR), so a read past the queued bytes can find EOF.
+    pub(super) shut_seen: bool,
     /// The peer's FIN was passed on as `shutdown(SHUT_WR)`.
     peer_eof_sent: bool,
     started: std::time::Instant,
     /// Bytes moved from the program into the stack, and from the stack to the program.
-    to_stack: u64,
-    to_app: u64,
+    pub(super) to_stack: u64,
+    pub(super) to_app: u64,
     stats: Arc<ConnStats>,
     /// This connection's latencies, made on its first sample.
     pub latency: Option<Box<LatencySet>>,
     ack_sampler: Sampler,
     ingress_sampler: Sampler,
     /// The socket options the stack carries out; keepalive starts once the handshake ends.
-    options: ConnectionOptions,
+    pub(super) options: ConnectionOptions,
     /// The program closed its socket with SO_LINGER {1, 0}: what it wrote before goes out
     /// with the next poll of the interface, then the connection is reset.
     reset_armed: bool,
     /// The program's end of a non-blocking connect, until the handshake ends.
-    held: Option<HeldEnd>,
+    pub(super) held: Option<HeldEnd>,
     /// Local port and remote endpoint, the key of the worker's TOS table.
     flow: Flow,
+    /// The 4-tuple its ingress segments carry, the key of the worker's flow table.
+    tcp_flow: Option<TcpFlow>,
+    /// Marked for the next visit (see [`super::schedule`]).
+    pub dirty: bool,
+    /// When its smoltcp timer fires, as scheduled.
+    pub timer_at: Option<Instant>,
 }
 
 impl Conn {
     fn new(
+        set: SocketSet<'static>,
         handle: SocketHandle,
         fd: OwnedFd,
         inode: Inode,
@@ -98,6 +100,7 @@ impl Conn {
     ) -> Conn {
         let open = phase == Phase::Open;
         Conn {
+            set,
             handle,
             fd,
             inode,
@@ -107,6 +110,7 @@ impl Conn {
             writable: open,
             app_eof: false,
             app_gone: false,
+            shut_seen: false,
             peer_eof_sent: false,
             started: std::time::Instant::now(),
             to_stack: 0,
@@ -119,12 +123,16 @@ impl Conn {
             reset_armed: false,
             held: None,
             flow,
+            tcp_flow: None,
+            dirty: false,
+            timer_at: None,
         }
     }
 
     /// A connection a listener accepted: established, with the program's end already sent,
     /// and the listener's options.
     pub fn accepted(
+        set: SocketSet<'static>,
         handle: SocketHandle,
         fd: OwnedFd,
         inode: Inode,
@@ -132,7 +140,7 @@ impl Conn {
         flow: Flow,
         options: ConnectionOptions,
     ) -> Conn {
-        let mut conn = Conn::new(handle, fd, inode, Phase::Open, stats, flow);
+        let mut conn = Conn::new(set, handle, fd, inode, Phase::Open, stats, flow);
         conn.options = options;
         conn
     }
@@ -198,11 +206,14 @@ impl Conn {
         if flags & libc::EPOLLHUP as u32 != 0 {
             self.app_gone = true;
         }
+        if flags & libc::EPOLLRDHUP as u32 != 0 || flags & hangup != 0 {
+            self.shut_seen = true;
+        }
     }
 }
 
 /// What one step of a pump found.
-enum Step {
+pub(super) enum Step {
     Moved,
     Idle,
     /// The connection is finished; `errno` is 0 for a clean end.
@@ -227,7 +238,7 @@ impl Worker {
             self.fail_connect(job.inode, job.reply, libc::ENETUNREACH);
             return;
         }
-        let handle = self.sockets.add(socket);
+        let (set, handle) = own_set(socket);
         job.stats
             .worker
             .store(self.id.0 as u64, std::sync::atomic::Ordering::Relaxed);
@@ -238,20 +249,27 @@ impl Worker {
             remote: job.remote.ip(),
             remote_port: job.remote.port(),
         };
-        let mut conn = Conn::new(handle, job.fd, job.inode, phase, job.stats, flow);
+        let mut conn = Conn::new(set, handle, job.fd, job.inode, phase, job.stats, flow);
         conn.reply = job.reply;
         conn.options = job.options;
         conn.held = job.held;
         self.insert_conn(conn);
     }
 
-    /// Takes a connection into the pump, watching its socketpair with edge-triggered epoll.
-    pub(super) fn insert_conn(&mut self, conn: Conn) -> usize {
+    /// Takes a connection into the pump, watching its socketpair with edge-triggered epoll,
+    /// and marks it for the next visit.
+    pub(super) fn insert_conn(&mut self, mut conn: Conn) -> usize {
         let fd = conn.fd.as_raw_fd();
         let inode = conn.inode;
         self.tos
             .set_flow(conn.flow, conn.options.mark_for(conn.flow.remote));
+        conn.tcp_flow = tcp_flow(conn.set.get::<tcp::Socket>(conn.handle));
+        let tcp_flow = conn.tcp_flow;
         let key = self.conns.insert(conn);
+        if let Some(flow) = tcp_flow {
+            self.flows.insert(flow, key);
+        }
+        self.mark_dirty(key);
         let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
         if let Err(e) = epoll_add(self.epoll.as_raw_fd(), fd, events, key as u64) {
             log::warn!("worker {}: cannot watch socket {}: {e}", self.id.0, inode.0);
@@ -277,7 +295,7 @@ impl Worker {
             return;
         };
         let conn = &mut self.conns[key];
-        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
+        let socket = conn.set.get_mut::<tcp::Socket>(conn.handle);
         apply_to_socket(socket, &job.options, conn.flow.remote.is_ipv4());
         conn.options = job.options;
         if conn.phase == Phase::Open {
@@ -285,34 +303,22 @@ impl Worker {
         }
         self.tos
             .set_flow(conn.flow, job.options.mark_for(conn.flow.remote));
+        self.mark_dirty(key);
     }
 
-    /// Pumps every connection once; returns whether any bytes or states moved.
-    pub(super) fn pump_all(&mut self) -> bool {
-        let mut moved = self.pump_listeners();
-        // TODO: every connection is visited on every wake-up, so set-up slows as idle
-        // connections pile up (about 2 ms per connect at 8,000 open) — visiting only those
-        // named by epoll events and by the 4-tuples of received frames would fix it.
-        let mut keys = std::mem::take(&mut self.conn_keys);
-        keys.clear();
-        keys.extend(self.conns.iter().map(|(key, _)| key));
-        for &key in &keys {
-            match self.pump(key) {
-                Step::Moved => moved = true,
-                Step::Idle => {}
-                Step::Finished { errno, reset_app } => {
-                    self.finish_conn(key, errno, reset_app);
-                    moved = true;
-                }
-            }
-        }
-        self.conn_keys = keys;
-        moved
+    /// Moves connection `key`'s bytes and states one step.
+    pub(super) fn pump(&mut self, key: usize) -> Step {
+        // The socket's set is taken out while the pump works, so the connection and its
+        // socket can be borrowed together; an empty set allocates nothing.
+        let mut set = std::mem::replace(&mut self.conns[key].set, SocketSet::new(Vec::new()));
+        let handle = self.conns[key].handle;
+        let step = self.pump_socket(key, set.get_mut::<tcp::Socket>(handle));
+        self.conns[key].set = set;
+        step
     }
 
-    fn pump(&mut self, key: usize) -> Step {
+    fn pump_socket(&mut self, key: usize, socket: &mut tcp::Socket<'static>) -> Step {
         let conn = &mut self.conns[key];
-        let socket = self.sockets.get_mut::<tcp::Socket>(conn.handle);
         let state = socket.state();
 
         if let Phase::Connecting { filler } = conn.phase {
@@ -453,11 +459,17 @@ impl Worker {
 
     /// Ends a connection: replies to a waiting connect, updates the registry and closes the
     /// socketpair. With `reset_app` one byte stays queued, so the program reads ECONNRESET.
-    fn finish_conn(&mut self, key: usize, errno: i32, reset_app: bool) {
+    pub(super) fn finish_conn(&mut self, key: usize, errno: i32, reset_app: bool) {
         let mut conn = self.conns.remove(key);
         self.by_inode.remove(&conn.inode);
+        // A newer connection of the same 4-tuple may have taken the entry over.
+        if let Some(flow) = conn.tcp_flow
+            && self.flows.get(&flow) == Some(&key)
+        {
+            self.flows.remove(&flow);
+        }
         self.tos.remove_flow(conn.flow);
-        self.retire(conn.handle);
+        self.retire_own(&mut conn.set, conn.handle);
         if let Some(to) = conn.reply {
             self.completions.send(super::Completion {
                 to,
@@ -476,27 +488,10 @@ impl Worker {
 
     /// Resets a connection from this side (worker shutdown).
     pub(super) fn abort_conn(&mut self, key: usize, errno: i32) {
-        let handle = self.conns[key].handle;
-        self.sockets.get_mut::<tcp::Socket>(handle).abort();
+        let conn = &mut self.conns[key];
+        conn.set.get_mut::<tcp::Socket>(conn.handle).abort();
         self.finish_conn(key, errno, true);
     }
-}
-
-/// Size of the service end's send buffer: how much the worker can queue towards the program
-/// before the socketpair pushes back and the TCP window closes.
-const SERVICE_SNDBUF: libc::c_int = 2 * 1024 * 1024;
-
-/// Readies a fresh stream socketpair: the sentinel byte goes into the program's end, the
-/// service end peeks past it and gets a larger send buffer.
-pub fn prepare_pair(app: BorrowedFd<'_>, service: BorrowedFd<'_>) -> io::Result<()> {
-    send(
-        app.as_raw_fd(),
-        &[0],
-        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-    )?;
-    set_int_option(service, libc::SOL_SOCKET, SO_PEEK_OFF, 1)?;
-    set_int_option(service, libc::SOL_SOCKET, libc::SO_SNDBUF, SERVICE_SNDBUF)?;
-    Ok(())
 }
 
 /// Sets what a smoltcp socket carries out itself: Nagle's algorithm, and the TTL when it
@@ -514,124 +509,15 @@ pub fn apply_keepalive(socket: &mut tcp::Socket, keepalive: Option<KeepAlive>) {
     socket.set_timeout(keepalive.map(|k| k.give_up.into()));
 }
 
-/// Gives the program's end its send buffer back, reads back the filler that kept it
-/// unwritable, and restores the peek offset.
-fn complete_handshake(conn: &mut Conn, filler: usize) -> io::Result<()> {
-    if let Some(held) = conn.held.take() {
-        held.release()?;
-    }
-    read_back_filler(conn, filler)?;
-    if filler > 0 {
-        set_int_option(conn.fd.as_fd(), libc::SOL_SOCKET, SO_PEEK_OFF, 1)?;
-    }
-    Ok(())
-}
-
-/// Consumes `filler` bytes from the head of the socketpair queue (the sentinel and all but the
-/// last filler byte, which stays queued in the sentinel's place).
-fn read_back_filler(conn: &mut Conn, filler: usize) -> io::Result<()> {
-    let fd = conn.fd.as_raw_fd();
-    let mut left = filler;
-    let mut buf = [0u8; 4096];
-    while left > 0 {
-        let n = recv(fd, &mut buf[..left.min(4096)], libc::MSG_DONTWAIT)?;
-        if n == 0 {
-            break;
-        }
-        left -= n;
-    }
-    Ok(())
-}
-
-/// Moves bytes the peer sent from smoltcp into the socketpair. Errors mean the program's end
-/// is gone.
-fn forward_to_app(conn: &mut Conn, socket: &mut tcp::Socket) -> io::Result<bool> {
-    let fd = conn.fd.as_raw_fd();
-    let mut moved = false;
-    while conn.writable && socket.can_recv() {
-        let result =
-            socket.recv(
-                |buf| match send(fd, buf, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
-                    Ok(n) => (n, Ok(n)),
-                    Err(e) => (0, Err(e)),
-                },
-            );
-        match result {
-            Ok(Ok(n)) => {
-                conn.to_app += n as u64;
-                moved = true;
-            }
-            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => break,
-        }
-    }
-    Ok(moved)
-}
-
-/// Moves bytes the program wrote from the socketpair into smoltcp, and turns the program's
-/// EOF into a FIN. Errors mean the program closed with data unread (reset the peer).
-fn forward_to_peer(
-    conn: &mut Conn,
-    socket: &mut tcp::Socket,
-    scratch: &mut [u8],
-) -> io::Result<bool> {
-    let fd = conn.fd.as_raw_fd();
-    let mut moved = false;
-    while conn.readable && !conn.app_eof && socket.can_send() {
-        let result = socket.send(|buf| {
-            let len = buf.len().min(scratch.len());
-            match recv(fd, &mut buf[..len], libc::MSG_PEEK | libc::MSG_DONTWAIT) {
-                Ok(n) => (n, Ok(n)),
-                Err(e) => (0, Err(e)),
-            }
-        });
-        match result {
-            // A program that closed with SO_LINGER {1, 0} gets a reset and no FIN.
-            Ok(Ok(0)) if conn.options.reset_on_close && is_hung_up(fd) => {
-                conn.app_eof = true;
-                conn.app_gone = true;
-                moved = true;
-            }
-            Ok(Ok(0)) => {
-                socket.close();
-                conn.app_eof = true;
-                moved = true;
-            }
-            Ok(Ok(n)) => {
-                consume(fd, n, scratch)?;
-                conn.to_stack += n as u64;
-                moved = true;
-            }
-            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => break,
-        }
-    }
-    Ok(moved)
-}
-
-/// Removes `len` forwarded bytes from the head of the queue (the peek offset moves back with
-/// them, so it stays one byte past the head).
-fn consume(fd: RawFd, mut len: usize, scratch: &mut [u8]) -> io::Result<()> {
-    while len > 0 {
-        let chunk = len.min(scratch.len());
-        let n = recv(fd, &mut scratch[..chunk], libc::MSG_DONTWAIT)?;
-        if n == 0 {
-            break;
-        }
-        len -= n;
-    }
-    Ok(())
-}
-
-/// Reads and drops everything still queued, so closing the socketpair shows EOF, not a reset.
-fn drain(fd: RawFd, scratch: &mut [u8]) {
-    while let Ok(n) = recv(fd, scratch, libc::MSG_DONTWAIT) {
-        if n == 0 {
-            break;
-        }
-    }
+/// Returns the 4-tuple of `socket`'s ingress segments, once it has both endpoints.
+fn tcp_flow(socket: &tcp::Socket) -> Option<TcpFlow> {
+    let (local, remote) = (socket.local_endpoint()?, socket.remote_endpoint()?);
+    Some(TcpFlow {
+        local: local.addr.into(),
+        local_port: local.port,
+        remote: remote.addr.into(),
+        remote_port: remote.port,
+    })
 }
 
 fn peer_sent_fin(state: State) -> bool {

@@ -155,6 +155,19 @@ impl RingDevice {
         Self::frame_len(self.medium, 0)
     }
 
+    /// The frame the next `receive` hands to smoltcp (without its `virtio_net_hdr`), if any.
+    pub fn next_ingress(&mut self) -> Option<&[u8]> {
+        let start = self.header_len();
+        let bytes = match self.ingress.handed.front() {
+            Some(frame) => frame.as_slice(),
+            None => {
+                let &(index, len) = self.ingress.ready.front()?;
+                &self.ingress.pool.buffer_mut(index)[..len]
+            }
+        };
+        Some(&bytes[start.min(bytes.len())..])
+    }
+
     /// Bytes before the frame in every buffer.
     pub fn header_len(&self) -> usize {
         if self.offload.is_some() {

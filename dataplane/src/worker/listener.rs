@@ -324,7 +324,7 @@ impl Worker {
         super::conn::apply_keepalive(socket, options.keepalive);
 
         let (app, service) = socketpair(libc::SOCK_STREAM)?;
-        super::conn::prepare_pair(app.as_fd(), service.as_fd())?;
+        super::pair::prepare_pair(app.as_fd(), service.as_fd())?;
         let app_inode = Inode(inode(app.as_fd())?);
 
         let mut entry = SocketEntry::fresh();
@@ -364,7 +364,10 @@ impl Worker {
             remote: remote.ip(),
             remote_port: remote.port(),
         };
-        let conn = Conn::accepted(handle, service, app_inode, stats, flow, options);
+        // The connection's socket leaves the shared set for one of its own.
+        let socket = self.sockets.remove(handle);
+        let (set, handle) = super::schedule::own_set_of(socket);
+        let conn = Conn::accepted(set, handle, service, app_inode, stats, flow, options);
         self.insert_conn(conn);
         Ok(())
     }

@@ -8,14 +8,16 @@ mod conn;
 mod datagram;
 mod device;
 mod listener;
+mod pair;
 mod ring;
+mod schedule;
 mod stack;
 
 pub use command::{
     Command, Completion, ConnectJob, DatagramJob, DatagramPeerJob, ListenJob, OptionJob, ReplyTo,
     Snapshot,
 };
-pub use conn::prepare_pair;
+pub use pair::prepare_pair;
 pub use stack::StackConfig;
 
 use std::collections::HashMap;
@@ -34,7 +36,7 @@ use smoltcp::socket::tcp;
 use crate::hairpin;
 use crate::registry::{Inode, Registry};
 use crate::stats::{self, LatencySet, WorkerStats};
-use crate::steer::{Steer, steer};
+use crate::steer::{Steer, TcpFlow, steer};
 use crate::sys::socket::{epoll_create, epoll_wait, eventfd, eventfd_drain, eventfd_signal};
 use crate::tos::TosTable;
 use conn::Conn;
@@ -50,6 +52,12 @@ const RX_FRAMES: usize = 64;
 
 /// Transmit buffers; bounds how many frames one wake-up can emit.
 const TX_FRAMES: usize = 256;
+
+/// Rounds of ingress, pumps and egress per wake-up before the worker checks its ring again.
+/// Each round feeds what the previous one produced, such as frames turned around inside
+/// netcon-dp or connections a listener delivered. The bound keeps TAP completions and
+/// commands from waiting behind a busy stack.
+const SERVICE_ROUNDS: usize = 4;
 
 /// Epoll events handled per wake-up; more stay queued for the next one.
 const EPOLL_BATCH: usize = 256;
@@ -228,6 +236,10 @@ struct Worker {
     own_ipv6: hairpin::OwnIpv6,
     conns: Slab<Conn>,
     by_inode: HashMap<Inode, usize>,
+    /// The connection each TCP flow belongs to, for routing ingress segments to its socket.
+    flows: HashMap<TcpFlow, usize>,
+    /// Connections to visit, and their timers.
+    schedule: schedule::Schedule,
     listeners: Slab<Listener>,
     datagrams: datagram::DatagramTable,
     epoll: OwnedFd,
@@ -246,8 +258,7 @@ struct Worker {
     stats: Arc<WorkerStats>,
     /// Latencies of every connection this worker has owned.
     latency: LatencySet,
-    /// Slab keys of one pump round, kept to reuse their allocation.
-    conn_keys: Vec<usize>,
+    /// Slab keys of one listener round, kept to reuse their allocation.
     listener_keys: Vec<usize>,
     /// Rotates new connections over the SO_REUSEPORT listeners of a port.
     reuseport_turn: usize,
@@ -277,6 +288,8 @@ impl Worker {
             stack,
             conns: Slab::new(),
             by_inode: HashMap::new(),
+            flows: HashMap::new(),
+            schedule: schedule::Schedule::default(),
             listeners: Slab::new(),
             datagrams: datagram::DatagramTable::new(),
             epoll: epoll_create()?,
@@ -291,11 +304,10 @@ impl Worker {
             completed: Vec::with_capacity(ring::RING_ENTRIES as usize),
             stats: links.stats,
             latency: LatencySet::new(3),
-            conn_keys: Vec::new(),
             listener_keys: Vec::new(),
             reuseport_turn: 0,
             clock,
-            scratch: vec![0u8; conn::SCRATCH_LEN].into_boxed_slice(),
+            scratch: vec![0u8; pair::SCRATCH_LEN].into_boxed_slice(),
             tos: TosTable::default(),
             retiring: Vec::new(),
         })
@@ -329,32 +341,27 @@ impl Worker {
         Ok(())
     }
 
-    /// Runs smoltcp and the byte pumps until nothing moves; returns whether work is left that
-    /// needs no new event (frames still queued, or sockets with more to move).
+    /// Runs smoltcp and the byte pumps of the connections that events marked, until nothing
+    /// moves. Returns whether work is left that needs no new event: frames still queued, or
+    /// connections marked again.
     fn service(&mut self) -> bool {
-        for _ in 0..4 {
-            self.poll_interface();
-            let moved = self.pump_all();
-            let moved = self.pump_datagrams() || moved;
+        self.expire_timers(self.clock.now());
+        for _ in 0..SERVICE_ROUNDS {
+            let now = self.clock.now();
+            self.poll_ingress(now);
+            let mut moved = self.pump_listeners();
+            moved |= self.pump_datagrams();
+            self.poll_shared_egress(now);
+            moved |= self.visit_dirty(now);
+            // Frames for the stack's own addresses go back to ingress for the next round.
+            self.turn_around();
             let ingress = &self.device.ingress;
-            if !moved && ingress.ready.is_empty() && ingress.handed.is_empty() {
-                self.poll_interface();
-                let ingress = &self.device.ingress;
-                return !ingress.handed.is_empty();
+            let queued = !ingress.ready.is_empty() || !ingress.handed.is_empty();
+            if !moved && !queued && !self.schedule.has_dirty() {
+                return false;
             }
         }
         true
-    }
-
-    /// Runs smoltcp once, then sorts what it queued for the TAP (see [`Worker::turn_around`])
-    /// and drops the aborted sockets whose reset went out.
-    fn poll_interface(&mut self) {
-        let now = self.clock.now();
-        self.iface.poll(now, &mut self.device, &mut self.sockets);
-        self.turn_around();
-        if !self.retiring.is_empty() {
-            self.drop_retired();
-        }
     }
 
     /// Removes a finished connection's socket, or keeps an aborted one until smoltcp has sent
@@ -368,6 +375,16 @@ impl Worker {
             self.retiring.push((handle, deadline));
         } else {
             self.sockets.remove(handle);
+        }
+    }
+
+    /// Retires a finished connection's socket, which lives in `set`: an aborted one moves to
+    /// the shared set until its reset is sent, anything else is dropped with the set.
+    fn retire_own(&mut self, set: &mut SocketSet<'static>, handle: SocketHandle) {
+        let socket = set.get::<tcp::Socket>(handle);
+        if socket.state() == tcp::State::Closed && socket.local_endpoint().is_some() {
+            let handle = self.sockets.add(set.remove(handle));
+            self.retire(handle);
         }
     }
 
@@ -387,11 +404,24 @@ impl Worker {
         });
     }
 
+    /// How long the worker may sleep: until the next smoltcp timer of the shared set or of a
+    /// connection. Connections waiting for transmit buffers wait for the TAP writes in flight
+    /// to complete, unless buffers are free already.
     fn next_timeout(&mut self) -> Option<Duration> {
         let now = self.clock.now();
-        self.iface
-            .poll_delay(now, &self.sockets)
-            .map(|d| Duration::from_micros(d.total_micros()))
+        let shared = self.iface.poll_at(now, &self.sockets);
+        let blocked =
+            (self.schedule.has_blocked() && !self.device.egress.free.is_empty()).then_some(now);
+        let at = [shared, self.schedule.next_deadline(), blocked]
+            .into_iter()
+            .flatten()
+            .min()?;
+        let delay = if at > now {
+            at - now
+        } else {
+            Default::default()
+        };
+        Some(Duration::from_micros(delay.total_micros()))
     }
 
     fn reap_completions(&mut self) {
@@ -643,6 +673,7 @@ impl Worker {
                 }
             } else if let Some(conn) = self.conns.get_mut(token as usize) {
                 conn.note_events(flags);
+                self.mark_dirty(token as usize);
             }
         }
     }
