@@ -250,7 +250,7 @@ fn first_close_acks_peer_fin() {
     }
     let topology = Topology::start("ncfirstclose");
     let port = 7940;
-    let mut server = netcon_command(topology.socket(), PYTHON);
+    let mut server = isolated_netcon_command(topology.socket(), PYTHON);
     server.args(["-c", CLOSE_FIRST_SERVER, &port.to_string()]);
     let mut server = Process::spawn(server, "close-first server through netcon");
     wait_for_netcon_listener(&topology.netns, port, &mut server, Duration::from_secs(15));
