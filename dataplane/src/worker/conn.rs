@@ -468,8 +468,7 @@ impl Worker {
         {
             self.flows.remove(&flow);
         }
-        self.tos.remove_flow(conn.flow);
-        self.retire_own(&mut conn.set, conn.handle);
+        self.retire_own(&mut conn.set, conn.handle, conn.flow);
         if let Some(to) = conn.reply {
             self.completions.send(super::Completion {
                 to,

@@ -255,7 +255,7 @@ impl Worker {
                     self.note_rejected(&e);
                     self.listeners[key].ready.pop_front();
                     self.sockets.get_mut::<tcp::Socket>(handle).abort();
-                    self.retire(handle);
+                    self.retire(handle, None);
                     moved = true;
                 }
             }
@@ -383,7 +383,7 @@ impl Worker {
         for &handle in handles {
             // Connections the program never accepted get a reset, as on Linux.
             self.sockets.get_mut::<tcp::Socket>(handle).abort();
-            self.retire(handle);
+            self.retire(handle, None);
         }
         let port = listener.local.port();
         let port_still_listening = self.listeners.iter().any(|(_, l)| l.local.port() == port);

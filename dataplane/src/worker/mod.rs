@@ -38,7 +38,7 @@ use crate::registry::{Inode, Registry};
 use crate::stats::{self, LatencySet, WorkerStats};
 use crate::steer::{Steer, TcpFlow, steer};
 use crate::sys::socket::{epoll_create, epoll_wait, eventfd, eventfd_drain, eventfd_signal};
-use crate::tos::TosTable;
+use crate::tos::{Flow, TosTable};
 use conn::Conn;
 use device::RingDevice;
 use listener::Listener;
@@ -267,8 +267,12 @@ struct Worker {
     scratch: Box<[u8]>,
     /// The TOS byte written into the egress packets of each connection that set IP_TOS.
     tos: TosTable,
-    /// Aborted sockets kept until smoltcp has sent their reset, with a deadline.
-    retiring: Vec<(SocketHandle, std::time::Instant)>,
+    /// Aborted sockets kept until smoltcp has sent their reset, with a deadline and the TOS
+    /// entry of their connection.
+    retiring: Vec<(SocketHandle, std::time::Instant, Option<Flow>)>,
+    /// The TOS entries of finished connections, removed once the frames those connections
+    /// queued last have been marked (at the end of [`Worker::turn_around`]).
+    tos_ended: Vec<Flow>,
 }
 
 impl Worker {
@@ -310,6 +314,7 @@ impl Worker {
             scratch: vec![0u8; pair::SCRATCH_LEN].into_boxed_slice(),
             tos: TosTable::default(),
             retiring: Vec::new(),
+            tos_ended: Vec::new(),
         })
     }
 
@@ -366,38 +371,44 @@ impl Worker {
 
     /// Removes a finished connection's socket, or keeps an aborted one until smoltcp has sent
     /// its reset (smoltcp sends it on the next poll and then clears the socket's endpoints).
-    fn retire(&mut self, handle: SocketHandle) {
+    /// The connection's TOS entry, `flow`, goes when the socket does.
+    fn retire(&mut self, handle: SocketHandle, flow: Option<Flow>) {
         let socket = self.sockets.get::<tcp::Socket>(handle);
         let reset_pending =
             socket.state() == tcp::State::Closed && socket.local_endpoint().is_some();
         if reset_pending {
             let deadline = std::time::Instant::now() + RESET_GRACE;
-            self.retiring.push((handle, deadline));
+            self.retiring.push((handle, deadline, flow));
         } else {
             self.sockets.remove(handle);
+            self.tos_ended.extend(flow);
         }
     }
 
     /// Retires a finished connection's socket, which lives in `set`: an aborted one moves to
     /// the shared set until its reset is sent, anything else is dropped with the set.
-    fn retire_own(&mut self, set: &mut SocketSet<'static>, handle: SocketHandle) {
+    fn retire_own(&mut self, set: &mut SocketSet<'static>, handle: SocketHandle, flow: Flow) {
         let socket = set.get::<tcp::Socket>(handle);
         if socket.state() == tcp::State::Closed && socket.local_endpoint().is_some() {
             let handle = self.sockets.add(set.remove(handle));
-            self.retire(handle);
+            self.retire(handle, Some(flow));
+        } else {
+            self.tos_ended.push(flow);
         }
     }
 
     fn drop_retired(&mut self) {
         let now = std::time::Instant::now();
         let sockets = &mut self.sockets;
-        self.retiring.retain(|&(handle, deadline)| {
+        let tos_ended = &mut self.tos_ended;
+        self.retiring.retain(|&(handle, deadline, flow)| {
             let sent = sockets
                 .get::<tcp::Socket>(handle)
                 .local_endpoint()
                 .is_none();
             if sent || now >= deadline {
                 sockets.remove(handle);
+                tos_ended.extend(flow);
                 return false;
             }
             true
@@ -593,6 +604,9 @@ impl Worker {
             self.device.egress.queued.remove(index);
             self.device.egress.free.push(buffer);
             self.deliver_turned(turned, start, l2_len);
+        }
+        for flow in self.tos_ended.drain(..) {
+            self.tos.remove_flow(flow);
         }
     }
 
