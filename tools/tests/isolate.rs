@@ -272,7 +272,7 @@ fn go_program_rejected_without_isolate() {
     hey.args(["-n", "1", "-c", "1", &format!("http://{PEER_IP}:9503/")]);
     let run = run_bounded(hey, "hey through netcon", Duration::from_secs(30));
     assert_eq!(run.code(), Some(EXIT_CANNOT_EXECUTE), "{run}");
-    for needle in ["/usr/bin/hey is a Go program", "add --isolate"] {
+    for needle in ["/usr/bin/hey is a Go program", "`netcon-ctl run --isolate`"] {
         assert!(
             run.stderr.contains(needle),
             "stderr lacks {needle:?}\n{run}"
@@ -382,7 +382,7 @@ fn static_program_runs_isolated() {
     rejected.args([PEER_IP, "9506", "libc"]);
     let run = run_bounded(rejected, "static probe", Duration::from_secs(30));
     assert_eq!(run.code(), Some(EXIT_CANNOT_EXECUTE), "{run}");
-    for needle in ["is statically linked", "add --isolate"] {
+    for needle in ["is statically linked", "`netcon-ctl run --isolate`"] {
         assert!(
             run.stderr.contains(needle),
             "stderr lacks {needle:?}\n{run}"
