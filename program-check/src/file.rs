@@ -104,9 +104,17 @@ impl Drop for ExecFile {
     fn drop(&mut self) {
         if self.owned {
             // SAFETY: the fd was opened by this value and is closed once.
-            unsafe { libc::close(self.fd) };
+            unsafe { __close(self.fd) };
         }
     }
+}
+
+unsafe extern "C" {
+    /// glibc's exported alias of `close` (since glibc 2.2.5). The netcon preload replaces
+    /// `close` to reset the fd's entry in its socket table, and in a `vfork` child that table
+    /// is the parent's, where this fd number may be a netcon socket still. Nothing replaces
+    /// the alias.
+    fn __close(fd: c_int) -> c_int;
 }
 
 /// Reads from `offset` until `buf` is full or the file ends, and returns the bytes read.
