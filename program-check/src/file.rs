@@ -24,7 +24,7 @@ pub(crate) struct ExecFile {
 
 impl ExecFile {
     /// Opens `path` for reading, relative to `dirfd` (or the working directory for
-    /// `AT_FDCWD`), and reads its head. `nofollow` refuses a final symbolic link, as exec with
+    /// `AT_FDCWD`), and reads its head. `nofollow` rejects a final symbolic link, as exec with
     /// `AT_SYMLINK_NOFOLLOW` does.
     pub(crate) fn open_at(dirfd: c_int, path: &CStr, nofollow: bool) -> Result<ExecFile, Errno> {
         let mut flags = libc::O_RDONLY | libc::O_CLOEXEC;

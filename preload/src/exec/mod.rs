@@ -148,7 +148,7 @@ fn first_report(file: FileId) -> bool {
 }
 
 /// Fails an exec call that was not allowed.
-fn refuse() -> c_int {
+fn reject() -> c_int {
     real::set_errno(libc::EACCES);
     -1
 }
@@ -211,7 +211,7 @@ pub unsafe extern "C" fn execve(
 ) -> c_int {
     // SAFETY: exec's contract: path is null or NUL-terminated.
     if !unsafe { path_permitted(path) } {
-        return refuse();
+        return reject();
     }
     // SAFETY: the program's own arguments, passed on unchanged.
     unsafe { real::execve(path, argv, envp) }
@@ -225,7 +225,7 @@ pub unsafe extern "C" fn execve(
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *mut c_char) -> c_int {
     // SAFETY: as for execve.
     if !unsafe { path_permitted(path) } {
-        return refuse();
+        return reject();
     }
     // SAFETY: the program's own arguments, passed on unchanged.
     unsafe { real::execv(path, argv) }
@@ -240,7 +240,7 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *mut c_char) ->
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *mut c_char) -> c_int {
     // SAFETY: exec's contract: file is null or NUL-terminated.
     if !unsafe { search_permitted(file) } {
-        return refuse();
+        return reject();
     }
     // SAFETY: the program's own arguments, passed on unchanged.
     unsafe { real::execvp(file, argv) }
@@ -259,7 +259,7 @@ pub unsafe extern "C" fn execvpe(
 ) -> c_int {
     // SAFETY: as for execvp.
     if !unsafe { search_permitted(file) } {
-        return refuse();
+        return reject();
     }
     // SAFETY: the program's own arguments, passed on unchanged.
     unsafe { real::execvpe(file, argv, envp) }
@@ -276,7 +276,7 @@ pub unsafe extern "C" fn fexecve(
     envp: *const *mut c_char,
 ) -> c_int {
     if !fd_permitted(fd) {
-        return refuse();
+        return reject();
     }
     // SAFETY: the program's own arguments, passed on unchanged.
     unsafe { real::fexecve(fd, argv, envp) }
@@ -297,7 +297,7 @@ pub unsafe extern "C" fn execveat(
 ) -> c_int {
     // SAFETY: execveat's contract: path is null or NUL-terminated.
     if !unsafe { at_permitted(dirfd, path, flags) } {
-        return refuse();
+        return reject();
     }
     let args = [
         dirfd as c_long,
