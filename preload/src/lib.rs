@@ -11,7 +11,9 @@
 
 mod exec;
 mod fdtable;
+mod info;
 mod intercept;
+mod interfaces;
 mod real;
 mod resolve;
 mod rpc;

@@ -6,8 +6,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    FILE, addrinfo, c_char, c_int, c_long, c_uint, c_void, iovec, mmsghdr, msghdr, off_t, pid_t,
-    posix_spawn_file_actions_t, posix_spawnattr_t, size_t, sockaddr, socklen_t, ssize_t, timespec,
+    FILE, addrinfo, c_char, c_int, c_long, c_uint, c_void, ifaddrs, iovec, mmsghdr, msghdr, off_t,
+    pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, size_t, sockaddr, socklen_t, ssize_t,
+    timespec,
 };
 
 /// Looks up the next definition of `name` (NUL-terminated) after this library.
@@ -124,6 +125,11 @@ real! {
     posix_spawnp(pid: *mut pid_t, file: *const c_char, actions: *const posix_spawn_file_actions_t, attributes: *const posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
     system(command: *const c_char) -> c_int;
     popen(command: *const c_char, mode: *const c_char) -> *mut FILE;
+    getifaddrs(list: *mut *mut ifaddrs) -> c_int;
+    freeifaddrs(list: *mut ifaddrs) -> ();
+    if_nameindex() -> *mut libc::if_nameindex;
+    if_nametoindex(name: *const c_char) -> c_uint;
+    if_indextoname(index: c_uint, name: *mut c_char) -> *mut c_char;
 }
 
 /// The address of libc's `syscall`, 0 until it is first resolved.

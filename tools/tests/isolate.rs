@@ -25,13 +25,15 @@ const EXIT_CANNOT_EXECUTE: i32 = 126;
 /// Exit status of `netcon-ctl run` when it fails itself.
 const EXIT_FAILED: i32 = 125;
 
-/// Prints the uid and gid, the interface names, whether `lo` is up, the reply of the echo
-/// server at ADDRESS PORT through a socket made with libc (so through netcon), and whether
-/// the program may change its uid.
+/// Prints the uid and gid, the names of the namespace's interfaces (from /proc/self/net/dev,
+/// as the preload lists netcon's interfaces to `if_nameindex`), whether `lo` is up, the reply
+/// of the echo server at ADDRESS PORT through a socket made with libc (so through netcon), and
+/// whether the program may change its uid.
 const NAMESPACE_PROBE: &str = r#"
 import errno, fcntl, os, socket, struct, sys
 print("ids", os.getuid(), os.getgid())
-print("interfaces", [name for _, name in socket.if_nameindex()])
+with open("/proc/self/net/dev") as table:
+    print("interfaces", [line.split(":")[0].strip() for line in list(table)[2:]])
 # SIOCGIFFLAGS on a Unix socket, which the preload leaves alone.
 probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 flags = struct.unpack_from("H", fcntl.ioctl(probe, 0x8913, struct.pack("16s24x", b"lo")), 16)[0]
