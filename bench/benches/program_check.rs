@@ -1,6 +1,7 @@
-//! Micro-benchmark of the check the preload makes before every exec: a dynamically linked C
-//! program (/bin/sh), a shell script whose interpreter is /bin/sh, and a Go program
-//! (/usr/bin/hey, whose note lies past the first bytes read), all in the page cache.
+//! Micro-benchmark of the check the preload makes before every exec. The programs are a
+//! dynamically linked C program (/bin/sh), a shell script whose interpreter is /bin/sh, and a
+//! Go program (/usr/bin/hey, whose note lies past the first bytes read), all in the page
+//! cache.
 
 mod support;
 

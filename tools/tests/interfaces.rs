@@ -1,7 +1,7 @@
 //! The interface list of a program that runs through netcon: `getifaddrs`, `if_nameindex`,
 //! `if_nametoindex` and `if_indextoname` show `lo` and `netcon0` with netcon's addresses and
-//! MAC. The reference is a kernel interface made to match, a veth named `netcon0` with index
-//! 2, netcon's MAC and addresses, in a namespace of its own: a C program, `hostname -I`,
+//! MAC. The reference is a kernel interface made to match: a veth named `netcon0` with index
+//! 2, netcon's MAC and addresses, in a namespace of its own. A C program, `hostname -I`,
 //! Python and node (whose libuv calls getifaddrs) print the same through netcon, with and
 //! without `--isolate`, as in that namespace.
 

@@ -56,7 +56,7 @@ pub struct PendingSocket {
     pub fd: OwnedFd,
 }
 
-/// What [`Op::Info`] reports about the stack's interface besides its addresses.
+/// The facts about the stack's interface that [`Op::Info`] reports besides its addresses.
 #[derive(Clone, Copy, Debug)]
 pub struct LinkFacts {
     /// The prefix length of the IPv4 address.

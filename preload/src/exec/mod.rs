@@ -1,5 +1,5 @@
-//! The exec family: a program run through netcon may start other programs, and each must be
-//! one the preload sees into, by the rules `netcon-ctl run` applies to the first program
+//! The exec family: a program run through netcon may start other programs, and the preload
+//! must see the sockets of each, by the rules `netcon-ctl run` applies to the first program
 //! (the `netcon-program-check` crate). A program that fails them is not started: the call
 //! fails with EACCES, as exec fails for a file that may not be executed, and one line on
 //! stderr names the program, the reason and the fix.
@@ -68,7 +68,7 @@ unsafe fn path_permitted(path: *const c_char) -> bool {
 }
 
 /// Returns whether the program `execvp(file, …)` would run may run: `file` itself when it
-/// holds a slash, else the first executable of that name on the caller's `PATH`.
+/// contains a slash, else the first executable of that name on the caller's `PATH`.
 ///
 /// # Safety
 /// `file` must be null or a NUL-terminated string.

@@ -1,9 +1,9 @@
-//! Whether this process's network namespace holds no interface but loopback, read from
+//! Whether this process's network namespace has no interface but loopback, read from
 //! `/proc/self/net/dev` (which lists the interfaces of the reader's own namespace) with plain
 //! system calls, because exec may run in a `vfork` child.
 
-/// The most bytes of the interface list read. A namespace with only `lo` lists three lines of
-/// about 350 bytes; a list that fills the buffer has more interfaces.
+/// The maximum number of bytes of the interface list read. A namespace with only `lo` lists
+/// three lines of about 350 bytes, so a list that fills the buffer has more interfaces.
 const LIST_MAX: usize = 1024;
 
 /// Returns whether every interface of the process's network namespace is `lo`. Returns

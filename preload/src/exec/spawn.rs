@@ -1,7 +1,7 @@
 //! `posix_spawn`, `posix_spawnp`, `system` and `popen`: glibc starts their child with a
 //! `clone(CLONE_VM | CLONE_VFORK)` and its internal exec, which this library cannot replace,
 //! so the program is checked here, in the caller, before the child is made. `system` and
-//! `popen` run `/bin/sh -c COMMAND`, so they check the shell; the shell then runs with the
+//! `popen` run `/bin/sh -c COMMAND`, so they check the shell. The shell then runs with the
 //! preload, whose exec checks cover the programs the command starts.
 //!
 //! NOTE: a relative path given to `posix_spawn` is checked against the caller's working

@@ -12,13 +12,13 @@ use netcon_control::NetconInfo;
 
 use super::{Address, Entry, LOOPBACK, NETCON, entries};
 
-/// The most entries a list has: the link entry and IPv4 address of both interfaces, ::1, and
-/// netcon's IPv6 and link-local addresses.
+/// The maximum number of entries in a list: the link entry and IPv4 address of both
+/// interfaces, ::1, and netcon's IPv6 and link-local addresses.
 const MAX_ENTRIES: usize = 7;
 
 /// The interface statistics a link entry's `ifa_data` points to, zero like those of a fresh
 /// interface. The first entry of every list netcon makes points here, which is how
-/// `freeifaddrs` tells netcon's lists from glibc's.
+/// `freeifaddrs` distinguishes netcon's lists from glibc's.
 static LINK_STATS: LinkStats = LinkStats(UnsafeCell::new([0; 24]));
 
 /// Linux's `struct rtnl_link_stats`: 24 counters of 32 bits. Writable, as the memory of

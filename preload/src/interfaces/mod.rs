@@ -139,7 +139,8 @@ pub unsafe extern "C" fn if_indextoname(index: c_uint, buffer: *mut c_char) -> *
         return std::ptr::null_mut();
     };
     let bytes = name.to_bytes_with_nul();
-    // SAFETY: the caller's buffer holds IF_NAMESIZE bytes, more than either name with its NUL.
+    // SAFETY: the caller's buffer has room for IF_NAMESIZE bytes, more than either name with
+    // its NUL.
     unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr().cast(), buffer, bytes.len()) };
     buffer
 }

@@ -1,5 +1,5 @@
 /* Prints what getifaddrs returns, one entry a line, then what if_nameindex returns and
- * if_nametoindex and if_indextoname answer for each name, and frees both lists with
+ * what if_nametoindex and if_indextoname return for each name, and frees both lists with
  * freeifaddrs and if_freenameindex. Fields: name, flags in hex, then
  *   packet INDEX HATYPE ADDRESS BROADCAST stats|nostats   for AF_PACKET,
  *   inet|inet6 ADDRESS[%SCOPE] NETMASK BROADCAST-OR-PEER  for AF_INET and AF_INET6,
