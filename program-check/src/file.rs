@@ -18,6 +18,7 @@ pub(crate) struct ExecFile {
     fd: c_int,
     /// Whether the check opened `fd` itself and must close it.
     owned: bool,
+    stat: libc::stat64,
     head: [u8; HEAD_LEN],
     head_len: usize,
 }
@@ -25,9 +26,25 @@ pub(crate) struct ExecFile {
 impl ExecFile {
     /// Opens `path` for reading, relative to `dirfd` (or the working directory for
     /// `AT_FDCWD`), and reads its head. `nofollow` rejects a final symbolic link, as exec with
-    /// `AT_SYMLINK_NOFOLLOW` does.
+    /// `AT_SYMLINK_NOFOLLOW` does. Only a regular file is opened (exec runs nothing else), so
+    /// a FIFO cannot block the check and a device sees no open.
     pub(crate) fn open_at(dirfd: c_int, path: &CStr, nofollow: bool) -> Result<ExecFile, Errno> {
-        let mut flags = libc::O_RDONLY | libc::O_CLOEXEC;
+        // SAFETY: an all-zero stat is a valid value for fstatat to overwrite.
+        let mut stat: libc::stat64 = unsafe { core::mem::zeroed() };
+        let stat_flags = if nofollow {
+            libc::AT_SYMLINK_NOFOLLOW
+        } else {
+            0
+        };
+        // SAFETY: path is NUL-terminated and stat is valid for writes.
+        if unsafe { libc::fstatat64(dirfd, path.as_ptr(), &mut stat, stat_flags) } != 0 {
+            return Err(errno());
+        }
+        if !is_regular(&stat) {
+            return Err(Errno(libc::EACCES));
+        }
+
+        let mut flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
         if nofollow {
             flags |= libc::O_NOFOLLOW;
         }
@@ -36,13 +53,22 @@ impl ExecFile {
         if fd < 0 {
             return Err(errno());
         }
-        ExecFile::with_fd(fd, true)
+        ExecFile::with_fd(fd, true, stat)
     }
 
     /// Reads the head of the caller's open `fd`, which stays open. An fd opened with `O_PATH`
     /// cannot be read, so it is reopened through `/proc/self/fd`.
     pub(crate) fn borrow_fd(fd: c_int) -> Result<ExecFile, Errno> {
-        match ExecFile::with_fd(fd, false) {
+        // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+        let mut stat: libc::stat64 = unsafe { core::mem::zeroed() };
+        // SAFETY: stat is valid for writes.
+        if unsafe { libc::fstat64(fd, &mut stat) } != 0 {
+            return Err(errno());
+        }
+        if !is_regular(&stat) {
+            return Err(Errno(libc::EACCES));
+        }
+        match ExecFile::with_fd(fd, false, stat) {
             Err(Errno(libc::EBADF)) if fd >= 0 => {
                 let name = ProcFdPath::new(fd);
                 ExecFile::open_at(libc::AT_FDCWD, name.as_c_str(), false)
@@ -51,10 +77,11 @@ impl ExecFile {
         }
     }
 
-    fn with_fd(fd: c_int, owned: bool) -> Result<ExecFile, Errno> {
+    fn with_fd(fd: c_int, owned: bool, stat: libc::stat64) -> Result<ExecFile, Errno> {
         let mut file = ExecFile {
             fd,
             owned,
+            stat,
             head: [0; HEAD_LEN],
             head_len: 0,
         };
@@ -68,15 +95,9 @@ impl ExecFile {
         &self.head[..self.head_len]
     }
 
-    /// Returns the file's status, or `None` when fstat fails.
-    pub(crate) fn stat(&self) -> Option<libc::stat64> {
-        // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
-        let mut stat: libc::stat64 = unsafe { core::mem::zeroed() };
-        // SAFETY: stat is valid for writes.
-        match unsafe { libc::fstat64(self.fd, &mut stat) } {
-            0 => Some(stat),
-            _ => None,
-        }
+    /// Returns the file's status, taken before it was opened (or read from a borrowed fd).
+    pub(crate) fn stat(&self) -> &libc::stat64 {
+        &self.stat
     }
 
     /// Returns the open fd.
@@ -115,6 +136,10 @@ unsafe extern "C" {
     /// is the parent's, where this fd number may be a netcon socket still. Nothing replaces
     /// the alias.
     fn __close(fd: c_int) -> c_int;
+}
+
+fn is_regular(stat: &libc::stat64) -> bool {
+    stat.st_mode & libc::S_IFMT == libc::S_IFREG
 }
 
 /// Reads from `offset` until `buf` is full or the file ends, and returns the bytes read.

@@ -212,10 +212,10 @@ fn follow(
         }
         let header = ElfHeader::parse(file.head())?;
         let reason = check_elf(&file, &header)?;
-        let id = file.stat().map_or_else(FileId::default, |stat| FileId {
-            device: stat.st_dev,
-            inode: stat.st_ino,
-        });
+        let id = FileId {
+            device: file.stat().st_dev,
+            inode: file.stat().st_ino,
+        };
         return Some((reason, named, id));
     }
     None
@@ -259,7 +259,7 @@ fn check_elf(file: &ExecFile, header: &ElfHeader) -> Option<Reason> {
 /// another user or a set-group-ID bit for another group does, unless the file system is
 /// mounted nosuid. So do file capabilities, for a caller other than root.
 fn check_secure_exec(file: &ExecFile) -> Option<Reason> {
-    let stat = file.stat()?;
+    let stat = file.stat();
     // SAFETY: getuid and getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
 
@@ -429,6 +429,21 @@ pub(crate) mod tests {
         assert_eq!(id.inode, inode);
         // The caller's fd stays open.
         assert!(file.metadata().is_ok());
+    }
+
+    #[test]
+    fn fifo_passes_without_blocking() {
+        // Opening a FIFO for reading blocks until a writer comes; exec fails on it anyway.
+        let dir = scratch_dir("fifo");
+        let fifo = dir.join("fifo");
+        let c_fifo = CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: c_fifo is NUL-terminated.
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o755) }, 0);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(check(&fifo)));
+        let result = receiver.recv_timeout(std::time::Duration::from_secs(5));
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(result, Ok(Ok(())), "the check blocked on the FIFO");
     }
 
     #[test]
