@@ -18,9 +18,15 @@
 //!
 //! Under `netcon-ctl run --isolate`, statically linked and Go programs are allowed as that
 //! option allows them. The variable that says so is inherited and any program can set it, so
-//! it is trusted only together with a fact no program can fake from outside: that the
-//! process's network namespace holds nothing but loopback, which is all such a program could
-//! then reach, as under `--isolate`.
+//! it counts only together with the fact that makes such a program harmless: the process's
+//! network namespace has no interface but loopback, so the program reaches that loopback at
+//! most, as under `--isolate`. A program that makes such a namespace itself gains nothing it
+//! could not do without netcon.
+//!
+//! NOTE: the check looks at the program, not at the environment it gets. A child started
+//! with an environment without `LD_PRELOAD` (`env -i`, or a server that builds its children's
+//! environment anew) runs without the preload, so its sockets bypass netcon. Putting the
+//! preload's variables back into such an environment before exec would close this.
 
 mod namespace;
 mod spawn;
