@@ -9,8 +9,10 @@ pub mod addr;
 pub mod datagram;
 pub mod fdpass;
 pub mod handoff;
+pub mod info;
 pub mod path;
 pub mod wire;
 
 pub use addr::WireAddr;
-pub use wire::{DecodeError, NetconInfo, Op, Reply, Request, SocketKind};
+pub use info::NetconInfo;
+pub use wire::{DecodeError, Op, Reply, Request, SocketKind};

@@ -3,8 +3,6 @@
 //! that socket's fd as SCM_RIGHTS, so the service identifies it by inode and a process cannot
 //! name a socket it does not hold.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
 use crate::addr::{WIRE_ADDR_LEN, WireAddr};
 
 /// First two bytes of every message; a mismatch means a foreign or outdated peer.
@@ -51,8 +49,8 @@ pub enum Op {
     Status = 11,
     /// `netcon-ctl perf`: latency histograms as JSON, read from the attached pipe.
     Perf = 12,
-    /// netcon's own addresses and DNS server, for the preload's resolver; the reply carries a
-    /// [`NetconInfo`] (see [`NetconInfo::to_reply`]).
+    /// netcon's own addresses and DNS server, for the preload's resolver and interface list;
+    /// the reply carries a [`NetconInfo`](crate::NetconInfo).
     Info = 13,
     /// Bind the attached datagram socket to an ephemeral port unless it is bound already, as
     /// the kernel does on a datagram socket's first send. Succeeds on a bound socket.
@@ -370,51 +368,6 @@ impl Reply {
     }
 }
 
-/// The reply to [`Op::Info`]: the addresses programs on netcon have, and the DNS server their
-/// names are resolved through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NetconInfo {
-    /// The stack's IPv4 address.
-    pub ipv4: Ipv4Addr,
-    /// The stack's IPv6 address, when it has one.
-    pub ipv6: Option<Ipv6Addr>,
-    /// The DNS server given to `netcon-dp --dns`, with its port.
-    pub dns: Option<SocketAddr>,
-}
-
-impl NetconInfo {
-    /// Encodes the info into a reply: `local` is the IPv4 address, `remote` the DNS server,
-    /// and `opt` the IPv6 address as a [`WireAddr`] (family 0 when there is none).
-    pub fn to_reply(&self) -> Reply {
-        let mut ipv6 = [0u8; WIRE_ADDR_LEN];
-        WireAddr(self.ipv6.map(|ip| SocketAddr::new(ip.into(), 0))).encode(&mut ipv6);
-        let mut reply = Reply::with_opt(&ipv6);
-        reply.local = WireAddr(Some(SocketAddr::new(self.ipv4.into(), 0)));
-        reply.remote = WireAddr(self.dns);
-        reply
-    }
-
-    /// Decodes the info from a reply made by [`NetconInfo::to_reply`]; `None` when the fields
-    /// do not have that shape.
-    pub fn from_reply(reply: &Reply) -> Option<NetconInfo> {
-        let ipv4 = match reply.local.0?.ip() {
-            IpAddr::V4(ip) => ip,
-            IpAddr::V6(_) => return None,
-        };
-        let ipv6_bytes: &[u8; WIRE_ADDR_LEN] = reply.opt_bytes().try_into().ok()?;
-        let ipv6 = match WireAddr::decode(ipv6_bytes)?.0.map(|addr| addr.ip()) {
-            None => None,
-            Some(IpAddr::V6(ip)) => Some(ip),
-            Some(IpAddr::V4(_)) => return None,
-        };
-        Some(NetconInfo {
-            ipv4,
-            ipv6,
-            dns: reply.remote.0,
-        })
-    }
-}
-
 /// Encoded size of an [`AcceptMessage`].
 pub const ACCEPT_LEN: usize = 2 + 2 * WIRE_ADDR_LEN;
 
@@ -591,25 +544,6 @@ mod tests {
         };
         assert_eq!(AcceptMessage::decode(&message.encode()), Ok(message));
         assert!(AcceptMessage::decode(&message.encode()[..ACCEPT_LEN - 1]).is_err());
-    }
-
-    #[test]
-    fn info_round_trip() {
-        let full = NetconInfo {
-            ipv4: "10.77.0.2".parse().unwrap(),
-            ipv6: Some("fd00:77::2".parse().unwrap()),
-            dns: Some("[fd00:77::1]:5353".parse().unwrap()),
-        };
-        let reply = Reply::decode(&full.to_reply().encode()).unwrap();
-        assert_eq!(NetconInfo::from_reply(&reply), Some(full));
-
-        let bare = NetconInfo {
-            ipv4: "10.77.0.2".parse().unwrap(),
-            ipv6: None,
-            dns: None,
-        };
-        assert_eq!(NetconInfo::from_reply(&bare.to_reply()), Some(bare));
-        assert_eq!(NetconInfo::from_reply(&Reply::ok(0)), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use smoltcp::phy::Medium;
 
 use crate::config::{Args, ConfigError, MediumArg};
 use crate::registry::Registry;
-use crate::service::{ControlSocket, ControlSocketError, Service};
+use crate::service::{ControlSocket, ControlSocketError, LinkFacts, Service};
 use crate::sys::socket::eventfd;
 use crate::sys::tap::Medium as TapMedium;
 use crate::worker::{self, CompletionSender, StackConfig};
@@ -114,6 +114,11 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     .map_err(|e| RunError::Io("cannot start the control thread", e))?
     .with_dns(args.dns)
     .with_ipv6(stack.own_ipv6())
+    .with_link(LinkFacts {
+        ipv4_prefix: stack.prefix_len,
+        ipv6_prefix: stack.address6.map_or(128, |(_, prefix)| prefix),
+        mac: (stack.medium == Medium::Ethernet).then_some(stack.mac),
+    })
     .with_loopback(args.loopback);
     log::info!(
         "serving {} on {} ({}{}, mac {}{}{}, mtu {}, workers {}, uid {})",

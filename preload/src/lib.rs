@@ -2,12 +2,18 @@
 //! that IPv4 TCP sockets are served by netcon-dp instead of the kernel.
 //!
 //! Every netcon socket is a real kernel fd (one end of a Unix socketpair), so reads, writes,
-//! poll, epoll, select, sendfile, dup, fork and exec need no interception. Only calls that
+//! poll, epoll, select, sendfile, dup, fork and exec keep it working as it is. Only calls that
 //! concern the TCP connection itself (connect, bind, listen, accept, names, options) are sent
 //! to the service as RPCs ([`rpc`]); which fds are netcon sockets is cached in [`fdtable`].
+//!
+//! Programs the program starts get the library too, through the inherited `LD_PRELOAD`.
+//! [`exec`] checks each before exec and fails the exec of one the library would not see into.
 
+mod exec;
 mod fdtable;
+mod info;
 mod intercept;
+mod interfaces;
 mod real;
 mod resolve;
 mod rpc;
@@ -21,6 +27,7 @@ const READY_FD_ENV: &str = "NETCON_READY_FD";
 /// this thread's connection (see [`rpc::connect_early`]), and identifies the netcon sockets
 /// inherited across exec before the program can restrict its system calls.
 extern "C" fn on_load() {
+    exec::on_load();
     report_loaded();
     // Resolve the path now: a child after fork should not need to allocate for it.
     let _ = rpc::socket_path();

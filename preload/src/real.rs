@@ -6,8 +6,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{
-    addrinfo, c_char, c_int, c_long, c_uint, c_void, iovec, mmsghdr, msghdr, off_t, size_t,
-    sockaddr, socklen_t, ssize_t, timespec,
+    FILE, addrinfo, c_char, c_int, c_long, c_uint, c_void, ifaddrs, iovec, mmsghdr, msghdr, off_t,
+    pid_t, posix_spawn_file_actions_t, posix_spawnattr_t, size_t, sockaddr, socklen_t, ssize_t,
+    timespec,
 };
 
 /// Looks up the next definition of `name` (NUL-terminated) after this library.
@@ -26,26 +27,59 @@ fn resolve(name: &'static str) -> usize {
 }
 
 macro_rules! real {
-    ($( $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {$(
-        /// Calls libc's own
-        #[doc = concat!("`", stringify!($name), "`.")]
-        ///
-        /// # Safety
-        /// The same contract as the libc function.
-        pub unsafe fn $name($($arg: $ty),*) -> $ret {
-            static ADDRESS: AtomicUsize = AtomicUsize::new(0);
-            let mut address = ADDRESS.load(Ordering::Relaxed);
-            if address == 0 {
-                address = resolve(concat!(stringify!($name), "\0"));
-                ADDRESS.store(address, Ordering::Relaxed);
-            }
-            // SAFETY: the address is libc's definition of this very function, whose C
-            // signature the declared type matches.
-            let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
-            // SAFETY: the caller upholds the libc contract.
-            unsafe { function($($arg),*) }
+    ($( $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty; )*) => {
+        /// The address of each function, 0 until it is first resolved.
+        #[allow(non_upper_case_globals)]
+        mod address {
+            use std::sync::atomic::AtomicUsize;
+            $( pub static $name: AtomicUsize = AtomicUsize::new(0); )*
         }
-    )*};
+
+        $(
+            /// Calls libc's own
+            #[doc = concat!("`", stringify!($name), "`.")]
+            ///
+            /// # Safety
+            /// The same contract as the libc function.
+            pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                let address = lookup(&address::$name, concat!(stringify!($name), "\0"));
+                // SAFETY: the address is libc's definition of this very function, whose C
+                // signature the declared type matches.
+                let function: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(address) };
+                // SAFETY: the caller upholds the libc contract.
+                unsafe { function($($arg),*) }
+            }
+        )*
+    };
+}
+
+/// Returns the address kept in `slot`, resolving `name` (NUL-terminated) on first use.
+fn lookup(slot: &AtomicUsize, name: &'static str) -> usize {
+    let mut address = slot.load(Ordering::Relaxed);
+    if address == 0 {
+        address = resolve(name);
+        slot.store(address, Ordering::Relaxed);
+    }
+    address
+}
+
+/// Resolves now the functions that the exec family's replacements call. Exec may run in a
+/// `vfork` child, where `dlsym` must not: it takes the loader's lock, which another thread of
+/// the parent may hold, and may allocate.
+pub fn resolve_for_exec() {
+    let functions = [
+        (&address::execve, "execve\0"),
+        (&address::execv, "execv\0"),
+        (&address::execvp, "execvp\0"),
+        (&address::execvpe, "execvpe\0"),
+        (&address::fexecve, "fexecve\0"),
+        (&address::close, "close\0"),
+        (&address::write, "write\0"),
+        (&SYSCALL, "syscall\0"),
+    ];
+    for (slot, name) in functions {
+        lookup(slot, name);
+    }
 }
 
 real! {
@@ -82,7 +116,24 @@ real! {
     __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buf_len: size_t, flags: c_int, addr: *mut sockaddr, addr_len: *mut socklen_t) -> ssize_t;
     getaddrinfo(node: *const c_char, service: *const c_char, hints: *const addrinfo, result: *mut *mut addrinfo) -> c_int;
     getnameinfo(addr: *const sockaddr, len: socklen_t, host: *mut c_char, host_len: socklen_t, service: *mut c_char, service_len: socklen_t, flags: c_int) -> c_int;
+    execve(path: *const c_char, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
+    execv(path: *const c_char, argv: *const *mut c_char) -> c_int;
+    execvp(file: *const c_char, argv: *const *mut c_char) -> c_int;
+    execvpe(file: *const c_char, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
+    fexecve(fd: c_int, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
+    posix_spawn(pid: *mut pid_t, path: *const c_char, actions: *const posix_spawn_file_actions_t, attributes: *const posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
+    posix_spawnp(pid: *mut pid_t, file: *const c_char, actions: *const posix_spawn_file_actions_t, attributes: *const posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
+    system(command: *const c_char) -> c_int;
+    popen(command: *const c_char, mode: *const c_char) -> *mut FILE;
+    getifaddrs(list: *mut *mut ifaddrs) -> c_int;
+    freeifaddrs(list: *mut ifaddrs) -> ();
+    if_nameindex() -> *mut libc::if_nameindex;
+    if_nametoindex(name: *const c_char) -> c_uint;
+    if_indextoname(index: c_uint, name: *mut c_char) -> *mut c_char;
 }
+
+/// The address of libc's `syscall`, 0 until it is first resolved.
+static SYSCALL: AtomicUsize = AtomicUsize::new(0);
 
 /// Calls libc's `syscall` with six argument registers (see `intercept::syscall` for why six
 /// fixed arguments are sound on x86_64).
@@ -90,12 +141,7 @@ real! {
 /// # Safety
 /// The same contract as the system call `number`.
 pub unsafe fn syscall(number: c_long, a: [c_long; 6]) -> c_long {
-    static ADDRESS: AtomicUsize = AtomicUsize::new(0);
-    let mut address = ADDRESS.load(Ordering::Relaxed);
-    if address == 0 {
-        address = resolve("syscall\0");
-        ADDRESS.store(address, Ordering::Relaxed);
-    }
+    let address = lookup(&SYSCALL, "syscall\0");
     // SAFETY: libc's syscall is variadic; Rust may call a variadic function through a pointer
     // of variadic type, which sets up the call as C requires.
     let function: unsafe extern "C" fn(c_long, ...) -> c_long =

@@ -28,6 +28,8 @@ enum Commands {
     /// Rejects programs whose sockets the preload would not see: statically linked and Go
     /// programs (which --isolate runs with loopback only), set-user-ID and set-group-ID
     /// programs that would change ids, and programs with file capabilities unless run as root.
+    /// The preload applies the same rules to every program the program starts: exec fails with
+    /// EACCES and a line on stderr names the reason.
     ///
     /// Exits with the program's status (128 + N when signal N killed it), 125 when netcon-ctl
     /// fails or the preload did not load, 126 when the program cannot run with the preload,
@@ -52,7 +54,8 @@ enum Commands {
         /// which every namespace reaches. With `netcon-dp --loopback kernel`, loopback
         /// sockets meet only programs in the same namespace, not the host's servers.
         /// Statically linked and Go programs, whose sockets bypass the preload and which
-        /// `run` otherwise rejects, run with loopback only and no network. This is
+        /// `run` otherwise rejects, run with loopback only and no network, also when the
+        /// program starts them. This is
         /// containment, not a sandbox: a program running as root can leave the namespace.
         #[arg(long)]
         isolate: bool,

@@ -9,12 +9,14 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
 use netcon_control::path::SOCKET_ENV;
+use netcon_program_check::ISOLATED_ENV;
 
 use crate::program_check::{self, Rejection};
 use crate::signals;
@@ -181,6 +183,13 @@ pub fn run(options: &RunOptions) -> Result<i32, RunError> {
             ld_preload_value(&preload, std::env::var_os("LD_PRELOAD")),
         )
         .env(SOCKET_ENV, &socket);
+    // The preload lets the program start statically linked and Go programs only with this
+    // variable set, and only in a network namespace that holds nothing but loopback.
+    let isolated_env = OsStr::from_bytes(ISOLATED_ENV.to_bytes());
+    match options.isolate {
+        true => command.env(isolated_env, "1"),
+        false => command.env_remove(isolated_env),
+    };
     let pipe = match expect_ready {
         true => {
             let pipe = ReadyPipe::new().map_err(io_error("creating the ready pipe"))?;

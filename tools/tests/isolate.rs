@@ -6,14 +6,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use common::loopback::LoopbackServer;
 use common::{
     CProgram, Finished, PEER_IP, PYTHON, Process, Topology, run_bounded, start_socat_echo,
     wait_for_listener,
@@ -29,13 +25,15 @@ const EXIT_CANNOT_EXECUTE: i32 = 126;
 /// Exit status of `netcon-ctl run` when it fails itself.
 const EXIT_FAILED: i32 = 125;
 
-/// Prints the uid and gid, the interface names, whether `lo` is up, the reply of the echo
-/// server at ADDRESS PORT through a socket made with libc (so through netcon), and whether
-/// the program may change its uid.
+/// Prints the uid and gid, the names of the namespace's interfaces (from /proc/self/net/dev,
+/// as the preload lists netcon's interfaces to `if_nameindex`), whether `lo` is up, the reply
+/// of the echo server at ADDRESS PORT through a socket made with libc (so through netcon), and
+/// whether the program may change its uid.
 const NAMESPACE_PROBE: &str = r#"
 import errno, fcntl, os, socket, struct, sys
 print("ids", os.getuid(), os.getgid())
-print("interfaces", [name for _, name in socket.if_nameindex()])
+with open("/proc/self/net/dev") as table:
+    print("interfaces", [line.split(":")[0].strip() for line in list(table)[2:]])
 # SIOCGIFFLAGS on a Unix socket, which the preload leaves alone.
 probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 flags = struct.unpack_from("H", fcntl.ioctl(probe, 0x8913, struct.pack("16s24x", b"lo")), 16)[0]
@@ -92,72 +90,6 @@ fn field<'a>(run: &'a Finished, key: &str) -> &'a str {
         .find_map(|line| line.strip_prefix(key))
         .map(str::trim)
         .unwrap_or_else(|| panic!("no {key:?} line\n{run}"))
-}
-
-/// A kernel TCP server on the host's loopback, run by the test itself, that responds to every
-/// connection with a minimal HTTP response and counts the connections.
-struct LoopbackServer {
-    port: u16,
-    accepted: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl LoopbackServer {
-    fn start() -> LoopbackServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("cannot listen on loopback");
-        listener.set_nonblocking(true).expect("set_nonblocking");
-        let port = listener.local_addr().expect("local_addr").port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (count, done) = (Arc::clone(&accepted), Arc::clone(&stop));
-        let thread = thread::spawn(move || {
-            // Bounded by the stop flag, which drop sets.
-            while !done.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        count.fetch_add(1, Ordering::Relaxed);
-                        answer(stream);
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        });
-        LoopbackServer {
-            port,
-            accepted,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for LoopbackServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Reads the request head, then sends a 200 response and closes.
-fn answer(mut stream: TcpStream) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut request = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(read) => request.extend_from_slice(&chunk[..read]),
-        }
-    }
-    let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
 }
 
 #[test]
@@ -287,7 +219,7 @@ fn go_program_rejected_without_isolate() {
     hey.args(["-n", "1", "-c", "1", &format!("http://{PEER_IP}:9503/")]);
     let run = run_bounded(hey, "hey through netcon", Duration::from_secs(30));
     assert_eq!(run.code(), Some(EXIT_CANNOT_EXECUTE), "{run}");
-    for needle in ["/usr/bin/hey is a Go program", "add --isolate"] {
+    for needle in ["/usr/bin/hey is a Go program", "`netcon-ctl run --isolate`"] {
         assert!(
             run.stderr.contains(needle),
             "stderr lacks {needle:?}\n{run}"
@@ -397,7 +329,7 @@ fn static_program_runs_isolated() {
     rejected.args([PEER_IP, "9506", "libc"]);
     let run = run_bounded(rejected, "static probe", Duration::from_secs(30));
     assert_eq!(run.code(), Some(EXIT_CANNOT_EXECUTE), "{run}");
-    for needle in ["is statically linked", "add --isolate"] {
+    for needle in ["is statically linked", "`netcon-ctl run --isolate`"] {
         assert!(
             run.stderr.contains(needle),
             "stderr lacks {needle:?}\n{run}"

@@ -116,7 +116,10 @@ impl Service {
     fn info(&self) -> NetconInfo {
         NetconInfo {
             ipv4: self.local_ip,
-            ipv6: self.ipv6.global,
+            ipv4_prefix: self.link.ipv4_prefix,
+            ipv6: self.ipv6.global.map(|ip| (ip, self.link.ipv6_prefix)),
+            ipv6_link_local: self.ipv6.link_local,
+            mac: self.link.mac,
             dns: self.dns,
         }
     }

@@ -58,6 +58,27 @@ pub struct PendingSocket {
     pub fd: OwnedFd,
 }
 
+/// The facts about the stack's interface that [`Op::Info`] reports besides its addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkFacts {
+    /// The prefix length of the IPv4 address.
+    pub ipv4_prefix: u8,
+    /// The prefix length of the IPv6 address on the link (ignored without one).
+    pub ipv6_prefix: u8,
+    /// The MAC address, on an Ethernet link.
+    pub mac: Option<[u8; 6]>,
+}
+
+impl Default for LinkFacts {
+    fn default() -> LinkFacts {
+        LinkFacts {
+            ipv4_prefix: 32,
+            ipv6_prefix: 128,
+            mac: None,
+        }
+    }
+}
+
 /// Everything the control thread owns.
 pub struct Service {
     control: ControlSocket,
@@ -72,6 +93,8 @@ pub struct Service {
     local_ip: std::net::Ipv4Addr,
     /// The stack's IPv6 addresses besides ::1.
     ipv6: crate::hairpin::OwnIpv6,
+    /// The prefix lengths and MAC that [`Op::Info`] reports with the addresses.
+    link: LinkFacts,
     /// The DNS server given to `--dns`, passed on to the preload's resolver.
     dns: Option<std::net::SocketAddr>,
     /// Where binds and connects to loopback addresses go (`--loopback`).
@@ -131,6 +154,7 @@ impl Service {
             allowed_uids,
             local_ip,
             ipv6: crate::hairpin::OwnIpv6::default(),
+            link: LinkFacts::default(),
             dns: None,
             loopback: crate::config::Loopback::Stack,
             mss: mtu - 40,
@@ -160,6 +184,13 @@ impl Service {
     /// Sets the stack's IPv6 addresses besides ::1 (none until set).
     pub fn with_ipv6(mut self, ipv6: crate::hairpin::OwnIpv6) -> Service {
         self.ipv6 = ipv6;
+        self
+    }
+
+    /// Sets the prefix lengths and MAC that [`Op::Info`] reports (a /32 without IPv6 or MAC
+    /// until set).
+    pub fn with_link(mut self, link: LinkFacts) -> Service {
+        self.link = link;
         self
     }
 

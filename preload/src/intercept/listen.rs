@@ -183,6 +183,11 @@ pub unsafe extern "C" fn syscall(
             }
             ret
         }
+        libc::SYS_execve | libc::SYS_execveat => {
+            let args = [a0, a1, a2, a3, a4, a5];
+            // SAFETY: the arguments are the system call's, as the caller's contract says.
+            unsafe { crate::exec::exec_syscall(number, args) }.unwrap_or(-1)
+        }
         libc::SYS_sendmmsg | libc::SYS_recvmmsg => {
             let args = [a0, a1, a2, a3, a4, a5];
             // SAFETY: the arguments are the system call's, as the caller's contract says.

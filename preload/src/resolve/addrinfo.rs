@@ -11,8 +11,8 @@ use std::ptr;
 use libc::{addrinfo, c_char, c_int};
 
 use super::abi::{AI_CANONIDN, AI_IDN};
-use super::info;
 use super::lookup::{self, Families};
+use crate::info;
 use crate::real;
 
 /// Flags glibc uses when the caller passes no hints (`AI_DEFAULT` in glibc 2.36).

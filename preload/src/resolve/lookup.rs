@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use super::config::ResolverConfig;
 use super::hosts;
-use super::info;
 use super::message::{self, Outcome, RecordType, Records, ResponseError};
 use super::search::{self, Step};
 use super::transport::{self, ExchangeError};
+use crate::info;
 
 /// The address families a forward lookup requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,7 +19,6 @@ mod addrinfo;
 mod config;
 mod hostent;
 mod hosts;
-mod info;
 mod lookup;
 mod message;
 mod nameinfo;

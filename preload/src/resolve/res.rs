@@ -14,11 +14,11 @@ use libc::{c_char, c_int, c_uchar, c_void};
 
 use super::abi::{NETDB_INTERNAL, set_h_errno};
 use super::config::ResolverConfig;
-use super::info;
 use super::lookup::{LookupError, random_id};
 use super::message::{self, message_id};
 use super::search::{self, Step};
 use super::transport::{self, ExchangeError};
+use crate::info;
 use crate::real;
 
 /// Size of a DNS message header.

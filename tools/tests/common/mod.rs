@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod download;
+pub mod loopback;
 
 use std::fmt;
 use std::fs::File;

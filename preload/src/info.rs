@@ -1,4 +1,5 @@
-//! netcon's addresses and DNS server, asked from netcon-dp once per process ([`Op::Info`]).
+//! netcon's interface and DNS server, asked from netcon-dp once per process ([`Op::Info`]),
+//! for the resolver and the interface list.
 //!
 //! The answer is kept for the life of the process; a child after `fork` inherits it, which is
 //! right because it talks to the same netcon-dp. A failed request is not kept, so the next

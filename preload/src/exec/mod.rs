@@ -1,0 +1,372 @@
+//! The exec family: a program run through netcon may start other programs, and the preload
+//! must see the sockets of each, by the rules `netcon-ctl run` applies to the first program
+//! (the `netcon-program-check` crate). A program that fails them is not started: the call
+//! fails with EACCES, as exec fails for a file that may not be executed, and one line on
+//! stderr names the program, the reason and the fix.
+//!
+//! glibc's `execv`, `execvp`, `execvpe`, `execl*`, `fexecve`, `posix_spawn*`, `system` and
+//! `popen` reach the kernel through glibc-internal calls, not the exported `execve`, so each is
+//! replaced here (`execl`, `execle` and `execlp` in `variadic.c`, as stable Rust cannot define
+//! variadic functions). `syscall(SYS_execve, …)` and `syscall(SYS_execveat, …)` come here
+//! through the `syscall` replacement.
+//!
+//! `execve` and its relatives may run in a `vfork` child (Python's subprocess uses one) or a
+//! signal handler, where only async-signal-safe functions may run. So these checks allocate
+//! nothing, take no lock and call only system calls and libc functions resolved when the
+//! library loaded. `posix_spawn*`, `system` and `popen` start their child with glibc's
+//! internal exec, so they check in the caller, before the child exists.
+//!
+//! Under `netcon-ctl run --isolate`, statically linked and Go programs are allowed as that
+//! option allows them. The variable that says so is inherited and any program can set it, so
+//! it counts only together with the fact that makes such a program harmless: the process's
+//! network namespace has no interface but loopback, so the program reaches that loopback at
+//! most, as under `--isolate`. A program that makes such a namespace itself gains nothing it
+//! could not do without netcon.
+//!
+//! NOTE: the check looks at the program, not at the environment it gets. A child started
+//! with an environment without `LD_PRELOAD` (`env -i`, or a server that builds its children's
+//! environment anew) runs without the preload, so its sockets bypass netcon. Putting the
+//! preload's variables back into such an environment before exec would close this.
+
+mod namespace;
+mod spawn;
+
+use std::ffi::CStr;
+use std::fmt::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use libc::{c_char, c_int, c_long};
+use netcon_program_check::{FileId, ISOLATED_ENV, PATH_MAX, Rejection, Scratch};
+
+use crate::real;
+
+/// The search path `execvp` uses when `PATH` is not set (glibc's `_CS_PATH`).
+const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
+
+/// Whether `netcon-ctl run --isolate` started this process's first program.
+static ISOLATED: AtomicBool = AtomicBool::new(false);
+
+/// Prepares the checks when the library loads: resolves the libc functions they call and
+/// reads whether `--isolate` is in force.
+pub fn on_load() {
+    real::resolve_for_exec();
+    // SAFETY: the name is NUL-terminated; constructors run before the program can change the
+    // environment.
+    let value = unsafe { libc::getenv(ISOLATED_ENV.as_ptr()) };
+    // SAFETY: getenv returns null or a NUL-terminated string.
+    let isolated = !value.is_null() && unsafe { CStr::from_ptr(value) } == c"1";
+    ISOLATED.store(isolated, Ordering::Relaxed);
+}
+
+/// Returns whether the program at `path` may run, after printing why when it may not.
+///
+/// # Safety
+/// `path` must be null or a NUL-terminated string.
+unsafe fn path_permitted(path: *const c_char) -> bool {
+    if path.is_null() {
+        // exec fails with EFAULT itself.
+        return true;
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let path = unsafe { CStr::from_ptr(path) };
+    let mut scratch = Scratch::new();
+    permitted(netcon_program_check::check_path(path, &mut scratch))
+}
+
+/// Returns whether the program `execvp(file, …)` would run may run: `file` itself when it
+/// contains a slash, else the first executable of that name on the caller's `PATH`.
+///
+/// # Safety
+/// `file` must be null or a NUL-terminated string.
+unsafe fn search_permitted(file: *const c_char) -> bool {
+    if file.is_null() {
+        return true;
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let name = unsafe { CStr::from_ptr(file) };
+    if name.to_bytes().contains(&b'/') {
+        // SAFETY: as above.
+        return unsafe { path_permitted(file) };
+    }
+    // SAFETY: the name is NUL-terminated. getenv reads the environment without allocating.
+    let value = unsafe { libc::getenv(c"PATH".as_ptr()) };
+    let search_path = match value.is_null() {
+        true => DEFAULT_PATH,
+        // SAFETY: getenv returned a NUL-terminated string.
+        false => unsafe { CStr::from_ptr(value) }.to_bytes(),
+    };
+    let mut found = [0u8; PATH_MAX];
+    match netcon_program_check::find_in_path(name.to_bytes(), search_path, &mut found) {
+        // SAFETY: the found path is NUL-terminated.
+        Some(path) => unsafe { path_permitted(path.as_ptr()) },
+        // exec fails with ENOENT or EACCES itself.
+        None => true,
+    }
+}
+
+/// Returns whether the program open as `fd` may run, after printing why when it may not.
+fn fd_permitted(fd: c_int) -> bool {
+    let mut scratch = Scratch::new();
+    permitted(netcon_program_check::check_fd(fd, &mut scratch))
+}
+
+/// Returns whether a checked program may run: it passed, or it fails only in ways
+/// `--isolate` allows and this process is isolated. Prints the reason either way it did not
+/// pass.
+fn permitted(result: Result<(), Rejection<'_>>) -> bool {
+    let Err(rejection) = result else {
+        return true;
+    };
+    let first_report = first_report(rejection.file);
+    if rejection.reason.allowed_isolated()
+        && ISOLATED.load(Ordering::Relaxed)
+        && namespace::holds_only_loopback()
+    {
+        if first_report {
+            let warning = rejection.isolated_warning();
+            print_line(format_args!("netcon: warning: {warning}"));
+        }
+        return true;
+    }
+    if first_report {
+        print_line(format_args!("netcon: exec failed with EACCES: {rejection}"));
+    }
+    false
+}
+
+/// Returns whether `file` is not the file this process reported last, and records it. A
+/// `PATH` search may meet one file under two names (`/usr/bin/hey` and `/bin/hey` where
+/// `/bin` links to `/usr/bin`), and then prints one line. The pid is part of the record
+/// because a `vfork` child writes its parent's memory.
+fn first_report(file: FileId) -> bool {
+    static LAST: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u64;
+    let record = [pid, file.device, file.inode];
+    let repeated = LAST
+        .iter()
+        .zip(record)
+        .all(|(slot, value)| slot.load(Ordering::Relaxed) == value);
+    for (slot, value) in LAST.iter().zip(record) {
+        slot.store(value, Ordering::Relaxed);
+    }
+    !repeated
+}
+
+/// Fails an exec call that was not allowed.
+fn reject() -> c_int {
+    real::set_errno(libc::EACCES);
+    -1
+}
+
+/// Writes one line to stderr, formatted into a buffer on the stack that is written out each
+/// time it fills, so nothing is allocated.
+fn print_line(args: fmt::Arguments<'_>) {
+    let mut line = StderrLine {
+        buffer: [0; 512],
+        len: 0,
+    };
+    let _ = line.write_fmt(args);
+    let _ = line.write_str("\n");
+    line.flush();
+}
+
+struct StderrLine {
+    buffer: [u8; 512],
+    len: usize,
+}
+
+impl StderrLine {
+    fn flush(&mut self) {
+        let mut written = 0;
+        while written < self.len {
+            let rest = &self.buffer[written..self.len];
+            // SAFETY: rest is valid for reads of its length.
+            let count = unsafe { real::write(2, rest.as_ptr().cast(), rest.len()) };
+            if count <= 0 {
+                break;
+            }
+            written += count as usize;
+        }
+        self.len = 0;
+    }
+}
+
+impl Write for StderrLine {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for &byte in text.as_bytes() {
+            if self.len == self.buffer.len() {
+                self.flush();
+            }
+            self.buffer[self.len] = byte;
+            self.len += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Replaces `execve(2)`: runs the program only if the preload will see its sockets.
+///
+/// # Safety
+/// The same contract as `execve`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execve(
+    path: *const c_char,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    // SAFETY: exec's contract: path is null or NUL-terminated.
+    if !unsafe { path_permitted(path) } {
+        return reject();
+    }
+    // SAFETY: the program's own arguments, passed on unchanged.
+    unsafe { real::execve(path, argv, envp) }
+}
+
+/// Replaces `execv(3)`, which glibc runs through its internal `execve`.
+///
+/// # Safety
+/// The same contract as `execv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *mut c_char) -> c_int {
+    // SAFETY: as for execve.
+    if !unsafe { path_permitted(path) } {
+        return reject();
+    }
+    // SAFETY: the program's own arguments, passed on unchanged.
+    unsafe { real::execv(path, argv) }
+}
+
+/// Replaces `execvp(3)`: checks the file a `PATH` search finds, then lets glibc search and
+/// exec as usual.
+///
+/// # Safety
+/// The same contract as `execvp`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *mut c_char) -> c_int {
+    // SAFETY: exec's contract: file is null or NUL-terminated.
+    if !unsafe { search_permitted(file) } {
+        return reject();
+    }
+    // SAFETY: the program's own arguments, passed on unchanged.
+    unsafe { real::execvp(file, argv) }
+}
+
+/// Replaces `execvpe(3)`, which searches the caller's `PATH` (not the one in `envp`), as
+/// `execvp` does.
+///
+/// # Safety
+/// The same contract as `execvpe`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execvpe(
+    file: *const c_char,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    // SAFETY: as for execvp.
+    if !unsafe { search_permitted(file) } {
+        return reject();
+    }
+    // SAFETY: the program's own arguments, passed on unchanged.
+    unsafe { real::execvpe(file, argv, envp) }
+}
+
+/// Replaces `fexecve(3)`: the program is the open file `fd`.
+///
+/// # Safety
+/// The same contract as `fexecve`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fexecve(
+    fd: c_int,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    if !fd_permitted(fd) {
+        return reject();
+    }
+    // SAFETY: the program's own arguments, passed on unchanged.
+    unsafe { real::fexecve(fd, argv, envp) }
+}
+
+/// Replaces `execveat(2)` (a glibc function since 2.34): the program is `path` relative to
+/// `dirfd`, or `dirfd` itself with `AT_EMPTY_PATH` and an empty path.
+///
+/// # Safety
+/// The same contract as `execveat`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn execveat(
+    dirfd: c_int,
+    path: *const c_char,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: execveat's contract: path is null or NUL-terminated.
+    if !unsafe { at_permitted(dirfd, path, flags) } {
+        return reject();
+    }
+    let args = [
+        dirfd as c_long,
+        path as c_long,
+        argv as c_long,
+        envp as c_long,
+        flags as c_long,
+        0,
+    ];
+    // SAFETY: the program's own arguments, passed on unchanged to the system call glibc's
+    // execveat makes.
+    unsafe { real::syscall(libc::SYS_execveat, args) as c_int }
+}
+
+/// Returns whether the program `execveat(dirfd, path, …, flags)` would run may run.
+///
+/// # Safety
+/// `path` must be null or a NUL-terminated string.
+unsafe fn at_permitted(dirfd: c_int, path: *const c_char, flags: c_int) -> bool {
+    if path.is_null() {
+        return true;
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let name = unsafe { CStr::from_ptr(path) };
+    if name.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+        return fd_permitted(dirfd);
+    }
+    let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW != 0;
+    let mut scratch = Scratch::new();
+    permitted(netcon_program_check::check_path_at(
+        dirfd,
+        name,
+        nofollow,
+        &mut scratch,
+    ))
+}
+
+/// Handles `syscall(SYS_execve, …)` and `syscall(SYS_execveat, …)` for the `syscall`
+/// replacement; `None` for other numbers.
+///
+/// # Safety
+/// The same contract as the system call `number`.
+pub unsafe fn exec_syscall(number: c_long, args: [c_long; 6]) -> Option<c_long> {
+    let result = match number {
+        // SAFETY: the arguments are execve's, as the caller's contract says.
+        libc::SYS_execve => unsafe {
+            execve(
+                args[0] as *const c_char,
+                args[1] as *const *mut c_char,
+                args[2] as *const *mut c_char,
+            )
+        },
+        // SAFETY: the arguments are execveat's.
+        libc::SYS_execveat => unsafe {
+            execveat(
+                args[0] as c_int,
+                args[1] as *const c_char,
+                args[2] as *const *mut c_char,
+                args[3] as *const *mut c_char,
+                args[4] as c_int,
+            )
+        },
+        _ => return None,
+    };
+    Some(c_long::from(result))
+}

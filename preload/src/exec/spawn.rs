@@ -1,0 +1,96 @@
+//! `posix_spawn`, `posix_spawnp`, `system` and `popen`: glibc starts their child with a
+//! `clone(CLONE_VM | CLONE_VFORK)` and its internal exec, which this library cannot replace,
+//! so the program is checked here, in the caller, before the child is made. `system` and
+//! `popen` run `/bin/sh -c COMMAND`, so they check the shell. The shell then runs with the
+//! preload, whose exec checks cover the programs the command starts.
+//!
+//! NOTE: a relative path given to `posix_spawn` is checked against the caller's working
+//! directory, also when a `posix_spawn_file_actions_addchdir_np` action changes the child's
+//! before exec.
+
+use libc::{FILE, c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
+
+use super::{path_permitted, search_permitted};
+use crate::real;
+
+/// The shell `system` and `popen` run (`_PATH_BSHELL`).
+const SHELL: &std::ffi::CStr = c"/bin/sh";
+
+/// The status `system` returns when the shell cannot be executed: as if it had called
+/// `_exit(127)`, as POSIX asks.
+const SHELL_NOT_EXECUTED: c_int = 127 << 8;
+
+/// Replaces `posix_spawn(3)`: returns EACCES without starting a child when the program fails
+/// the check.
+///
+/// # Safety
+/// The same contract as `posix_spawn`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut pid_t,
+    path: *const c_char,
+    actions: *const posix_spawn_file_actions_t,
+    attributes: *const posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    // SAFETY: posix_spawn's contract: path is NUL-terminated.
+    if !unsafe { path_permitted(path) } {
+        return libc::EACCES;
+    }
+    // SAFETY: the program's own arguments, passed on unchanged.
+    unsafe { real::posix_spawn(pid, path, actions, attributes, argv, envp) }
+}
+
+/// Replaces `posix_spawnp(3)`, which searches the caller's `PATH` as `execvp` does.
+///
+/// # Safety
+/// The same contract as `posix_spawnp`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut pid_t,
+    file: *const c_char,
+    actions: *const posix_spawn_file_actions_t,
+    attributes: *const posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    // SAFETY: posix_spawnp's contract: file is NUL-terminated.
+    if !unsafe { search_permitted(file) } {
+        return libc::EACCES;
+    }
+    // SAFETY: the program's own arguments, passed on unchanged.
+    unsafe { real::posix_spawnp(pid, file, actions, attributes, argv, envp) }
+}
+
+/// Replaces `system(3)`: returns the status of a shell that could not be executed when
+/// `/bin/sh` fails the check. `system(NULL)`, which only asks whether a shell exists, is
+/// passed on.
+///
+/// # Safety
+/// The same contract as `system`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
+    // SAFETY: SHELL is NUL-terminated.
+    if !command.is_null() && !unsafe { path_permitted(SHELL.as_ptr()) } {
+        real::set_errno(libc::EACCES);
+        return SHELL_NOT_EXECUTED;
+    }
+    // SAFETY: the program's own argument, passed on unchanged.
+    unsafe { real::system(command) }
+}
+
+/// Replaces `popen(3)`: fails with EACCES when `/bin/sh` fails the check.
+///
+/// # Safety
+/// The same contract as `popen`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE {
+    // SAFETY: SHELL is NUL-terminated.
+    if !unsafe { path_permitted(SHELL.as_ptr()) } {
+        real::set_errno(libc::EACCES);
+        return std::ptr::null_mut();
+    }
+    // SAFETY: the program's own arguments, passed on unchanged.
+    unsafe { real::popen(command, mode) }
+}
