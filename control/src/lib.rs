@@ -10,6 +10,7 @@ pub mod datagram;
 pub mod fdpass;
 pub mod handoff;
 pub mod path;
+pub mod route;
 pub mod wire;
 
 pub use addr::WireAddr;

@@ -3,9 +3,10 @@
 //! that socket's fd as SCM_RIGHTS, so the service identifies it by inode and a process cannot
 //! name a socket it does not hold.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::addr::{WIRE_ADDR_LEN, WireAddr};
+use crate::route::Routes;
 
 /// First two bytes of every message; a mismatch means a foreign or outdated peer.
 pub const MAGIC: u16 = 0x6e63;
@@ -370,26 +371,52 @@ impl Reply {
     }
 }
 
-/// The reply to [`Op::Info`]: the addresses programs on netcon have, and the DNS server their
-/// names are resolved through.
+/// The reply to [`Op::Info`]: the addresses and routes programs on netcon have, and the DNS
+/// server their names are resolved through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetconInfo {
-    /// The stack's IPv4 address.
-    pub ipv4: Ipv4Addr,
-    /// The stack's IPv6 address, when it has one.
-    pub ipv6: Option<Ipv6Addr>,
+    /// The stack's addresses, routes and MTU.
+    pub routes: Routes,
     /// The DNS server given to `netcon-dp --dns`, with its port.
     pub dns: Option<SocketAddr>,
 }
 
+/// Encoded size of the part of a [`NetconInfo`] reply that follows the two IPv6 addresses in
+/// `opt`: the IPv4 and IPv6 prefix lengths, the gateway flags, one spare byte and the MTU.
+const INFO_TAIL_LEN: usize = 8;
+
+/// [`NetconInfo`] flag: a default IPv4 gateway exists.
+const INFO_GATEWAY4: u8 = 1;
+
+/// [`NetconInfo`] flag: a default IPv6 gateway exists.
+const INFO_GATEWAY6: u8 = 2;
+
 impl NetconInfo {
     /// Encodes the info into a reply: `local` is the IPv4 address, `remote` the DNS server,
-    /// and `opt` the IPv6 address as a [`WireAddr`] (family 0 when there is none).
+    /// and `opt` the IPv6 address and the link-local one as [`WireAddr`]s (family 0 when
+    /// there is none), then the prefix lengths, gateway flags and MTU.
     pub fn to_reply(&self) -> Reply {
-        let mut ipv6 = [0u8; WIRE_ADDR_LEN];
-        WireAddr(self.ipv6.map(|ip| SocketAddr::new(ip.into(), 0))).encode(&mut ipv6);
-        let mut reply = Reply::with_opt(&ipv6);
-        reply.local = WireAddr(Some(SocketAddr::new(self.ipv4.into(), 0)));
+        let routes = &self.routes;
+        let mut opt = [0u8; 2 * WIRE_ADDR_LEN + INFO_TAIL_LEN];
+        let (ipv6, prefix6) = match routes.ipv6 {
+            Some((ip, prefix)) => (Some(ip), prefix),
+            None => (None, 0),
+        };
+        let as_wire = |ip: Option<Ipv6Addr>| WireAddr(ip.map(|ip| SocketAddr::new(ip.into(), 0)));
+        as_wire(ipv6).encode((&mut opt[..WIRE_ADDR_LEN]).try_into().expect("sized"));
+        as_wire(routes.link_local).encode(
+            (&mut opt[WIRE_ADDR_LEN..2 * WIRE_ADDR_LEN])
+                .try_into()
+                .expect("sized"),
+        );
+        let tail = &mut opt[2 * WIRE_ADDR_LEN..];
+        tail[0] = routes.prefix4;
+        tail[1] = prefix6;
+        tail[2] = if routes.gateway4 { INFO_GATEWAY4 } else { 0 }
+            | if routes.gateway6 { INFO_GATEWAY6 } else { 0 };
+        tail[4..8].copy_from_slice(&routes.mtu.to_le_bytes());
+        let mut reply = Reply::with_opt(&opt);
+        reply.local = WireAddr(Some(SocketAddr::new(routes.ipv4.into(), 0)));
         reply.remote = WireAddr(self.dns);
         reply
     }
@@ -401,15 +428,32 @@ impl NetconInfo {
             IpAddr::V4(ip) => ip,
             IpAddr::V6(_) => return None,
         };
-        let ipv6_bytes: &[u8; WIRE_ADDR_LEN] = reply.opt_bytes().try_into().ok()?;
-        let ipv6 = match WireAddr::decode(ipv6_bytes)?.0.map(|addr| addr.ip()) {
-            None => None,
-            Some(IpAddr::V6(ip)) => Some(ip),
-            Some(IpAddr::V4(_)) => return None,
+        let opt = reply.opt_bytes();
+        if opt.len() != 2 * WIRE_ADDR_LEN + INFO_TAIL_LEN {
+            return None;
+        }
+        let ipv6_at = |at: usize| -> Option<Option<Ipv6Addr>> {
+            let bytes: &[u8; WIRE_ADDR_LEN] = opt[at..at + WIRE_ADDR_LEN].try_into().ok()?;
+            match WireAddr::decode(bytes)?.0.map(|addr| addr.ip()) {
+                None => Some(None),
+                Some(IpAddr::V6(ip)) => Some(Some(ip)),
+                Some(IpAddr::V4(_)) => None,
+            }
+        };
+        let ipv6 = ipv6_at(0)?;
+        let link_local = ipv6_at(WIRE_ADDR_LEN)?;
+        let tail = &opt[2 * WIRE_ADDR_LEN..];
+        let routes = Routes {
+            ipv4,
+            prefix4: tail[0],
+            gateway4: tail[2] & INFO_GATEWAY4 != 0,
+            ipv6: ipv6.map(|ip| (ip, tail[1])),
+            link_local,
+            gateway6: tail[2] & INFO_GATEWAY6 != 0,
+            mtu: u32::from_le_bytes(tail[4..8].try_into().ok()?),
         };
         Some(NetconInfo {
-            ipv4,
-            ipv6,
+            routes,
             dns: reply.remote.0,
         })
     }
@@ -596,16 +640,30 @@ mod tests {
     #[test]
     fn info_round_trip() {
         let full = NetconInfo {
-            ipv4: "10.77.0.2".parse().unwrap(),
-            ipv6: Some("fd00:77::2".parse().unwrap()),
+            routes: Routes {
+                ipv4: "10.77.0.2".parse().unwrap(),
+                prefix4: 24,
+                gateway4: true,
+                ipv6: Some(("fd00:77::2".parse().unwrap(), 64)),
+                link_local: Some("fe80::2".parse().unwrap()),
+                gateway6: false,
+                mtu: 9000,
+            },
             dns: Some("[fd00:77::1]:5353".parse().unwrap()),
         };
         let reply = Reply::decode(&full.to_reply().encode()).unwrap();
         assert_eq!(NetconInfo::from_reply(&reply), Some(full));
 
         let bare = NetconInfo {
-            ipv4: "10.77.0.2".parse().unwrap(),
-            ipv6: None,
+            routes: Routes {
+                ipv4: "10.77.0.2".parse().unwrap(),
+                prefix4: 16,
+                gateway4: false,
+                ipv6: None,
+                link_local: None,
+                gateway6: true,
+                mtu: 1500,
+            },
             dns: None,
         };
         assert_eq!(NetconInfo::from_reply(&bare.to_reply()), Some(bare));

@@ -48,6 +48,9 @@ pub struct SocketEntry {
     /// IPv4-mapped (see [`crate::mapped`]).
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
+    /// The program bound the socket to a specific address (not the wildcard), which a UDP
+    /// socket keeps when its connection is dissolved.
+    pub address_bound: bool,
     /// Which addresses of its local port the socket holds while it owns the port.
     pub port_scope: PortScope,
     pub options: SocketOptions,
@@ -75,6 +78,7 @@ impl SocketEntry {
             domain: libc::AF_INET,
             local: None,
             remote: None,
+            address_bound: false,
             port_scope: PortScope::Both,
             options: SocketOptions::default(),
             pending_error: 0,
@@ -418,7 +422,9 @@ mod tests {
     fn ephemeral_port_follows_the_filter() {
         let mut space = PortSpace::default();
         for _ in 0..1000 {
-            let port = space.claim_ephemeral_where(false, |port| port % 4 == 1).unwrap();
+            let port = space
+                .claim_ephemeral_where(false, |port| port % 4 == 1)
+                .unwrap();
             assert_eq!(port % 4, 1);
         }
     }

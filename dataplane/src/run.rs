@@ -112,6 +112,7 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     .map_err(|e| RunError::Io("cannot start the control thread", e))?
     .with_dns(args.dns)
     .with_ipv6(stack.own_ipv6())
+    .with_routes(stack.routes())
     .with_loopback(args.loopback);
     log::info!(
         "serving {} on {} ({}{}, mac {}{}{}, mtu {}, workers {}, uid {})",

@@ -115,8 +115,7 @@ impl Service {
 
     fn info(&self) -> NetconInfo {
         NetconInfo {
-            ipv4: self.local_ip,
-            ipv6: self.ipv6.global,
+            routes: self.routes,
             dns: self.dns,
         }
     }

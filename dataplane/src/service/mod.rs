@@ -78,6 +78,8 @@ pub struct Service {
     loopback: crate::config::Loopback,
     /// TCP maximum segment size on the link (MTU less IPv4 and TCP headers).
     mss: u32,
+    /// The stack's addresses and routes, which decide whether a destination is reachable.
+    routes: netcon_control::route::Routes,
     /// The host's limits on socket buffer sizes, which SO_SNDBUF and SO_RCVBUF follow.
     buffer_limits: crate::option_rules::BufferLimits,
     started: std::time::Instant,
@@ -134,6 +136,15 @@ impl Service {
             dns: None,
             loopback: crate::config::Loopback::Stack,
             mss: mtu - 40,
+            routes: netcon_control::route::Routes {
+                ipv4: local_ip,
+                prefix4: 32,
+                gateway4: false,
+                ipv6: None,
+                link_local: None,
+                gateway6: false,
+                mtu,
+            },
             buffer_limits: crate::sys::buffer_limits(),
             started: std::time::Instant::now(),
             rpc_counts: [0; Op::ALL.len()],
@@ -154,6 +165,13 @@ impl Service {
     /// Sets where binds and connects to loopback addresses go (the stack until set).
     pub fn with_loopback(mut self, loopback: crate::config::Loopback) -> Service {
         self.loopback = loopback;
+        self
+    }
+
+    /// Sets the stack's routes (until set, only its own IPv4 address and loopback are
+    /// reachable).
+    pub fn with_routes(mut self, routes: netcon_control::route::Routes) -> Service {
+        self.routes = routes;
         self
     }
 

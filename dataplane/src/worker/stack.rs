@@ -86,6 +86,19 @@ impl StackConfig {
         OwnIpv6 { global, link_local }
     }
 
+    /// Returns the stack's addresses and routes, which decide the destinations it reaches.
+    pub fn routes(&self) -> netcon_control::route::Routes {
+        netcon_control::route::Routes {
+            ipv4: self.address,
+            prefix4: self.prefix_len,
+            gateway4: self.gateway.is_some(),
+            ipv6: self.address6,
+            link_local: self.own_ipv6().link_local,
+            gateway6: self.gateway6.is_some(),
+            mtu: self.mtu as u32,
+        }
+    }
+
     /// A TCP socket with this config's buffer sizes.
     // TODO: a lost segment waits at least 1 s for its retransmission, Linux's 200 ms, so
     // clients whose first data a full accept queue dropped may time out — smoltcp 0.14 has
