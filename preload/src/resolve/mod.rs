@@ -19,7 +19,7 @@ mod addrinfo;
 mod config;
 mod hostent;
 mod hosts;
-mod info;
+pub(crate) mod info;
 mod lookup;
 mod message;
 mod nameinfo;
