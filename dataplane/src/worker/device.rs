@@ -1,13 +1,19 @@
 //! The smoltcp `Device` of one worker: frames read from the TAP by io_uring wait in `ingress`,
 //! and frames smoltcp emits go to `egress` until the worker submits them as TAP writes.
-//! Buffers are allocated once at start-up and recycled, so the packet path allocates nothing.
+//! Buffers are allocated once at start-up and recycled, so the packet path allocates nothing
+//! but for IP fragments: ingress fragments are reassembled here before smoltcp sees them (see
+//! [`crate::reassembly`]), and egress packets larger than the link's MTU are cut into
+//! fragments (see [`crate::fragment`]).
 
 use std::collections::VecDeque;
 
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
+use crate::fragment::Fragments;
 use crate::offload::{self, MAX_IP_PACKET, VNET_HDR_LEN};
+use crate::reassembly::{Reassembled, Reassembler};
+use crate::steer::{Steer, WorkerId, steer};
 
 /// Index of a frame buffer inside its pool.
 pub type FrameIndex = u16;
@@ -47,6 +53,13 @@ pub struct Ingress {
     pub handed: VecDeque<Vec<u8>>,
     /// Emptied handoff buffers, reused for the next frames this worker hands over.
     pub spare: Vec<Vec<u8>>,
+    /// The packets whose fragments steering sent to this worker, being put together.
+    pub reassembler: Reassembler,
+    /// Reassembled packets (with their `virtio_net_hdr` when offload is on) that belong to
+    /// another worker, for the worker to hand over.
+    pub rerouted: Vec<Vec<u8>>,
+    /// This worker and the number of workers, to steer reassembled packets.
+    steering: (WorkerId, usize),
 }
 
 /// Most emptied handoff buffers a worker keeps for reuse.
@@ -75,6 +88,47 @@ impl Ingress {
             self.spare.push(buffer);
         }
     }
+
+    /// Returns the next frame for the stack. A fragment goes to the reassembler instead, and
+    /// a packet it completes is returned when it belongs to this worker or set aside in
+    /// `rerouted` otherwise.
+    fn next_frame(&mut self, start: usize, l2_len: usize, now: Instant) -> Option<Source> {
+        loop {
+            let source = match self.handed.pop_front() {
+                Some(frame) => Source::Handed(frame),
+                None => {
+                    let (index, len) = self.ready.pop_front()?;
+                    Source::Pool { index, len }
+                }
+            };
+            let bytes = match &source {
+                Source::Pool { index, len } => &self.pool.buffer_mut(*index)[..*len],
+                Source::Handed(frame) => &frame[..],
+            };
+            let frame = bytes.get(start..).unwrap_or_default();
+            let whole = match self.reassembler.add(frame, l2_len, now) {
+                Reassembled::NotFragment => return Some(source),
+                Reassembled::Held => None,
+                Reassembled::Complete(whole) => Some(whole),
+            };
+            let header = bytes[..start.min(bytes.len())].len();
+            match source {
+                Source::Pool { index, .. } => self.consumed.push(index),
+                Source::Handed(frame) => self.recycle(frame),
+            }
+            let Some(whole) = whole else {
+                continue;
+            };
+            // The virtio_net_hdr of a whole packet is all zeros: no offload asked for.
+            let mut packet = vec![0u8; header];
+            packet.extend_from_slice(&whole);
+            let (worker, workers) = self.steering;
+            match steer(&whole, l2_len, workers) {
+                Steer::To(owner) if owner != worker => self.rerouted.push(packet),
+                _ => return Some(Source::Handed(packet)),
+            }
+        }
+    }
 }
 
 /// Egress side: free buffers, and frames smoltcp has written that await a TAP write.
@@ -82,8 +136,13 @@ pub struct Egress {
     pub pool: FramePool,
     pub free: Vec<FrameIndex>,
     pub queued: Vec<(FrameIndex, usize)>,
-    /// Frames smoltcp wanted to send while every buffer was in flight.
+    /// Frames smoltcp wanted to send while every buffer was in flight, and packets too large
+    /// for the link that did not find a buffer for each of their fragments.
     pub dropped: u64,
+    /// The identification of the next packet cut into fragments.
+    next_fragment_id: u32,
+    /// A copy of the packet being cut, so its buffer can take the first fragment.
+    fragment_scratch: Vec<u8>,
 }
 
 /// Segmentation offload settings (see [`offload`]).
@@ -93,6 +152,8 @@ pub struct Offload {
     pub l2_len: usize,
     /// TCP MSS the link's MTU allows; the kernel cuts larger segments to it.
     link_mss: u16,
+    /// The link's MTU, which other packets are cut into fragments for.
+    link_mtu: usize,
 }
 
 /// The device handed to smoltcp on every poll.
@@ -117,6 +178,7 @@ impl RingDevice {
         let offload = offload.then(|| Offload {
             l2_len: Self::frame_len(medium, 0),
             link_mss: (mtu - 40).min(usize::from(u16::MAX)) as u16,
+            link_mtu: mtu,
         });
         let frame_len = match offload {
             Some(_) => VNET_HDR_LEN + Self::frame_len(medium, MAX_IP_PACKET),
@@ -129,17 +191,29 @@ impl RingDevice {
                 consumed: (0..rx_count as FrameIndex).collect(),
                 handed: VecDeque::new(),
                 spare: Vec::new(),
+                reassembler: Reassembler::default(),
+                rerouted: Vec::new(),
+                steering: (WorkerId(0), 1),
             },
             egress: Egress {
                 pool: FramePool::new(tx_count, frame_len),
                 free: (0..tx_count as FrameIndex).rev().collect(),
                 queued: Vec::with_capacity(tx_count),
                 dropped: 0,
+                next_fragment_id: fastrand::u32(..),
+                fragment_scratch: Vec::new(),
             },
             medium,
             mtu,
             offload,
         }
+    }
+
+    /// Sets which worker this device belongs to among `workers`, so that packets reassembled
+    /// from fragments reach the worker that owns them.
+    pub fn with_steering(mut self, worker: WorkerId, workers: usize) -> RingDevice {
+        self.ingress.steering = (worker, workers);
+        self
     }
 
     /// The largest frame on this medium for an IP packet of `mtu` bytes.
@@ -169,16 +243,11 @@ impl phy::Device for RingDevice {
     type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
 
-    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+    fn receive(&mut self, now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         let start = self.header_len();
         let offload = self.offload;
-        let source = match self.ingress.handed.pop_front() {
-            Some(frame) => Source::Handed(frame),
-            None => {
-                let (index, len) = self.ingress.ready.pop_front()?;
-                Source::Pool { index, len }
-            }
-        };
+        let l2_len = self.l2_len();
+        let source = self.ingress.next_frame(start, l2_len, now)?;
         let rx = RxToken {
             ingress: &mut self.ingress,
             source,
@@ -290,6 +359,10 @@ impl phy::TxToken for TxToken<'_> {
             return f(&mut scratch);
         };
         let buffer = self.egress.pool.buffer_mut(index);
+        // Without offload the interface's MTU is the link's, so smoltcp cuts IPv4 packets
+        // itself and nothing larger gets here.
+        // NOTE: without offload smoltcp 0.14 drops IPv6 packets larger than the link's MTU,
+        // because it has no IPv6 fragmentation.
         let Some(offload) = self.offload else {
             let result = f(&mut buffer[..len]);
             self.egress.queued.push((index, len));
@@ -298,9 +371,46 @@ impl phy::TxToken for TxToken<'_> {
         let (header, frame) = buffer.split_at_mut(VNET_HDR_LEN);
         let frame = &mut frame[..len];
         let result = f(frame);
+        // A packet larger than the link goes out in fragments; TCP segments never do, since
+        // the kernel cuts them (see `offload::prepare_egress`).
+        let id = self.egress.next_fragment_id;
+        if let Some(fragments) = Fragments::plan(frame, offload.l2_len, offload.link_mtu, id) {
+            self.egress.next_fragment_id = id.wrapping_add(1);
+            self.egress.queue_fragments(index, len, &fragments);
+            return result;
+        }
         let header: &mut [u8; VNET_HDR_LEN] = header.try_into().expect("header length");
         offload::prepare_egress(header, frame, offload.l2_len, offload.link_mss);
         self.egress.queued.push((index, VNET_HDR_LEN + len));
         result
+    }
+}
+
+impl Egress {
+    /// Queues the fragments of the packet of `len` bytes in buffer `index` (after its
+    /// `virtio_net_hdr`), the first one in that buffer. Without a free buffer for each
+    /// fragment the packet is dropped and counted, as a full device queue drops it.
+    fn queue_fragments(&mut self, index: FrameIndex, len: usize, fragments: &Fragments) {
+        let count = fragments.count();
+        if self.free.len() + 1 < count {
+            self.free.push(index);
+            self.dropped += 1;
+            return;
+        }
+        let mut original = std::mem::take(&mut self.fragment_scratch);
+        original.clear();
+        original.extend_from_slice(&self.pool.buffer_mut(index)[VNET_HDR_LEN..VNET_HDR_LEN + len]);
+        for fragment in 0..count {
+            let buffer_index = match fragment {
+                0 => index,
+                _ => self.free.pop().expect("counted above"),
+            };
+            let buffer = self.pool.buffer_mut(buffer_index);
+            // No offload for a fragment: its checksums are complete.
+            buffer[..VNET_HDR_LEN].fill(0);
+            let written = fragments.write(&original, fragment, &mut buffer[VNET_HDR_LEN..]);
+            self.queued.push((buffer_index, VNET_HDR_LEN + written));
+        }
+        self.fragment_scratch = original;
     }
 }
