@@ -1,6 +1,7 @@
-"""The UDP peer of udp_probe.py: echo sockets on HOST:PORT for each PORT given. The reply to
-a datagram "who" is the sender's address as "IP:PORT", and any other datagram is sent back
-unchanged. Prints "ready" once every socket is bound."""
+"""The UDP peer of udp_probe.py and udp_link_probe.py: echo sockets on HOST:PORT for each PORT
+given (IPv6 sockets when HOST is an IPv6 address). The reply to a datagram "who" is the sender's
+address as "IP:PORT", and any other datagram is sent back unchanged. Prints "ready" once every
+socket is bound."""
 
 import select
 import socket
@@ -9,7 +10,8 @@ import sys
 host = sys.argv[1]
 sockets = []
 for port in sys.argv[2:]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     sock.bind((host, int(port)))
     sockets.append(sock)
