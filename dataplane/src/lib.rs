@@ -27,6 +27,7 @@ pub mod hairpin;
 pub mod icmp_error;
 pub mod limits;
 pub mod mapped;
+pub mod neighbour;
 pub mod netns;
 pub mod offload;
 pub mod option_rules;

@@ -1342,3 +1342,63 @@ fn connect_without_route_fails_at_once() {
     );
     assert_same_lines("connects without a route", &runs[0], &runs[1]);
 }
+
+/// A Python program that connects TCP sockets, blocking and non-blocking, to addresses on the
+/// link that no host has, over IPv4 and IPv6. It prints each outcome and whether it came after
+/// 2 to 10 s, the span in which Linux gives up on an unanswered neighbour (about 3 s).
+const ABSENT_HOST_PROBE: &str = r#"
+import errno, select, socket, time
+
+def name(number):
+    return errno.errorcode.get(number, str(number))
+
+def attempt(label, family, address, blocking):
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(blocking)
+    started = time.monotonic()
+    try:
+        sock.connect(address)
+        outcome = "connected"
+    except BlockingIOError:
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        events = poller.poll(20_000)
+        outcome = "pending" if not events else name(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+    except OSError as error:
+        outcome = name(error.errno)
+    took = time.monotonic() - started
+    mode = "blocking" if blocking else "non-blocking"
+    print(f"{label} {mode}: {outcome}, after 2 to 10 s: {2.0 <= took <= 10.0}", flush=True)
+    sock.close()
+
+for blocking in (True, False):
+    attempt("absent IPv4 host", socket.AF_INET, ("10.77.0.99", 9), blocking)
+    attempt("absent IPv6 host", socket.AF_INET6, ("fd00::99", 9), blocking)
+"#;
+
+#[test]
+fn connect_to_absent_host_fails() {
+    if !require_root("connect_to_absent_host_fails") {
+        return;
+    }
+    let fixture = Fixture::start("ncsem");
+    let runs: Vec<Finished> = Side::BOTH
+        .iter()
+        .map(|&side| {
+            let mut command = side.command(&fixture.topology, PYTHON);
+            command.args(["-c", ABSENT_HOST_PROBE]);
+            let label = format!("connects to an absent host on the {} side", side.name());
+            let run = run_bounded(command, &label, Duration::from_secs(120));
+            run.assert_success();
+            run
+        })
+        .collect();
+    assert!(
+        runs[0]
+            .stdout
+            .contains("absent IPv4 host blocking: EHOSTUNREACH, after 2 to 10 s: True"),
+        "the kernel run did not give up on the absent host\n{}",
+        runs[0]
+    );
+    assert_same_lines("connects to an absent host", &runs[0], &runs[1]);
+}

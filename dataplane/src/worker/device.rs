@@ -11,6 +11,7 @@ use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Med
 use smoltcp::time::Instant;
 
 use crate::fragment::Fragments;
+use crate::neighbour::{self, NeighbourWatch};
 use crate::offload::{self, MAX_IP_PACKET, VNET_HDR_LEN};
 use crate::reassembly::{Reassembled, Reassembler};
 use crate::steer::{Steer, WorkerId, steer};
@@ -60,7 +61,13 @@ pub struct Ingress {
     pub rerouted: Vec<Vec<u8>>,
     /// This worker and the number of workers, to steer reassembled packets.
     steering: (WorkerId, usize),
+    /// Addresses that showed themselves on the link since the last look at `neighbours`.
+    answered: Vec<std::net::IpAddr>,
 }
+
+/// Most addresses noted as answering between two looks at the neighbour watch; more are
+/// left out until the next look.
+const MAX_ANSWERED: usize = 256;
 
 /// Most emptied handoff buffers a worker keeps for reuse.
 const MAX_SPARE: usize = 256;
@@ -143,6 +150,8 @@ pub struct Egress {
     next_fragment_id: u32,
     /// A copy of the packet being cut, so its buffer can take the first fragment.
     fragment_scratch: Vec<u8>,
+    /// The neighbours smoltcp asked for that have not answered.
+    neighbours: NeighbourWatch,
 }
 
 /// Segmentation offload settings (see [`offload`]).
@@ -194,6 +203,7 @@ impl RingDevice {
                 reassembler: Reassembler::default(),
                 rerouted: Vec::new(),
                 steering: (WorkerId(0), 1),
+                answered: Vec::new(),
             },
             egress: Egress {
                 pool: FramePool::new(tx_count, frame_len),
@@ -202,6 +212,7 @@ impl RingDevice {
                 dropped: 0,
                 next_fragment_id: fastrand::u32(..),
                 fragment_scratch: Vec::new(),
+                neighbours: NeighbourWatch::default(),
             },
             medium,
             mtu,
@@ -214,6 +225,15 @@ impl RingDevice {
     pub fn with_steering(mut self, worker: WorkerId, workers: usize) -> RingDevice {
         self.ingress.steering = (worker, workers);
         self
+    }
+
+    /// Returns whether smoltcp's requests to resolve `address` on the link have gone
+    /// unanswered long enough for Linux to give up on it (see [`crate::neighbour`]).
+    pub fn is_unreachable(&mut self, address: std::net::IpAddr, now: Instant) -> bool {
+        for answered in self.ingress.answered.drain(..) {
+            self.egress.neighbours.answered(answered);
+        }
+        self.egress.neighbours.is_unreachable(address, now)
     }
 
     /// The largest frame on this medium for an IP packet of `mtu` bytes.
@@ -253,23 +273,29 @@ impl phy::Device for RingDevice {
             source,
             start,
             offload,
+            l2_len,
         };
         Some((
             rx,
             TxToken {
                 egress: &mut self.egress,
                 offload,
+                l2_len,
+                now,
             },
         ))
     }
 
-    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+    fn transmit(&mut self, now: Instant) -> Option<TxToken<'_>> {
         if self.egress.free.is_empty() {
             return None;
         }
+        let l2_len = self.l2_len();
         Some(TxToken {
             egress: &mut self.egress,
             offload: self.offload,
+            l2_len,
+            now,
         })
     }
 
@@ -314,16 +340,24 @@ pub struct RxToken<'a> {
     /// Where the frame starts (after the `virtio_net_hdr` with offload).
     start: usize,
     offload: Option<Offload>,
+    /// Link-layer header length: 14 on a TAP, 0 on a TUN.
+    l2_len: usize,
 }
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let (offload, start) = (self.offload, self.start);
+        let (offload, start, l2_len) = (self.offload, self.start, self.l2_len);
+        let answered = &mut self.ingress.answered;
         let process = |bytes: &mut [u8]| {
             let from = start.min(bytes.len());
             let frame = &mut bytes[from..];
             if let Some(offload) = offload {
                 offload::raise_syn_mss(frame, offload.l2_len, offload.link_mss);
+            }
+            if let Some(address) = neighbour::answering_address(frame, l2_len)
+                && answered.len() < MAX_ANSWERED
+            {
+                answered.push(address);
             }
             f(frame)
         };
@@ -346,6 +380,9 @@ impl phy::RxToken for RxToken<'_> {
 pub struct TxToken<'a> {
     egress: &'a mut Egress,
     offload: Option<Offload>,
+    /// Link-layer header length: 14 on a TAP, 0 on a TUN.
+    l2_len: usize,
+    now: Instant,
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -359,18 +396,27 @@ impl phy::TxToken for TxToken<'_> {
             return f(&mut scratch);
         };
         let buffer = self.egress.pool.buffer_mut(index);
+        let start = if self.offload.is_some() {
+            VNET_HDR_LEN
+        } else {
+            0
+        };
+        let result = f(&mut buffer[start..start + len]);
+        if let Some(address) =
+            neighbour::requested_address(&buffer[start..start + len], self.l2_len)
+        {
+            self.egress.neighbours.requested(address, self.now);
+        }
         // Without offload the interface's MTU is the link's, so smoltcp cuts IPv4 packets
         // itself and nothing larger gets here.
         // NOTE: without offload smoltcp 0.14 drops IPv6 packets larger than the link's MTU,
         // because it has no IPv6 fragmentation.
         let Some(offload) = self.offload else {
-            let result = f(&mut buffer[..len]);
             self.egress.queued.push((index, len));
             return result;
         };
         let (header, frame) = buffer.split_at_mut(VNET_HDR_LEN);
         let frame = &mut frame[..len];
-        let result = f(frame);
         // A packet larger than the link goes out in fragments; TCP segments never do, since
         // the kernel cuts them (see `offload::prepare_egress`).
         let id = self.egress.next_fragment_id;
