@@ -65,8 +65,8 @@ pub struct Ingress {
     answered: Vec<std::net::IpAddr>,
 }
 
-/// Most addresses noted as answering between two looks at the neighbour watch; more are
-/// left out until the next look.
+/// Most addresses noted as answering between two looks at the neighbour watch. Each frame
+/// notes at most one and the next frame's receive looks, so the bound only guards memory.
 const MAX_ANSWERED: usize = 256;
 
 /// Most emptied handoff buffers a worker keeps for reuse.
@@ -230,10 +230,15 @@ impl RingDevice {
     /// Returns whether smoltcp's requests to resolve `address` on the link have gone
     /// unanswered long enough for Linux to give up on it (see [`crate::neighbour`]).
     pub fn is_unreachable(&mut self, address: std::net::IpAddr, now: Instant) -> bool {
+        self.note_answers();
+        self.egress.neighbours.is_unreachable(address, now)
+    }
+
+    /// Moves the addresses that showed themselves on the link into the neighbour watch.
+    fn note_answers(&mut self) {
         for answered in self.ingress.answered.drain(..) {
             self.egress.neighbours.answered(answered);
         }
-        self.egress.neighbours.is_unreachable(address, now)
     }
 
     /// The largest frame on this medium for an IP packet of `mtu` bytes.
@@ -264,6 +269,8 @@ impl phy::Device for RingDevice {
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        // The frame taken last may have been an answer.
+        self.note_answers();
         let start = self.header_len();
         let offload = self.offload;
         let l2_len = self.l2_len();
