@@ -143,12 +143,14 @@ pub struct Egress {
     pub pool: FramePool,
     pub free: Vec<FrameIndex>,
     pub queued: Vec<(FrameIndex, usize)>,
-    /// Frames smoltcp wanted to send while every buffer was in flight, and packets too large
-    /// for the link that did not find a buffer for each of their fragments.
+    /// Frames smoltcp wanted to send while every buffer was in flight.
     pub dropped: u64,
     /// The identification of the next packet cut into fragments.
     next_fragment_id: u32,
-    /// A copy of the packet being cut, so its buffer can take the first fragment.
+    /// A packet being cut into fragments (a copy, so its buffer could take the first one),
+    /// with the fragments still to queue once buffers come free.
+    cutting: Option<(Fragments, usize)>,
+    /// The copy of the packet being cut.
     fragment_scratch: Vec<u8>,
     /// The neighbours smoltcp asked for that have not answered.
     neighbours: NeighbourWatch,
@@ -211,6 +213,7 @@ impl RingDevice {
                 queued: Vec::with_capacity(tx_count),
                 dropped: 0,
                 next_fragment_id: fastrand::u32(..),
+                cutting: None,
                 fragment_scratch: Vec::new(),
                 neighbours: NeighbourWatch::default(),
             },
@@ -271,6 +274,9 @@ impl phy::Device for RingDevice {
     fn receive(&mut self, now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         // The frame taken last may have been an answer.
         self.note_answers();
+        // smoltcp receives first on every poll, so fragments left over for lack of buffers
+        // go out as soon as buffers come back.
+        self.egress.queue_cut_fragments();
         let start = self.header_len();
         let offload = self.offload;
         let l2_len = self.l2_len();
@@ -294,7 +300,9 @@ impl phy::Device for RingDevice {
     }
 
     fn transmit(&mut self, now: Instant) -> Option<TxToken<'_>> {
-        if self.egress.free.is_empty() {
+        // A packet still being cut holds the next one back, as a full device queue does.
+        self.egress.queue_cut_fragments();
+        if self.egress.free.is_empty() || self.egress.cutting.is_some() {
             return None;
         }
         let l2_len = self.l2_len();
@@ -440,30 +448,35 @@ impl phy::TxToken for TxToken<'_> {
 }
 
 impl Egress {
-    /// Queues the fragments of the packet of `len` bytes in buffer `index` (after its
-    /// `virtio_net_hdr`), the first one in that buffer. Without a free buffer for each
-    /// fragment the packet is dropped and counted, as a full device queue drops it.
+    /// Starts cutting the packet of `len` bytes in buffer `index` (after its
+    /// `virtio_net_hdr`) into fragments, the first one in that buffer, and queues as many as
+    /// there are free buffers for.
     fn queue_fragments(&mut self, index: FrameIndex, len: usize, fragments: &Fragments) {
-        let count = fragments.count();
-        if self.free.len() + 1 < count {
-            self.free.push(index);
-            self.dropped += 1;
+        self.fragment_scratch.clear();
+        let packet = &self.pool.buffer_mut(index)[VNET_HDR_LEN..VNET_HDR_LEN + len];
+        self.fragment_scratch.extend_from_slice(packet);
+        self.free.push(index);
+        self.cutting = Some((*fragments, 0));
+        self.queue_cut_fragments();
+    }
+
+    /// Queues the next fragments of the packet being cut, one per free buffer.
+    fn queue_cut_fragments(&mut self) {
+        let Some((fragments, mut next)) = self.cutting.take() else {
             return;
-        }
-        let mut original = std::mem::take(&mut self.fragment_scratch);
-        original.clear();
-        original.extend_from_slice(&self.pool.buffer_mut(index)[VNET_HDR_LEN..VNET_HDR_LEN + len]);
-        for fragment in 0..count {
-            let buffer_index = match fragment {
-                0 => index,
-                _ => self.free.pop().expect("counted above"),
+        };
+        while next < fragments.count() {
+            let Some(index) = self.free.pop() else {
+                self.cutting = Some((fragments, next));
+                return;
             };
-            let buffer = self.pool.buffer_mut(buffer_index);
+            let buffer = self.pool.buffer_mut(index);
             // No offload for a fragment: its checksums are complete.
             buffer[..VNET_HDR_LEN].fill(0);
-            let written = fragments.write(&original, fragment, &mut buffer[VNET_HDR_LEN..]);
-            self.queued.push((buffer_index, VNET_HDR_LEN + written));
+            let out = &mut buffer[VNET_HDR_LEN..];
+            let written = fragments.write(&self.fragment_scratch, next, out);
+            self.queued.push((index, VNET_HDR_LEN + written));
+            next += 1;
         }
-        self.fragment_scratch = original;
     }
 }
