@@ -9,8 +9,10 @@ HOST and HOST6 run udp_peer.py with an echo socket on ECHO_PORT; both are reache
 """
 
 import errno
+import os
 import socket
 import sys
+import time
 
 HOST, HOST6, PORT = sys.argv[1], sys.argv[2], int(sys.argv[3])
 ECHO = (HOST, PORT)
@@ -126,12 +128,30 @@ def many_large():
     sock.close()
 
 
+def sent_before_close():
+    """Datagrams a process sends right before it exits still leave, large and small."""
+    for count, size in [(200, 100), (20, 9000)]:
+        child = os.fork()
+        if child == 0:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for _ in range(count):
+                sock.sendto(b"count" + b"c" * (size - 5), ECHO)
+            os._exit(0)
+        os.waitpid(child, 0)
+        time.sleep(1.0)
+        sock = datagram()
+        sock.sendto(b"report", ECHO)
+        show(f"datagrams of {size} bytes that arrived of {count} sent before exit", outcome(lambda: int(sock.recv(100))))
+        sock.close()
+
+
 SCENARIOS = [
     large_ipv4,
     dont_fragment_ipv4,
     large_ipv6,
     dont_fragment_ipv6,
     many_large,
+    sent_before_close,
 ]
 for scenario in SCENARIOS:
     show("scenario", scenario.__name__)
