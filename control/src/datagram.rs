@@ -108,9 +108,105 @@ pub fn max_payload(addr: &SocketAddr) -> usize {
     }
 }
 
+/// The parts of a UDP socket's options that the preload checks before a datagram leaves the
+/// program. They say whether broadcast destinations are allowed (SO_BROADCAST), and whether a
+/// datagram larger than the link's MTU fails with EMSGSIZE instead of being fragmented.
+/// netcon-dp computes the flags from a socket's stored options for an
+/// [`crate::Op::Identify`] reply, and the preload updates them as the program sets options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendFlags(pub u8);
+
+impl SendFlags {
+    /// SO_BROADCAST is set.
+    const BROADCAST: u8 = 1;
+    /// IP_MTU_DISCOVER is IP_PMTUDISC_DO or IP_PMTUDISC_PROBE: no fragments over IPv4.
+    const IPV4_DONT_FRAGMENT: u8 = 2;
+    /// IPV6_MTU_DISCOVER is IPV6_PMTUDISC_DO or IPV6_PMTUDISC_PROBE.
+    const IPV6_PMTUDISC_DO: u8 = 4;
+    /// IPV6_DONTFRAG is set.
+    const IPV6_DONTFRAG: u8 = 8;
+
+    /// Returns the flags after `setsockopt(level, name)` stored the int `value`; options that
+    /// concern none of the flags leave them as they are.
+    pub fn with_option(self, level: i32, name: i32, value: i32) -> SendFlags {
+        let (bit, on) = match (level, name) {
+            (libc::SOL_SOCKET, libc::SO_BROADCAST) => (Self::BROADCAST, value != 0),
+            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER) => (
+                Self::IPV4_DONT_FRAGMENT,
+                matches!(value, libc::IP_PMTUDISC_DO | libc::IP_PMTUDISC_PROBE),
+            ),
+            (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER) => (
+                Self::IPV6_PMTUDISC_DO,
+                matches!(value, libc::IPV6_PMTUDISC_DO | libc::IPV6_PMTUDISC_PROBE),
+            ),
+            (libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG) => (Self::IPV6_DONTFRAG, value != 0),
+            _ => return self,
+        };
+        if on {
+            SendFlags(self.0 | bit)
+        } else {
+            SendFlags(self.0 & !bit)
+        }
+    }
+
+    /// Returns whether the socket may send to a broadcast address.
+    pub fn allows_broadcast(self) -> bool {
+        self.0 & Self::BROADCAST != 0
+    }
+
+    /// Returns whether a datagram too large for the link fails with EMSGSIZE, sent over IPv4
+    /// (`ipv4`, also for an IPv4-mapped destination of an AF_INET6 socket) or IPv6. Linux
+    /// checks IP_MTU_DISCOVER for the first and IPV6_MTU_DISCOVER and IPV6_DONTFRAG for the
+    /// second.
+    pub fn forbids_fragments(self, ipv4: bool) -> bool {
+        let bits = if ipv4 {
+            Self::IPV4_DONT_FRAGMENT
+        } else {
+            Self::IPV6_PMTUDISC_DO | Self::IPV6_DONTFRAG
+        };
+        self.0 & bits != 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn send_flags_follow_options() {
+        let flags = SendFlags::default();
+        assert!(!flags.allows_broadcast());
+        assert!(!flags.forbids_fragments(true));
+        let flags = flags.with_option(libc::SOL_SOCKET, libc::SO_BROADCAST, 1);
+        assert!(flags.allows_broadcast());
+        let flags = flags.with_option(
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        );
+        assert!(flags.forbids_fragments(true));
+        assert!(!flags.forbids_fragments(false));
+        let flags = flags.with_option(
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_WANT,
+        );
+        assert!(!flags.forbids_fragments(true));
+        let flags = flags.with_option(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1);
+        assert!(flags.forbids_fragments(false));
+        assert!(!flags.forbids_fragments(true));
+        let flags = flags.with_option(libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 0);
+        assert!(!flags.forbids_fragments(false));
+        let flags = flags.with_option(
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        );
+        assert!(flags.forbids_fragments(false));
+        let flags = flags.with_option(libc::SOL_SOCKET, libc::SO_BROADCAST, 0);
+        assert!(!flags.allows_broadcast());
+        assert!(flags.forbids_fragments(false), "other bits stay");
+    }
 
     #[test]
     fn data_header_round_trip() {

@@ -1,29 +1,30 @@
-//! The reply to [`Op::Info`](crate::Op::Info): the addresses and link facts of netcon's
-//! interface, and the DNS server programs' names are resolved through. The preload uses them
-//! for AI_ADDRCONFIG and to list netcon's interface in `getifaddrs`.
+//! The reply to [`Op::Info`](crate::Op::Info): the addresses, routes and link facts of
+//! netcon's interface, and the DNS server programs' names are resolved through. The preload
+//! uses them for AI_ADDRCONFIG, to list netcon's interface in `getifaddrs`, and to check each
+//! `sendto` against the routes.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::addr::{WIRE_ADDR_LEN, WireAddr};
+use crate::route::Routes;
 use crate::wire::Reply;
 
 /// Encoded size of the option bytes of an info reply: the IPv6 address and the link-local
-/// address as [`WireAddr`]s, the two prefix lengths, a MAC flag and the MAC.
-const INFO_OPT_LEN: usize = 2 * WIRE_ADDR_LEN + 2 + 1 + 6;
+/// address as [`WireAddr`]s, the two prefix lengths, the gateway flags, a MAC flag, the MAC
+/// and the MTU.
+const INFO_OPT_LEN: usize = 2 * WIRE_ADDR_LEN + 2 + 1 + 1 + 6 + 4;
 
-/// netcon's interface and DNS server, as `netcon-dp` was configured.
+/// Gateway flag: a default IPv4 gateway exists.
+const GATEWAY4: u8 = 1;
+
+/// Gateway flag: a default IPv6 gateway exists.
+const GATEWAY6: u8 = 2;
+
+/// netcon's interface, routes and DNS server, as `netcon-dp` was configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetconInfo {
-    /// The stack's IPv4 address.
-    pub ipv4: Ipv4Addr,
-    /// The prefix length of the IPv4 address (`--address`), 1 to 32.
-    pub ipv4_prefix: u8,
-    /// The stack's IPv6 address on the link and its prefix length (`--address6`), when it
-    /// has one.
-    pub ipv6: Option<(Ipv6Addr, u8)>,
-    /// The link-local address derived from the MAC, which an Ethernet link has together with
-    /// `ipv6`.
-    pub ipv6_link_local: Option<Ipv6Addr>,
+    /// The stack's addresses with their prefix lengths, its gateways and the link's MTU.
+    pub routes: Routes,
     /// The stack's MAC address; `None` on an IP link (`--medium ip`).
     pub mac: Option<[u8; 6]>,
     /// The DNS server given to `netcon-dp --dns`, with its port.
@@ -34,22 +35,26 @@ impl NetconInfo {
     /// Encodes the info into a reply: `local` is the IPv4 address, `remote` the DNS server,
     /// and `opt` the rest in [`INFO_OPT_LEN`] bytes.
     pub fn to_reply(&self) -> Reply {
+        let routes = &self.routes;
         let mut opt = [0u8; INFO_OPT_LEN];
-        let ipv6 = self.ipv6.map(|(ip, _)| SocketAddr::new(ip.into(), 0));
-        let link_local = self.ipv6_link_local.map(|ip| SocketAddr::new(ip.into(), 0));
+        let ipv6 = routes.ipv6.map(|(ip, _)| SocketAddr::new(ip.into(), 0));
+        let link_local = routes.link_local.map(|ip| SocketAddr::new(ip.into(), 0));
         let (first, rest) = opt.split_at_mut(WIRE_ADDR_LEN);
         WireAddr(ipv6).encode(first.try_into().expect("one address"));
         let (second, rest) = rest.split_at_mut(WIRE_ADDR_LEN);
         WireAddr(link_local).encode(second.try_into().expect("one address"));
-        rest[0] = self.ipv4_prefix;
-        rest[1] = self.ipv6.map_or(0, |(_, prefix)| prefix);
+        rest[0] = routes.prefix4;
+        rest[1] = routes.ipv6.map_or(0, |(_, prefix)| prefix);
+        rest[2] =
+            if routes.gateway4 { GATEWAY4 } else { 0 } | if routes.gateway6 { GATEWAY6 } else { 0 };
         if let Some(mac) = self.mac {
-            rest[2] = 1;
-            rest[3..9].copy_from_slice(&mac);
+            rest[3] = 1;
+            rest[4..10].copy_from_slice(&mac);
         }
+        rest[10..14].copy_from_slice(&routes.mtu.to_le_bytes());
 
         let mut reply = Reply::with_opt(&opt);
-        reply.local = WireAddr(Some(SocketAddr::new(self.ipv4.into(), 0)));
+        reply.local = WireAddr(Some(SocketAddr::new(routes.ipv4.into(), 0)));
         reply.remote = WireAddr(self.dns);
         reply
     }
@@ -65,21 +70,27 @@ impl NetconInfo {
         let (first, rest) = opt.split_at(WIRE_ADDR_LEN);
         let (second, rest) = rest.split_at(WIRE_ADDR_LEN);
         let ipv6 = decode_ipv6(first)?;
-        let ipv6_link_local = decode_ipv6(second)?;
-        let (ipv4_prefix, ipv6_prefix) = (rest[0], rest[1]);
-        if !(1..=32).contains(&ipv4_prefix) || ipv6_prefix > 128 {
+        let link_local = decode_ipv6(second)?;
+        let (prefix4, prefix6, gateways) = (rest[0], rest[1], rest[2]);
+        if !(1..=32).contains(&prefix4) || prefix6 > 128 {
             return None;
         }
-        let mac = match rest[2] {
+        let mac = match rest[3] {
             0 => None,
-            1 => Some(rest[3..9].try_into().expect("six bytes")),
+            1 => Some(rest[4..10].try_into().expect("six bytes")),
             _ => return None,
         };
-        Some(NetconInfo {
+        let routes = Routes {
             ipv4,
-            ipv4_prefix,
-            ipv6: ipv6.map(|ip| (ip, ipv6_prefix)),
-            ipv6_link_local,
+            prefix4,
+            gateway4: gateways & GATEWAY4 != 0,
+            ipv6: ipv6.map(|ip| (ip, prefix6)),
+            link_local,
+            gateway6: gateways & GATEWAY6 != 0,
+            mtu: u32::from_le_bytes(rest[10..14].try_into().expect("four bytes")),
+        };
+        Some(NetconInfo {
+            routes,
             mac,
             dns: reply.remote.0,
         })
@@ -100,13 +111,22 @@ fn decode_ipv6(bytes: &[u8]) -> Option<Option<Ipv6Addr>> {
 mod tests {
     use super::*;
 
+    fn routes(prefix4: u8, ipv6: Option<(&str, u8)>) -> Routes {
+        Routes {
+            ipv4: "10.77.0.2".parse().unwrap(),
+            prefix4,
+            gateway4: true,
+            ipv6: ipv6.map(|(ip, prefix)| (ip.parse().unwrap(), prefix)),
+            link_local: ipv6.map(|_| "fe80::6e:63ff:fe01:203".parse().unwrap()),
+            gateway6: false,
+            mtu: 9000,
+        }
+    }
+
     #[test]
     fn info_round_trip() {
         let full = NetconInfo {
-            ipv4: "10.77.0.2".parse().unwrap(),
-            ipv4_prefix: 24,
-            ipv6: Some(("fd00:77::2".parse().unwrap(), 64)),
-            ipv6_link_local: Some("fe80::6e:63ff:fe01:203".parse().unwrap()),
+            routes: routes(24, Some(("fd00:77::2", 64))),
             mac: Some([0x02, 0x6e, 0x63, 0x01, 0x02, 0x03]),
             dns: Some("[fd00:77::1]:5353".parse().unwrap()),
         };
@@ -114,10 +134,12 @@ mod tests {
         assert_eq!(NetconInfo::from_reply(&reply), Some(full));
 
         let bare = NetconInfo {
-            ipv4: "10.77.0.2".parse().unwrap(),
-            ipv4_prefix: 30,
-            ipv6: None,
-            ipv6_link_local: None,
+            routes: Routes {
+                gateway4: false,
+                gateway6: true,
+                mtu: 1500,
+                ..routes(30, None)
+            },
             mac: None,
             dns: None,
         };
@@ -128,17 +150,13 @@ mod tests {
     #[test]
     fn info_prefix_out_of_range() {
         let info = NetconInfo {
-            ipv4: "10.77.0.2".parse().unwrap(),
-            ipv4_prefix: 33,
-            ipv6: None,
-            ipv6_link_local: None,
+            routes: routes(33, None),
             mac: None,
             dns: None,
         };
         assert_eq!(NetconInfo::from_reply(&info.to_reply()), None);
         let info = NetconInfo {
-            ipv4_prefix: 24,
-            ipv6: Some(("fd00::2".parse().unwrap(), 129)),
+            routes: routes(24, Some(("fd00::2", 129))),
             ..info
         };
         assert_eq!(NetconInfo::from_reply(&info.to_reply()), None);

@@ -11,6 +11,7 @@ pub mod fdpass;
 pub mod handoff;
 pub mod info;
 pub mod path;
+pub mod route;
 pub mod wire;
 
 pub use addr::WireAddr;

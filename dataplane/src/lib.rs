@@ -10,7 +10,8 @@
 //! - [`worker`] owns the packet path: io_uring, a smoltcp `Interface`, and the connections.
 //! - [`steer`] decides which worker owns a connection and where a received frame goes, and
 //!   [`steer_bpf`] has the kernel put frames on their owner's TAP queue in the first place;
-//!   [`offload`] prepares frames for the TAP's segmentation offload; [`hairpin`] turns
+//!   [`reassembly`] puts IP fragments together and [`fragment`] cuts egress packets larger
+//!   than the link; [`offload`] prepares frames for the TAP's segmentation offload; [`hairpin`] turns
 //!   frames to the stack's own addresses around; [`mapped`] converts the IPv4-mapped
 //!   addresses of AF_INET6 sockets; [`tos`] writes IP_TOS and IPV6_TCLASS into egress
 //!   packets.
@@ -22,14 +23,17 @@
 
 pub mod config;
 pub mod connect_gate;
+pub mod fragment;
 pub mod hairpin;
 pub mod icmp_error;
 pub mod limits;
 pub mod mapped;
+pub mod neighbour;
 pub mod netns;
 pub mod offload;
 pub mod option_rules;
 pub mod options;
+pub mod reassembly;
 pub mod registry;
 pub mod run;
 pub mod service;

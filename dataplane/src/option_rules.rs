@@ -214,8 +214,8 @@ fn ip_rule(name: i32) -> Option<Rule> {
     })
 }
 
-/// IPPROTO_IPV6 options of an AF_INET6 socket (linux/in6.h). Only IPV6_V6ONLY and
-/// IPV6_TCLASS are modelled; the others are stored as given.
+/// IPPROTO_IPV6 options of an AF_INET6 socket (linux/in6.h). Only IPV6_V6ONLY, IPV6_TCLASS,
+/// IPV6_MTU_DISCOVER and IPV6_DONTFRAG are modelled; the others are stored as given.
 fn ipv6_rule(name: i32) -> Option<Rule> {
     Some(match name {
         libc::IPV6_V6ONLY => Rule::Flag {
@@ -223,6 +223,15 @@ fn ipv6_rule(name: i32) -> Option<Rule> {
             binary: false,
         },
         libc::IPV6_TCLASS => Rule::TrafficClass,
+        libc::IPV6_MTU_DISCOVER => Rule::Int {
+            default: libc::IPV6_PMTUDISC_WANT,
+            min: 0,
+            max: libc::IPV6_PMTUDISC_OMIT,
+        },
+        libc::IPV6_DONTFRAG => Rule::Flag {
+            default: 0,
+            binary: false,
+        },
         1..=80 => Rule::Other,
         _ => return None,
     })

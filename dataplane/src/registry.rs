@@ -48,6 +48,9 @@ pub struct SocketEntry {
     /// IPv4-mapped (see [`crate::mapped`]).
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
+    /// The program bound the socket to a specific address (not the wildcard), which a UDP
+    /// socket keeps when its connection is dissolved.
+    pub address_bound: bool,
     /// Which addresses of its local port the socket holds while it owns the port.
     pub port_scope: PortScope,
     pub options: SocketOptions,
@@ -75,6 +78,7 @@ impl SocketEntry {
             domain: libc::AF_INET,
             local: None,
             remote: None,
+            address_bound: false,
             port_scope: PortScope::Both,
             options: SocketOptions::default(),
             pending_error: 0,
@@ -116,7 +120,8 @@ impl PortScope {
 #[derive(Default)]
 pub struct PortSpace {
     holders: BTreeMap<u16, Vec<PortHolder>>,
-    next_ephemeral: u16,
+    /// Picks where the search for a free ephemeral port starts.
+    rng: fastrand::Rng,
 }
 
 impl PortSpace {
@@ -153,18 +158,20 @@ impl PortSpace {
     /// Takes a free ephemeral port on every address that `accept` agrees to (for example one
     /// whose frames reach a chosen worker), or returns `None` when there is none. With
     /// `shared` other sockets that share ports may join it (see [`PortSpace::claim_in`]).
+    ///
+    /// The search starts at a random port of the range and goes up from there, wrapping
+    /// around, so a port is hard to guess (RFC 6056, algorithm 1) and one search visits each
+    /// port at most once.
     pub fn claim_ephemeral_where(
         &mut self,
         shared: bool,
         accept: impl Fn(u16) -> bool,
     ) -> Option<u16> {
-        let span = EPHEMERAL_PORTS.end() - EPHEMERAL_PORTS.start() + 1;
-        for _ in 0..span {
-            if !EPHEMERAL_PORTS.contains(&self.next_ephemeral) {
-                self.next_ephemeral = *EPHEMERAL_PORTS.start();
-            }
-            let port = self.next_ephemeral;
-            self.next_ephemeral = self.next_ephemeral.wrapping_add(1);
+        let first = *EPHEMERAL_PORTS.start();
+        let span = u32::from(EPHEMERAL_PORTS.end() - first) + 1;
+        let offset = self.rng.u32(0..span);
+        for step in 0..span {
+            let port = first + ((offset + step) % span) as u16;
             let free = !self.holders.contains_key(&port);
             if free && accept(port) && self.claim_in(port, PortScope::Both, shared) {
                 return Some(port);
@@ -387,6 +394,39 @@ mod tests {
         assert_ne!(a, b);
         assert!(EPHEMERAL_PORTS.contains(&a));
         assert!(!table.claim_port(a));
+    }
+
+    #[test]
+    fn ephemeral_ports_are_not_consecutive() {
+        let mut table = Table::default();
+        let ports: Vec<u16> = (0..64)
+            .map(|_| table.claim_ephemeral_port().unwrap())
+            .collect();
+        let steps_of_one = ports.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        assert!(steps_of_one < 4, "ports follow each other: {ports:?}");
+        assert!(ports.iter().all(|port| EPHEMERAL_PORTS.contains(port)));
+    }
+
+    #[test]
+    fn last_free_ephemeral_port_is_found() {
+        let mut space = PortSpace::default();
+        let last = 45_000;
+        for port in EPHEMERAL_PORTS.filter(|&port| port != last) {
+            assert!(space.claim_in(port, PortScope::Both, false));
+        }
+        assert_eq!(space.claim_ephemeral_where(false, |_| true), Some(last));
+        assert_eq!(space.claim_ephemeral_where(false, |_| true), None);
+    }
+
+    #[test]
+    fn ephemeral_port_follows_the_filter() {
+        let mut space = PortSpace::default();
+        for _ in 0..1000 {
+            let port = space
+                .claim_ephemeral_where(false, |port| port % 4 == 1)
+                .unwrap();
+            assert_eq!(port % 4, 1);
+        }
     }
 
     #[test]

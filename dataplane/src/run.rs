@@ -115,10 +115,9 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     .with_dns(args.dns)
     .with_ipv6(stack.own_ipv6())
     .with_link(LinkFacts {
-        ipv4_prefix: stack.prefix_len,
-        ipv6_prefix: stack.address6.map_or(128, |(_, prefix)| prefix),
         mac: (stack.medium == Medium::Ethernet).then_some(stack.mac),
     })
+    .with_routes(stack.routes())
     .with_loopback(args.loopback);
     log::info!(
         "serving {} on {} ({}{}, mac {}{}{}, mtu {}, workers {}, uid {})",

@@ -27,6 +27,9 @@ pub struct WorkerStats {
     pub bytes_out: AtomicU64,
     /// Frames smoltcp produced while every transmit buffer was in flight.
     pub tx_dropped: AtomicU64,
+    /// Packets whose fragments were dropped before they could be reassembled: overlapping,
+    /// too large, incomplete after the reassembly timeout, or pushed out for room.
+    pub fragments_dropped: AtomicU64,
     /// TAP reads or writes that completed with an error.
     pub tap_errors: AtomicU64,
     /// Frames read here that belonged to another worker's connection.

@@ -1,10 +1,14 @@
 //! Flow steering between workers: which worker owns a TCP connection, decided by a hash of its
 //! 4-tuple, which worker owns the UDP sockets of a local port, decided by a hash of the port,
-//! and what to do with a frame that arrived on some worker's TAP queue. The control thread uses
+//! and what to do with a frame that arrived on some worker's TAP queue. Every fragment of one
+//! IP packet goes to the worker a hash of its addresses and identification names, which
+//! reassembles the packet and then steers it like any other (see [`crate::reassembly`]). The control thread uses
 //! the same hashes to pick local ports for outgoing connections and UDP sockets, so their
 //! frames land on the worker that owns them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::reassembly::{FragmentKey, fragment_key};
 
 /// Index of a worker, 0-based.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,10 +32,11 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMP: u8 = 1;
-/// The fragment offset bits of the IPv4 flags and fragment offset field.
-const IPV4_FRAGMENT_OFFSET: u16 = 0x1fff;
 const IPPROTO_ICMPV6: u8 = 58;
 const IPV6_HEADER_LEN: usize = 40;
+/// The more-fragments flag and the fragment offset of the IPv4 header's flags field: a packet
+/// with any of them set is a fragment.
+const IPV4_FRAGMENT_BITS: u16 = 0x3fff;
 
 /// ICMPv6 types of neighbour discovery (RFC 4861): router solicitation and advertisement,
 /// neighbour solicitation and advertisement, redirect.
@@ -69,6 +74,23 @@ pub fn udp_owner(local_port: u16, workers: usize) -> WorkerId {
     WorkerId(fnv1a(local_port.to_be_bytes().into_iter()) as usize % workers)
 }
 
+/// Returns the worker that reassembles the IP packet whose fragments carry `key`.
+pub fn fragment_owner(key: &FragmentKey, workers: usize) -> WorkerId {
+    if workers <= 1 {
+        return WorkerId(0);
+    }
+    let address = |ip: IpAddr| match ip {
+        IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
+        IpAddr::V6(ip) => ip.octets(),
+    };
+    let bytes = address(key.source)
+        .into_iter()
+        .chain(address(key.destination))
+        .chain(key.id.to_be_bytes())
+        .chain([key.protocol]);
+    WorkerId(fnv1a(bytes) as usize % workers)
+}
+
 /// FNV-1a over `bytes`: cheap, and it spreads sequential ports evenly.
 fn fnv1a(bytes: impl Iterator<Item = u8>) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
@@ -94,6 +116,9 @@ pub fn steer(frame: &[u8], l2_len: usize, workers: usize) -> Steer {
             ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => {}
             _ => return Steer::Here,
         }
+    }
+    if let Some(key) = fragment_key(frame, l2_len) {
+        return Steer::To(fragment_owner(&key, workers));
     }
     let Some(ip) = frame.get(l2_len..) else {
         return Steer::Here;
@@ -164,7 +189,7 @@ pub fn classify_ingress(frame: &[u8], l2_len: usize) -> Ingress {
 fn classify_ipv4(ip: &[u8]) -> Ingress {
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let fragment = ip.get(6..8).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    if ip.get(9) != Some(&IPPROTO_TCP) || fragment.is_none_or(|f| f & IPV4_FRAGMENT_OFFSET != 0) {
+    if ip.get(9) != Some(&IPPROTO_TCP) || fragment.is_none_or(|f| f & IPV4_FRAGMENT_BITS != 0) {
         return Ingress::Other;
     }
     let (Some(src), Some(dst), Some(ports)) =
@@ -203,18 +228,9 @@ fn classify_ipv6(ip: &[u8]) -> Ingress {
     })
 }
 
-/// Steers an IPv4 UDP datagram to the owner of its destination port. A fragment after the
-/// first carries no UDP header and stays where it is.
-// TODO: fragmented datagrams are dropped (smoltcp is built without IPv4 reassembly), so
-// UDP datagrams larger than the link MTU are lost — reassembling on one worker and handing the
-// datagram to the port's owner would carry them.
+/// Steers an IPv4 UDP datagram (never a fragment: those are steered before) to the owner of
+/// its destination port.
 fn steer_udp(ip: &[u8], ihl: usize, workers: usize) -> Steer {
-    let Some(flags) = ip.get(6..8).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
-        return Steer::Here;
-    };
-    if flags & IPV4_FRAGMENT_OFFSET != 0 {
-        return Steer::Here;
-    }
     match ip.get(ihl + 2..ihl + 4) {
         Some(port) => Steer::To(udp_owner(u16::from_be_bytes([port[0], port[1]]), workers)),
         None => Steer::Here,
@@ -390,9 +406,62 @@ mod tests {
         udp[26..30].copy_from_slice(&[10, 77, 0, 9]);
         udp[34..36].copy_from_slice(&5353u16.to_be_bytes());
         assert_eq!(steer(&udp, 14, 4), Steer::To(udp_owner(40000, 4)));
-        // A later fragment has no UDP header.
-        udp[20..22].copy_from_slice(&0x00b9u16.to_be_bytes());
-        assert_eq!(steer(&udp, 14, 4), Steer::Here);
+    }
+
+    #[test]
+    fn fragments_of_one_packet_meet() {
+        let frame = crate::fragment::tests::udp4_frame(9000);
+        let plan = crate::fragment::Fragments::plan(&frame, 14, 1500, 99).unwrap();
+        let key = fragment_key(
+            &{
+                let mut out = vec![0u8; plan.max_frame_len()];
+                let len = plan.write(&frame, 1, &mut out);
+                out.truncate(len);
+                out
+            },
+            14,
+        )
+        .unwrap();
+        let owner = fragment_owner(&key, 4);
+        for index in 0..plan.count() {
+            let mut out = vec![0u8; plan.max_frame_len()];
+            let len = plan.write(&frame, index, &mut out);
+            assert_eq!(
+                steer(&out[..len], 14, 4),
+                Steer::To(owner),
+                "fragment {index}"
+            );
+        }
+        let frame = crate::fragment::tests::udp6_frame(9000);
+        let plan = crate::fragment::Fragments::plan(&frame, 14, 1500, 99).unwrap();
+        let owners: Vec<Steer> = (0..plan.count())
+            .map(|index| {
+                let mut out = vec![0u8; plan.max_frame_len()];
+                let len = plan.write(&frame, index, &mut out);
+                steer(&out[..len], 14, 4)
+            })
+            .collect();
+        assert!(
+            owners.iter().all(|owner| *owner == owners[0]),
+            "IPv6 fragments went to {owners:?}"
+        );
+    }
+
+    #[test]
+    fn fragment_owners_spread() {
+        let mut counts = [0usize; 4];
+        for id in 0..1000u32 {
+            let key = FragmentKey {
+                source: Ipv4Addr::new(10, 77, 0, 1).into(),
+                destination: Ipv4Addr::new(10, 77, 0, 2).into(),
+                id,
+                protocol: IPPROTO_UDP,
+            };
+            counts[fragment_owner(&key, 4).0] += 1;
+        }
+        for count in counts {
+            assert!((150..=350).contains(&count), "uneven spread: {counts:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What this process knows about each fd number: unknown, foreign (libc's), a netcon stream,
-//! a netcon listener or a netcon datagram socket, and the address family of datagram sockets.
+//! a netcon listener or a netcon datagram socket, and the address family and send flags of
+//! datagram sockets.
 //! Socket calls ask the service about any fd marked unknown, and every entry is reset when its
 //! fd is closed or replaced.
 //!
@@ -14,6 +15,8 @@
 //! through io_uring escape the invariant, so reads and writes on them see the datagram header.
 
 use std::sync::atomic::{AtomicU8, Ordering};
+
+use netcon_control::datagram::SendFlags;
 
 /// fds below this are cached; higher ones are asked about on every call.
 pub const CACHED_FDS: usize = 65536;
@@ -52,6 +55,9 @@ static TABLE: [AtomicU8; CACHED_FDS] = [const { AtomicU8::new(0) }; CACHED_FDS];
 /// The family of each cached datagram socket: 6 for AF_INET6, anything else for AF_INET.
 static FAMILIES: [AtomicU8; CACHED_FDS] = [const { AtomicU8::new(0) }; CACHED_FDS];
 
+/// The [`SendFlags`] of each cached datagram socket, from its options.
+static SEND_FLAGS: [AtomicU8; CACHED_FDS] = [const { AtomicU8::new(0) }; CACHED_FDS];
+
 /// The cached kind of `fd`.
 pub fn get(fd: i32) -> FdKind {
     let Some(slot) = usize::try_from(fd).ok().and_then(|i| TABLE.get(i)) else {
@@ -86,12 +92,14 @@ pub fn is_cached(fd: i32) -> bool {
 pub fn copy(old: i32, new: i32) {
     set(new, get(old));
     set_family(new, family(old));
+    set_send_flags(new, send_flags(old).unwrap_or_default());
 }
 
 /// Forgets `fd` (closed or replaced).
 pub fn forget(fd: i32) {
     set(fd, FdKind::Unknown);
     set_family(fd, libc::AF_INET);
+    set_send_flags(fd, SendFlags::default());
 }
 
 /// Records the address family (AF_INET or AF_INET6) of the datagram socket `fd`.
@@ -108,4 +116,18 @@ pub fn family(fd: i32) -> i32 {
         Some(slot) if slot.load(Ordering::Relaxed) == 6 => libc::AF_INET6,
         _ => libc::AF_INET,
     }
+}
+
+/// Records the [`SendFlags`] of the datagram socket `fd`.
+pub fn set_send_flags(fd: i32, flags: SendFlags) {
+    if let Some(slot) = usize::try_from(fd).ok().and_then(|i| SEND_FLAGS.get(i)) {
+        slot.store(flags.0, Ordering::Relaxed);
+    }
+}
+
+/// Returns the recorded [`SendFlags`] of the datagram socket `fd`, or `None` for an fd above the
+/// cached ones, whose options are unknown here.
+pub fn send_flags(fd: i32) -> Option<SendFlags> {
+    let slot = usize::try_from(fd).ok().and_then(|i| SEND_FLAGS.get(i))?;
+    Some(SendFlags(slot.load(Ordering::Relaxed)))
 }

@@ -168,6 +168,24 @@ pub unsafe fn fcntl(fd: c_int, command: c_int, arg: c_long) -> c_int {
     unsafe { function(fd, command, arg) }
 }
 
+/// Calls libc's `ioctl` with one argument after the request.
+///
+/// # Safety
+/// The same contract as `ioctl` with `request`.
+pub unsafe fn ioctl(fd: c_int, request: libc::c_ulong, arg: c_long) -> c_int {
+    static ADDRESS: AtomicUsize = AtomicUsize::new(0);
+    let mut address = ADDRESS.load(Ordering::Relaxed);
+    if address == 0 {
+        address = resolve("ioctl\0");
+        ADDRESS.store(address, Ordering::Relaxed);
+    }
+    // SAFETY: libc's ioctl is variadic; a pointer of variadic type makes a C variadic call.
+    let function: unsafe extern "C" fn(c_int, libc::c_ulong, ...) -> c_int =
+        unsafe { std::mem::transmute(address) };
+    // SAFETY: the caller upholds ioctl's contract for `request`.
+    unsafe { function(fd, request, arg) }
+}
+
 /// Reads errno.
 pub fn errno() -> c_int {
     // SAFETY: __errno_location always returns this thread's errno slot.

@@ -1301,3 +1301,116 @@ fn accept_timeout_expires() {
     );
     assert_same_runs("receive timeout on a listener", &runs);
 }
+
+/// A Python program that connects TCP sockets to destinations no route leads to, blocking and
+/// non-blocking, over IPv4 and IPv6, and to the subnet's broadcast address. It prints each
+/// outcome and whether it came within a second.
+const NO_ROUTE_PROBE: &str = r#"
+import errno, socket, time
+
+def attempt(label, family, address, blocking):
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(blocking)
+    started = time.monotonic()
+    try:
+        sock.connect(address)
+        outcome = "connected"
+    except OSError as error:
+        outcome = errno.errorcode.get(error.errno, str(error.errno))
+    quick = time.monotonic() - started < 1.0
+    print(f"{label} {'blocking' if blocking else 'non-blocking'}: {outcome}, quick: {quick}", flush=True)
+    sock.close()
+
+for blocking in (True, False):
+    attempt("outside the subnet", socket.AF_INET, ("192.0.2.1", 9), blocking)
+    attempt("IPv6 without a route", socket.AF_INET6, ("fd99::1", 9), blocking)
+    attempt("IPv4-mapped outside the subnet", socket.AF_INET6, ("::ffff:192.0.2.1", 9), blocking)
+    attempt("subnet broadcast", socket.AF_INET, ("10.77.0.255", 9), blocking)
+"#;
+
+#[test]
+fn connect_without_route_fails_at_once() {
+    if !require_root("connect_without_route_fails_at_once") {
+        return;
+    }
+    let fixture = Fixture::start("ncsem");
+    let runs: Vec<Finished> = Side::BOTH
+        .iter()
+        .map(|&side| {
+            let mut command = side.command(&fixture.topology, PYTHON);
+            command.args(["-c", NO_ROUTE_PROBE]);
+            let label = format!("connects without a route on the {} side", side.name());
+            let run = run_bounded(command, &label, RUN_TIMEOUT);
+            run.assert_success();
+            run
+        })
+        .collect();
+    assert!(
+        runs[0]
+            .stdout
+            .contains("outside the subnet blocking: ENETUNREACH, quick: True"),
+        "the kernel run did not fail at once\n{}",
+        runs[0]
+    );
+    assert_same_lines("connects without a route", &runs[0], &runs[1]);
+}
+
+/// A Python program that connects TCP sockets, blocking and non-blocking, to addresses on the
+/// link that no host has, over IPv4 and IPv6. It prints each outcome and whether it came after
+/// 2 to 10 s, the span in which Linux gives up on an unanswered neighbour (about 3 s).
+const ABSENT_HOST_PROBE: &str = r#"
+import errno, select, socket, time
+
+def name(number):
+    return errno.errorcode.get(number, str(number))
+
+def attempt(label, family, address, blocking):
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(blocking)
+    started = time.monotonic()
+    try:
+        sock.connect(address)
+        outcome = "connected"
+    except BlockingIOError:
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        events = poller.poll(20_000)
+        outcome = "pending" if not events else name(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+    except OSError as error:
+        outcome = name(error.errno)
+    took = time.monotonic() - started
+    mode = "blocking" if blocking else "non-blocking"
+    print(f"{label} {mode}: {outcome}, after 2 to 10 s: {2.0 <= took <= 10.0}", flush=True)
+    sock.close()
+
+for blocking in (True, False):
+    attempt("absent IPv4 host", socket.AF_INET, ("10.77.0.99", 9), blocking)
+    attempt("absent IPv6 host", socket.AF_INET6, ("fd00::99", 9), blocking)
+"#;
+
+#[test]
+fn connect_to_absent_host_fails() {
+    if !require_root("connect_to_absent_host_fails") {
+        return;
+    }
+    let fixture = Fixture::start("ncsem");
+    let runs: Vec<Finished> = Side::BOTH
+        .iter()
+        .map(|&side| {
+            let mut command = side.command(&fixture.topology, PYTHON);
+            command.args(["-c", ABSENT_HOST_PROBE]);
+            let label = format!("connects to an absent host on the {} side", side.name());
+            let run = run_bounded(command, &label, Duration::from_secs(120));
+            run.assert_success();
+            run
+        })
+        .collect();
+    assert!(
+        runs[0]
+            .stdout
+            .contains("absent IPv4 host blocking: EHOSTUNREACH, after 2 to 10 s: True"),
+        "the kernel run did not give up on the absent host\n{}",
+        runs[0]
+    );
+    assert_same_lines("connects to an absent host", &runs[0], &runs[1]);
+}

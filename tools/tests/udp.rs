@@ -11,6 +11,11 @@
 //!
 //! The peer is in the namespace for the first tests and a program through netcon for the
 //! loopback tests, where the probe reaches it at 127.0.0.1 and at netcon's own address.
+//!
+//! A second probe (`programs/udp_link_probe.py`) sends across the TAP link (MTU 1500) in both
+//! runs: on the kernel to a peer through netcon, and through netcon to a peer on the kernel.
+//! It covers datagrams larger than the link, which the sender fragments and the receiver
+//! reassembles, over IPv4 and IPv6, and the options that make such sends fail with EMSGSIZE.
 
 mod common;
 
@@ -18,11 +23,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    Finished, NETCON_IP, PEER_IP, PYTHON, Process, Topology, run_bounded, wait_for_output,
+    Finished, NETCON_IP, NETCON_IP6, PEER_IP, PEER_IP6, PYTHON, Process, Topology, run_bounded,
+    wait_for_output,
 };
 use netcon_tools::topology::{netcon_command, require_root};
 
 const PROBE: &str = include_str!("programs/udp_probe.py");
+const LINK_PROBE: &str = include_str!("programs/udp_link_probe.py");
 const PEER: &str = include_str!("programs/udp_peer.py");
 
 /// The peer's two echo ports, and a port nothing listens on.
@@ -164,4 +171,72 @@ fn udp_to_own_address_matches_kernel() {
         return;
     }
     compare_on_one_host("ncudpown", PEER_IP, NETCON_IP);
+}
+
+/// Runs the link probe with `command` (the kernel's Python or netcon's) against the peers at
+/// `host` and `host6`.
+fn link_probe(mut command: Command, host: &str, host6: &str, label: &str) -> Finished {
+    command.args(["-c", LINK_PROBE, host, host6, ECHO_PORT]);
+    run_bounded(command, label, PROBE_TIMEOUT)
+}
+
+/// Starts an echo peer through netcon on `host` and waits until it is bound.
+fn netcon_echo_peer(topology: &Topology, host: &str) -> Process {
+    let mut command = netcon_command(topology.socket(), PYTHON);
+    command.args(["-c", PEER, host, ECHO_PORT]);
+    let mut peer = Process::spawn(command, "UDP echo peer through netcon");
+    wait_for_output(&mut peer, "ready", READY_TIMEOUT);
+    peer
+}
+
+/// Starts an echo peer in the namespace on `host` and waits until it is bound.
+fn kernel_echo_peer(topology: &Topology, host: &str) -> Process {
+    let mut command = topology.netns.command(PYTHON);
+    command.args(["-c", PEER, host, ECHO_PORT]);
+    let mut peer = Process::spawn(command, "UDP echo peer in the namespace");
+    wait_for_output(&mut peer, "ready", READY_TIMEOUT);
+    peer
+}
+
+/// Compares the link probe on the kernel, against peers through netcon, with the link probe
+/// through netcon against peers on the kernel. Every datagram crosses the TAP both ways.
+fn compare_across_the_link(workers: usize, prefix: &str) {
+    let topology = Topology::start_with(prefix, |options| options.workers = workers);
+    let kernel = {
+        let _peer = netcon_echo_peer(&topology, NETCON_IP);
+        let _peer6 = netcon_echo_peer(&topology, NETCON_IP6);
+        let command = topology.netns.command(PYTHON);
+        link_probe(
+            command,
+            NETCON_IP,
+            NETCON_IP6,
+            "UDP link probe on the kernel",
+        )
+    };
+    let _peer = kernel_echo_peer(&topology, PEER_IP);
+    let _peer6 = kernel_echo_peer(&topology, PEER_IP6);
+    let command = netcon_command(topology.socket(), PYTHON);
+    let netcon = link_probe(command, PEER_IP, PEER_IP6, "UDP link probe through netcon");
+    println!("netcon link probe output:\n{}", netcon.stdout);
+    assert!(
+        kernel.stdout.contains("echo of 65507 bytes: (65507, True)"),
+        "the kernel run did not echo the largest datagram\n{kernel}"
+    );
+    assert_same_observations(&kernel, &netcon);
+}
+
+#[test]
+fn udp_across_the_link_one_worker() {
+    if !require_root("udp_across_the_link_one_worker") {
+        return;
+    }
+    compare_across_the_link(1, "ncudplink1");
+}
+
+#[test]
+fn udp_across_the_link_two_workers() {
+    if !require_root("udp_across_the_link_two_workers") {
+        return;
+    }
+    compare_across_the_link(2, "ncudplink2");
 }

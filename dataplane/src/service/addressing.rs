@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use netcon_control::WireAddr;
+use netcon_control::route::Path;
 
 use super::Service;
 use crate::hairpin;
@@ -96,8 +97,9 @@ impl Service {
         Ok((addr, address_scope(entry.domain, v6only, addr)))
     }
 
-    /// Checks a `connect` target for a socket of `entry`'s family and returns it as the stack
-    /// reaches it (IPv4 for an IPv4-mapped address), or the errno.
+    /// Checks a TCP `connect` target for a socket of `entry`'s family and returns it as the
+    /// stack reaches it (IPv4 for an IPv4-mapped address), or the errno. Like Linux, a target
+    /// without a route fails with ENETUNREACH at once, and so does a broadcast address.
     pub(super) fn check_connect(
         &self,
         entry: &SocketEntry,
@@ -111,7 +113,43 @@ impl Service {
         if remote.ip().is_unspecified() || remote.port() == 0 {
             return Err(libc::ECONNREFUSED);
         }
-        Ok(remote)
+        match self.routes.path(remote.ip())? {
+            Path::Broadcast => Err(libc::ENETUNREACH),
+            Path::Local | Path::Link => Ok(remote),
+        }
+    }
+
+    /// Checks a UDP `connect` target as Linux's `ip4_datagram_connect` and
+    /// `ip6_datagram_connect` do, and returns it as the stack reaches it. The unspecified
+    /// address means the loopback address, and port 0 is allowed (the socket then has no peer
+    /// name). A target without a route fails with ENETUNREACH, and a broadcast address needs
+    /// SO_BROADCAST (EACCES otherwise).
+    // NOTE: datagrams to a peer of port 0 are dropped (smoltcp cannot address port 0), where
+    // Linux sends them.
+    pub(super) fn check_datagram_connect(
+        &self,
+        entry: &SocketEntry,
+        addr: WireAddr,
+    ) -> Result<SocketAddr, i32> {
+        let addr = family_addr(entry.domain, addr)?;
+        let remote = mapped::unmap(addr);
+        if remote.is_ipv4() && addr.is_ipv6() && is_v6only(entry) {
+            return Err(libc::ENETUNREACH);
+        }
+        let remote = match remote.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), remote.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), remote.port())
+            }
+            _ => remote,
+        };
+        let broadcast_allowed = entry.options.flag(libc::SOL_SOCKET, libc::SO_BROADCAST);
+        match self.routes.path(remote.ip())? {
+            Path::Broadcast if !broadcast_allowed => Err(libc::EACCES),
+            _ => Ok(remote),
+        }
     }
 
     /// Returns the local address of a connection to `remote` (as the stack reaches it), or

@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
+use netcon_control::datagram::SendFlags;
 use netcon_control::{Op, Reply, Request, WireAddr};
 
 use super::Service;
@@ -34,6 +35,14 @@ const DEFAULT_BUFFER: i32 = 212_992;
 /// about 1,400 datagrams of 1.4 KB (4 ms at 4 Gbit/s), so a worker that is descheduled for a
 /// few milliseconds does not block the sender. `getsockopt` still reports Linux's default.
 const APP_SEND_BUFFER: i32 = 4 << 20;
+
+/// The options that decide a UDP socket's [`SendFlags`].
+const SEND_FLAG_OPTIONS: [(i32, i32); 4] = [
+    (libc::SOL_SOCKET, libc::SO_BROADCAST),
+    (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+    (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+    (libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG),
+];
 
 fn error(errno: i32) -> Handled {
     Some((Reply::error(errno), None))
@@ -83,10 +92,19 @@ impl Service {
         Some((Reply::ok(0), Some(app)))
     }
 
-    /// Answers an `Identify` for a UDP socket: its kind, and its addresses so the preload
-    /// knows whether it is bound and connected.
+    /// Answers an `Identify` for a UDP socket: its kind, its addresses so the preload knows
+    /// whether it is bound and connected, and in `opt` the [`SendFlags`] of its options.
     pub(super) fn identify_datagram(entry: &SocketEntry) -> Reply {
-        let mut reply = Reply::ok(netcon_control::SocketKind::Datagram as i64);
+        let flags = SEND_FLAG_OPTIONS
+            .iter()
+            .fold(SendFlags::default(), |flags, &(level, name)| {
+                match entry.options.int(level, name) {
+                    Some(value) => flags.with_option(level, name, value),
+                    None => flags,
+                }
+            });
+        let mut reply = Reply::with_opt(&[flags.0]);
+        reply.value = netcon_control::SocketKind::Datagram as i64;
         // An unbound socket reports the unspecified address of its family, so the preload
         // learns the family too.
         let local = entry.local.unwrap_or(unspecified(entry.domain, 0));
@@ -188,6 +206,7 @@ impl Service {
         let entry = table.sockets.get_mut(&inode).expect("checked above");
         entry.state = SocketState::Bound;
         entry.local = Some(SocketAddr::new(local.ip(), port));
+        entry.address_bound = !mapped::unmap(local).ip().is_unspecified();
         entry.port_scope = scope;
         entry.owns_port = true;
         Ok(port)
@@ -233,7 +252,7 @@ impl Service {
         let (remote, state, domain, local) = {
             let table = self.registry.lock();
             let entry = &table.sockets[&inode];
-            let remote = match self.check_connect(entry, addr) {
+            let remote = match self.check_datagram_connect(entry, addr) {
                 Ok(remote) => remote,
                 Err(errno) => return error(errno),
             };
@@ -288,10 +307,12 @@ impl Service {
         None
     }
 
-    /// Dissolves a UDP socket's connection (`connect` with AF_UNSPEC). Linux returns 0 for a
-    /// socket that was not connected, too.
-    // TODO: Linux also forgets a local address and port the socket did not bind explicitly;
-    // here the socket keeps them — recording which parts bind set would fix it.
+    /// Dissolves a UDP socket's connection (`connect` with AF_UNSPEC). Like Linux, the socket
+    /// forgets the local address the connection chose unless the program bound it to that
+    /// address, and returns 0 when it was not connected, too.
+    // TODO: Linux also gives back a port the program did not bind explicitly, so the socket
+    // reads as unbound (port 0) until its next send; here it keeps the port, because the
+    // socket lives on the worker that owns the port until it closes.
     fn disconnect_datagram(&mut self, inode: Inode, to: ReplyTo) -> Handled {
         let local = {
             let mut table = self.registry.lock();
@@ -304,7 +325,11 @@ impl Service {
             }
             entry.remote = None;
             entry.state = SocketState::Bound;
-            entry.local.expect("connected sockets have an address")
+            let bound = entry.local.expect("connected sockets have an address");
+            if !entry.address_bound {
+                entry.local = Some(unspecified(entry.domain, bound.port()));
+            }
+            entry.local.expect("set above")
         };
         let job = DatagramPeerJob {
             inode,
@@ -327,7 +352,8 @@ impl Service {
         let entry = &table.sockets[&inode];
         let mut reply = Reply::ok(0);
         if peer {
-            let Some(remote) = entry.remote else {
+            // A socket connected to port 0 has a peer to send to but, as on Linux, no name.
+            let Some(remote) = entry.remote.filter(|remote| remote.port() != 0) else {
                 return error(libc::ENOTCONN);
             };
             reply.remote = WireAddr(Some(remote));

@@ -115,10 +115,7 @@ impl Service {
 
     fn info(&self) -> NetconInfo {
         NetconInfo {
-            ipv4: self.local_ip,
-            ipv4_prefix: self.link.ipv4_prefix,
-            ipv6: self.ipv6.global.map(|ip| (ip, self.link.ipv6_prefix)),
-            ipv6_link_local: self.ipv6.link_local,
+            routes: self.routes,
             mac: self.link.mac,
             dns: self.dns,
         }

@@ -58,25 +58,11 @@ pub struct PendingSocket {
     pub fd: OwnedFd,
 }
 
-/// The facts about the stack's interface that [`Op::Info`] reports besides its addresses.
-#[derive(Clone, Copy, Debug)]
+/// The facts about the stack's interface that [`Op::Info`] reports besides its routes.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct LinkFacts {
-    /// The prefix length of the IPv4 address.
-    pub ipv4_prefix: u8,
-    /// The prefix length of the IPv6 address on the link (ignored without one).
-    pub ipv6_prefix: u8,
     /// The MAC address, on an Ethernet link.
     pub mac: Option<[u8; 6]>,
-}
-
-impl Default for LinkFacts {
-    fn default() -> LinkFacts {
-        LinkFacts {
-            ipv4_prefix: 32,
-            ipv6_prefix: 128,
-            mac: None,
-        }
-    }
 }
 
 /// Everything the control thread owns.
@@ -101,6 +87,8 @@ pub struct Service {
     loopback: crate::config::Loopback,
     /// TCP maximum segment size on the link (MTU less IPv4 and TCP headers).
     mss: u32,
+    /// The stack's addresses and routes, which decide whether a destination is reachable.
+    routes: netcon_control::route::Routes,
     /// The host's limits on socket buffer sizes, which SO_SNDBUF and SO_RCVBUF follow.
     buffer_limits: crate::option_rules::BufferLimits,
     started: std::time::Instant,
@@ -158,6 +146,15 @@ impl Service {
             dns: None,
             loopback: crate::config::Loopback::Stack,
             mss: mtu - 40,
+            routes: netcon_control::route::Routes {
+                ipv4: local_ip,
+                prefix4: 32,
+                gateway4: false,
+                ipv6: None,
+                link_local: None,
+                gateway6: false,
+                mtu,
+            },
             buffer_limits: crate::sys::buffer_limits(),
             started: std::time::Instant::now(),
             rpc_counts: [0; Op::ALL.len()],
@@ -181,14 +178,20 @@ impl Service {
         self
     }
 
+    /// Sets the stack's routes (until set, only its own IPv4 address and loopback are
+    /// reachable).
+    pub fn with_routes(mut self, routes: netcon_control::route::Routes) -> Service {
+        self.routes = routes;
+        self
+    }
+
     /// Sets the stack's IPv6 addresses besides ::1 (none until set).
     pub fn with_ipv6(mut self, ipv6: crate::hairpin::OwnIpv6) -> Service {
         self.ipv6 = ipv6;
         self
     }
 
-    /// Sets the prefix lengths and MAC that [`Op::Info`] reports (a /32 without IPv6 or MAC
-    /// until set).
+    /// Sets the MAC that [`Op::Info`] reports (none until set).
     pub fn with_link(mut self, link: LinkFacts) -> Service {
         self.link = link;
         self

@@ -105,6 +105,7 @@ impl Observation {
                     "frames_out": stats::read(&s.frames_out),
                     "bytes_out": stats::read(&s.bytes_out),
                     "tx_dropped": stats::read(&s.tx_dropped),
+                    "fragments_dropped": stats::read(&s.fragments_dropped),
                     "tap_errors": stats::read(&s.tap_errors),
                     "handed_out": stats::read(&s.handed_out),
                     "handed_in": stats::read(&s.handed_in),

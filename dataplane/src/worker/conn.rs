@@ -15,6 +15,7 @@ use super::stack::{endpoint, socket_addr};
 use super::{ConnectJob, OptionJob, ReplyTo, Worker};
 use crate::connect_gate::HeldEnd;
 use crate::mapped;
+use crate::neighbour::RESOLUTION_TIMEOUT;
 use crate::options::{ConnectionOptions, KeepAlive};
 use crate::registry::{Inode, SocketState};
 use crate::stats::{ConnStats, LatencySet, Sampler};
@@ -323,6 +324,20 @@ impl Worker {
 
         if let Phase::Connecting { filler } = conn.phase {
             return match state {
+                // As on Linux, a handshake whose next hop never answered ARP or neighbour
+                // discovery fails with EHOSTUNREACH.
+                State::SynSent
+                    if conn.started.elapsed() >= RESOLUTION_TIMEOUT.into()
+                        && self.device.is_unreachable(
+                            self.stack.next_hop(conn.flow.remote),
+                            self.clock.now(),
+                        ) =>
+                {
+                    Step::Finished {
+                        errno: libc::EHOSTUNREACH,
+                        reset_app: true,
+                    }
+                }
                 State::SynSent | State::SynReceived => Step::Idle,
                 State::Closed | State::TimeWait => {
                     // smoltcp does not say why a handshake ended: one that ran out its timer

@@ -50,6 +50,10 @@ const BUFFER_PACKETS: usize = 1024;
 /// size, or the packets above at 1 KiB each. Pages are touched only as they are used.
 const BUFFER_BYTES: usize = 1 << 20;
 
+/// How long the datagrams a closed socket left in the stack may take to leave before they
+/// are dropped (and counted as such).
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Largest message on a datagram socketpair: the header and the largest UDP payload.
 const MESSAGE_MAX: usize = HEADER_LEN + 65535;
 
@@ -135,6 +139,9 @@ pub struct DatagramTable {
     ports: HashMap<u16, PortBinding>,
     /// ICMP errors read since the last pump, reported to the sockets they concern.
     pub errors: Vec<UdpError>,
+    /// Ports whose last program socket closed while their smoltcp socket still had datagrams
+    /// to send, with the time by which it must have sent them.
+    draining: Vec<(u16, std::time::Instant)>,
     /// Slab keys of one pump round, kept to reuse their allocation.
     keys: Vec<usize>,
     /// The buffer one message from a program is read into.
@@ -158,6 +165,7 @@ impl DatagramTable {
             by_inode: HashMap::new(),
             ports: HashMap::new(),
             errors: Vec::new(),
+            draining: Vec::new(),
             keys: Vec::new(),
             message: vec![0u8; MESSAGE_MAX].into_boxed_slice(),
         }
@@ -273,6 +281,9 @@ impl Worker {
     /// Moves datagrams both ways, reports ICMP errors and closes sockets whose program is
     /// gone; returns whether anything moved.
     pub(super) fn pump_datagrams(&mut self) -> bool {
+        if !self.datagrams.draining.is_empty() {
+            self.drop_drained_ports();
+        }
         if self.datagrams.sockets.is_empty() {
             self.datagrams.errors.clear();
             return false;
@@ -368,7 +379,9 @@ impl Worker {
     /// Moves what the program sent on one socket into smoltcp.
     fn forward_outgoing(&mut self, key: usize) -> Outgoing {
         let socket = &mut self.datagrams.sockets[key];
-        if socket.app_gone {
+        // A program that closed its socket leaves what it sent queued in the socketpair, which
+        // still goes out, as from a closed kernel socket.
+        if socket.app_gone && socket.unsent.is_none() && (socket.app_eof || !socket.readable) {
             return Outgoing::Gone;
         }
         let port = socket.local.port();
@@ -442,12 +455,41 @@ impl Worker {
         if let Some(binding) = self.datagrams.ports.get_mut(&port) {
             binding.members.retain(|&member| member != key);
             if binding.members.is_empty() {
-                let handle = binding.handle;
-                self.datagrams.ports.remove(&port);
-                self.sockets.remove(handle);
+                // As a closed kernel socket's datagrams still leave, the port's smoltcp socket
+                // stays until it has sent what it holds (or a socket binds the port again).
+                let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+                self.datagrams.draining.push((port, deadline));
+                self.drop_drained_ports();
             }
         }
         self.registry.lock().remove(socket.inode);
+    }
+
+    /// Removes the smoltcp sockets of ports without program sockets once they have sent what
+    /// they held, or once their time to do so ran out.
+    fn drop_drained_ports(&mut self) {
+        let now = std::time::Instant::now();
+        let mut draining = std::mem::take(&mut self.datagrams.draining);
+        draining.retain(|&(port, deadline)| {
+            let Some(binding) = self.datagrams.ports.get(&port) else {
+                return false;
+            };
+            if !binding.members.is_empty() {
+                return false;
+            }
+            let handle = binding.handle;
+            let queued = self.sockets.get::<udp::Socket>(handle).send_queue();
+            if queued > 0 && now < deadline {
+                return true;
+            }
+            if queued > 0 {
+                stats::add(&self.stats.udp_tx_dropped, 1);
+            }
+            self.datagrams.ports.remove(&port);
+            self.sockets.remove(handle);
+            false
+        });
+        self.datagrams.draining = draining;
     }
 }
 

@@ -1,13 +1,20 @@
 //! The smoltcp `Device` of one worker: frames read from the TAP by io_uring wait in `ingress`,
 //! and frames smoltcp emits go to `egress` until the worker submits them as TAP writes.
-//! Buffers are allocated once at start-up and recycled, so the packet path allocates nothing.
+//! Buffers are allocated once at start-up and recycled, so the packet path allocates nothing
+//! but for IP fragments: ingress fragments are reassembled here before smoltcp sees them (see
+//! [`crate::reassembly`]), and egress packets larger than the link's MTU are cut into
+//! fragments (see [`crate::fragment`]).
 
 use std::collections::VecDeque;
 
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
+use crate::fragment::Fragments;
+use crate::neighbour::{self, NeighbourWatch};
 use crate::offload::{self, MAX_IP_PACKET, VNET_HDR_LEN};
+use crate::reassembly::{Reassembled, Reassembler};
+use crate::steer::{Steer, WorkerId, steer};
 
 /// Index of a frame buffer inside its pool.
 pub type FrameIndex = u16;
@@ -47,7 +54,20 @@ pub struct Ingress {
     pub handed: VecDeque<Vec<u8>>,
     /// Emptied handoff buffers, reused for the next frames this worker hands over.
     pub spare: Vec<Vec<u8>>,
+    /// The packets whose fragments steering sent to this worker, being put together.
+    pub reassembler: Reassembler,
+    /// Reassembled packets (with their `virtio_net_hdr` when offload is on) that belong to
+    /// another worker, for the worker to hand over.
+    pub rerouted: Vec<Vec<u8>>,
+    /// This worker and the number of workers, to steer reassembled packets.
+    steering: (WorkerId, usize),
+    /// Addresses that showed themselves on the link since the last look at `neighbours`.
+    answered: Vec<std::net::IpAddr>,
 }
+
+/// Most addresses noted as answering between two looks at the neighbour watch. Each frame
+/// notes at most one and the next frame's receive looks, so the bound only guards memory.
+const MAX_ANSWERED: usize = 256;
 
 /// Most emptied handoff buffers a worker keeps for reuse.
 const MAX_SPARE: usize = 256;
@@ -75,6 +95,47 @@ impl Ingress {
             self.spare.push(buffer);
         }
     }
+
+    /// Returns the frame at the front of the queue for the stack. A fragment goes to the
+    /// reassembler instead and `None` is returned; a packet it completes takes the front of
+    /// the queue when it belongs to this worker, so the next call returns it (and the worker
+    /// routes it by its own header first), and goes to `rerouted` otherwise. Taking only the
+    /// front frame keeps the frame the worker looked at through [`RingDevice::next_ingress`]
+    /// the one the stack gets.
+    fn next_frame(&mut self, start: usize, l2_len: usize, now: Instant) -> Option<Source> {
+        let source = match self.handed.pop_front() {
+            Some(frame) => Source::Handed(frame),
+            None => {
+                let (index, len) = self.ready.pop_front()?;
+                Source::Pool { index, len }
+            }
+        };
+        let bytes = match &source {
+            Source::Pool { index, len } => &self.pool.buffer_mut(*index)[..*len],
+            Source::Handed(frame) => &frame[..],
+        };
+        let frame = bytes.get(start..).unwrap_or_default();
+        let whole = match self.reassembler.add(frame, l2_len, now) {
+            Reassembled::NotFragment => return Some(source),
+            Reassembled::Held => None,
+            Reassembled::Complete(whole) => Some(whole),
+        };
+        let header = bytes[..start.min(bytes.len())].len();
+        match source {
+            Source::Pool { index, .. } => self.consumed.push(index),
+            Source::Handed(frame) => self.recycle(frame),
+        }
+        let whole = whole?;
+        // The virtio_net_hdr of a whole packet is all zeros: no offload asked for.
+        let mut packet = vec![0u8; header];
+        packet.extend_from_slice(&whole);
+        let (worker, workers) = self.steering;
+        match steer(&whole, l2_len, workers) {
+            Steer::To(owner) if owner != worker => self.rerouted.push(packet),
+            _ => self.handed.push_front(packet),
+        }
+        None
+    }
 }
 
 /// Egress side: free buffers, and frames smoltcp has written that await a TAP write.
@@ -84,6 +145,15 @@ pub struct Egress {
     pub queued: Vec<(FrameIndex, usize)>,
     /// Frames smoltcp wanted to send while every buffer was in flight.
     pub dropped: u64,
+    /// The identification of the next packet cut into fragments.
+    next_fragment_id: u32,
+    /// A packet being cut into fragments (a copy, so its buffer could take the first one),
+    /// with the fragments still to queue once buffers come free.
+    cutting: Option<(Fragments, usize)>,
+    /// The copy of the packet being cut.
+    fragment_scratch: Vec<u8>,
+    /// The neighbours smoltcp asked for that have not answered.
+    neighbours: NeighbourWatch,
 }
 
 /// Segmentation offload settings (see [`offload`]).
@@ -93,6 +163,8 @@ pub struct Offload {
     pub l2_len: usize,
     /// TCP MSS the link's MTU allows; the kernel cuts larger segments to it.
     link_mss: u16,
+    /// The link's MTU, which other packets are cut into fragments for.
+    link_mtu: usize,
 }
 
 /// The device handed to smoltcp on every poll.
@@ -117,6 +189,7 @@ impl RingDevice {
         let offload = offload.then(|| Offload {
             l2_len: Self::frame_len(medium, 0),
             link_mss: (mtu - 40).min(usize::from(u16::MAX)) as u16,
+            link_mtu: mtu,
         });
         let frame_len = match offload {
             Some(_) => VNET_HDR_LEN + Self::frame_len(medium, MAX_IP_PACKET),
@@ -129,16 +202,45 @@ impl RingDevice {
                 consumed: (0..rx_count as FrameIndex).collect(),
                 handed: VecDeque::new(),
                 spare: Vec::new(),
+                reassembler: Reassembler::default(),
+                rerouted: Vec::new(),
+                steering: (WorkerId(0), 1),
+                answered: Vec::new(),
             },
             egress: Egress {
                 pool: FramePool::new(tx_count, frame_len),
                 free: (0..tx_count as FrameIndex).rev().collect(),
                 queued: Vec::with_capacity(tx_count),
                 dropped: 0,
+                next_fragment_id: fastrand::u32(..),
+                cutting: None,
+                fragment_scratch: Vec::new(),
+                neighbours: NeighbourWatch::default(),
             },
             medium,
             mtu,
             offload,
+        }
+    }
+
+    /// Sets which worker this device belongs to among `workers`, so that packets reassembled
+    /// from fragments reach the worker that owns them.
+    pub fn with_steering(mut self, worker: WorkerId, workers: usize) -> RingDevice {
+        self.ingress.steering = (worker, workers);
+        self
+    }
+
+    /// Returns whether smoltcp's requests to resolve `address` on the link have gone
+    /// unanswered long enough for Linux to give up on it (see [`crate::neighbour`]).
+    pub fn is_unreachable(&mut self, address: std::net::IpAddr, now: Instant) -> bool {
+        self.note_answers();
+        self.egress.neighbours.is_unreachable(address, now)
+    }
+
+    /// Moves the addresses that showed themselves on the link into the neighbour watch.
+    fn note_answers(&mut self) {
+        for answered in self.ingress.answered.drain(..) {
+            self.egress.neighbours.answered(answered);
         }
     }
 
@@ -182,38 +284,46 @@ impl phy::Device for RingDevice {
     type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
 
-    fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+    fn receive(&mut self, now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        // The frame taken last may have been an answer.
+        self.note_answers();
+        // smoltcp receives first on every poll, so fragments left over for lack of buffers
+        // go out as soon as buffers come back.
+        self.egress.queue_cut_fragments();
         let start = self.header_len();
         let offload = self.offload;
-        let source = match self.ingress.handed.pop_front() {
-            Some(frame) => Source::Handed(frame),
-            None => {
-                let (index, len) = self.ingress.ready.pop_front()?;
-                Source::Pool { index, len }
-            }
-        };
+        let l2_len = self.l2_len();
+        let source = self.ingress.next_frame(start, l2_len, now)?;
         let rx = RxToken {
             ingress: &mut self.ingress,
             source,
             start,
             offload,
+            l2_len,
         };
         Some((
             rx,
             TxToken {
                 egress: &mut self.egress,
                 offload,
+                l2_len,
+                now,
             },
         ))
     }
 
-    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
-        if self.egress.free.is_empty() {
+    fn transmit(&mut self, now: Instant) -> Option<TxToken<'_>> {
+        // A packet still being cut holds the next one back, as a full device queue does.
+        self.egress.queue_cut_fragments();
+        if self.egress.free.is_empty() || self.egress.cutting.is_some() {
             return None;
         }
+        let l2_len = self.l2_len();
         Some(TxToken {
             egress: &mut self.egress,
             offload: self.offload,
+            l2_len,
+            now,
         })
     }
 
@@ -258,16 +368,24 @@ pub struct RxToken<'a> {
     /// Where the frame starts (after the `virtio_net_hdr` with offload).
     start: usize,
     offload: Option<Offload>,
+    /// Link-layer header length: 14 on a TAP, 0 on a TUN.
+    l2_len: usize,
 }
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let (offload, start) = (self.offload, self.start);
+        let (offload, start, l2_len) = (self.offload, self.start, self.l2_len);
+        let answered = &mut self.ingress.answered;
         let process = |bytes: &mut [u8]| {
             let from = start.min(bytes.len());
             let frame = &mut bytes[from..];
             if let Some(offload) = offload {
                 offload::raise_syn_mss(frame, offload.l2_len, offload.link_mss);
+            }
+            if let Some(address) = neighbour::answering_address(frame, l2_len)
+                && answered.len() < MAX_ANSWERED
+            {
+                answered.push(address);
             }
             f(frame)
         };
@@ -290,6 +408,9 @@ impl phy::RxToken for RxToken<'_> {
 pub struct TxToken<'a> {
     egress: &'a mut Egress,
     offload: Option<Offload>,
+    /// Link-layer header length: 14 on a TAP, 0 on a TUN.
+    l2_len: usize,
+    now: Instant,
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -303,17 +424,72 @@ impl phy::TxToken for TxToken<'_> {
             return f(&mut scratch);
         };
         let buffer = self.egress.pool.buffer_mut(index);
+        let start = if self.offload.is_some() {
+            VNET_HDR_LEN
+        } else {
+            0
+        };
+        let result = f(&mut buffer[start..start + len]);
+        if let Some(address) =
+            neighbour::requested_address(&buffer[start..start + len], self.l2_len)
+        {
+            self.egress.neighbours.requested(address, self.now);
+        }
+        // Without offload the interface's MTU is the link's, so smoltcp cuts IPv4 packets
+        // itself and nothing larger gets here.
+        // NOTE: without offload smoltcp 0.14 drops IPv6 packets larger than the link's MTU,
+        // because it has no IPv6 fragmentation.
         let Some(offload) = self.offload else {
-            let result = f(&mut buffer[..len]);
             self.egress.queued.push((index, len));
             return result;
         };
         let (header, frame) = buffer.split_at_mut(VNET_HDR_LEN);
         let frame = &mut frame[..len];
-        let result = f(frame);
+        // A packet larger than the link goes out in fragments; TCP segments never do, since
+        // the kernel cuts them (see `offload::prepare_egress`).
+        let id = self.egress.next_fragment_id;
+        if let Some(fragments) = Fragments::plan(frame, offload.l2_len, offload.link_mtu, id) {
+            self.egress.next_fragment_id = id.wrapping_add(1);
+            self.egress.queue_fragments(index, len, &fragments);
+            return result;
+        }
         let header: &mut [u8; VNET_HDR_LEN] = header.try_into().expect("header length");
         offload::prepare_egress(header, frame, offload.l2_len, offload.link_mss);
         self.egress.queued.push((index, VNET_HDR_LEN + len));
         result
+    }
+}
+
+impl Egress {
+    /// Starts cutting the packet of `len` bytes in buffer `index` (after its
+    /// `virtio_net_hdr`) into fragments, the first one in that buffer, and queues as many as
+    /// there are free buffers for.
+    fn queue_fragments(&mut self, index: FrameIndex, len: usize, fragments: &Fragments) {
+        self.fragment_scratch.clear();
+        let packet = &self.pool.buffer_mut(index)[VNET_HDR_LEN..VNET_HDR_LEN + len];
+        self.fragment_scratch.extend_from_slice(packet);
+        self.free.push(index);
+        self.cutting = Some((*fragments, 0));
+        self.queue_cut_fragments();
+    }
+
+    /// Queues the next fragments of the packet being cut, one per free buffer.
+    fn queue_cut_fragments(&mut self) {
+        let Some((fragments, mut next)) = self.cutting.take() else {
+            return;
+        };
+        while next < fragments.count() {
+            let Some(index) = self.free.pop() else {
+                self.cutting = Some((fragments, next));
+                return;
+            };
+            let buffer = self.pool.buffer_mut(index);
+            // No offload for a fragment: its checksums are complete.
+            buffer[..VNET_HDR_LEN].fill(0);
+            let out = &mut buffer[VNET_HDR_LEN..];
+            let written = fragments.write(&self.fragment_scratch, next, out);
+            self.queued.push((index, VNET_HDR_LEN + written));
+            next += 1;
+        }
     }
 }

@@ -278,7 +278,8 @@ struct Worker {
 impl Worker {
     fn new(id: WorkerId, tap: OwnedFd, stack: StackConfig, links: Links) -> io::Result<Worker> {
         let mut device =
-            RingDevice::new(stack.medium, stack.mtu, stack.offload, RX_FRAMES, TX_FRAMES);
+            RingDevice::new(stack.medium, stack.mtu, stack.offload, RX_FRAMES, TX_FRAMES)
+                .with_steering(id, links.peers.len());
         let clock = stack::Clock::new();
         let iface = stack.interface(&mut device, clock.now());
         Ok(Worker {
@@ -354,6 +355,7 @@ impl Worker {
         for _ in 0..SERVICE_ROUNDS {
             let now = self.clock.now();
             self.poll_ingress(now);
+            self.hand_reassembled();
             let mut moved = self.pump_listeners();
             moved |= self.pump_datagrams();
             self.poll_shared_egress(now);
@@ -623,6 +625,14 @@ impl Worker {
         }
     }
 
+    /// Hands the packets reassembled here that belong to other workers to them.
+    fn hand_reassembled(&mut self) {
+        let (start, l2_len) = (self.device.header_len(), self.device.l2_len());
+        for frame in std::mem::take(&mut self.device.ingress.rerouted) {
+            self.deliver_turned(frame, start, l2_len);
+        }
+    }
+
     fn wake_peers(&mut self) {
         while self.peers_to_wake != 0 {
             let index = self.peers_to_wake.trailing_zeros() as usize;
@@ -647,6 +657,9 @@ impl Worker {
         self.stats
             .tx_dropped
             .store(self.device.egress.dropped, Relaxed);
+        self.stats
+            .fragments_dropped
+            .store(self.device.ingress.reassembler.dropped, Relaxed);
         self.stats
             .connections
             .store(self.conns.len() as u64, Relaxed);

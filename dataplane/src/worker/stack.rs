@@ -1,6 +1,6 @@
 //! How a worker's smoltcp `Interface` and TCP sockets are configured.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant as StdInstant;
 
 use smoltcp::iface::{Config, Interface};
@@ -84,6 +84,41 @@ impl StackConfig {
             _ => None,
         };
         OwnIpv6 { global, link_local }
+    }
+
+    /// Returns the stack's addresses and routes, which decide the destinations it reaches.
+    pub fn routes(&self) -> netcon_control::route::Routes {
+        netcon_control::route::Routes {
+            ipv4: self.address,
+            prefix4: self.prefix_len,
+            gateway4: self.gateway.is_some(),
+            ipv6: self.address6,
+            link_local: self.own_ipv6().link_local,
+            gateway6: self.gateway6.is_some(),
+            mtu: self.mtu as u32,
+        }
+    }
+
+    /// Returns the neighbour a packet to `remote` goes to: `remote` itself on the link, the
+    /// default gateway of its family otherwise (or `remote` when there is none).
+    pub fn next_hop(&self, remote: IpAddr) -> IpAddr {
+        let on_link = match remote {
+            IpAddr::V4(ip) => Ipv4Cidr::new(self.address, self.prefix_len).contains_addr(&ip),
+            IpAddr::V6(ip) => {
+                ip.is_unicast_link_local()
+                    || self
+                        .address6
+                        .is_some_and(|(own, prefix)| Ipv6Cidr::new(own, prefix).contains_addr(&ip))
+            }
+        };
+        let gateway = match remote {
+            IpAddr::V4(_) => self.gateway.map(IpAddr::from),
+            IpAddr::V6(_) => self.gateway6.map(IpAddr::from),
+        };
+        match gateway {
+            Some(gateway) if !on_link => gateway,
+            _ => remote,
+        }
     }
 
     /// A TCP socket with this config's buffer sizes.
@@ -217,6 +252,18 @@ mod tests {
             .filter(|cidr| matches!(cidr, IpCidr::Ipv6(_)))
             .collect();
         assert_eq!(ipv6, [&"::1/128".parse::<IpCidr>().unwrap()]);
+    }
+
+    #[test]
+    fn next_hop_is_the_gateway_off_link() {
+        let mut config = config(Medium::Ethernet);
+        config.gateway = Some("10.77.0.1".parse().unwrap());
+        let hop = |text: &str| config.next_hop(text.parse().unwrap()).to_string();
+        assert_eq!(hop("10.77.0.9"), "10.77.0.9");
+        assert_eq!(hop("192.0.2.1"), "10.77.0.1");
+        assert_eq!(hop("fd00::9"), "fd00::9");
+        assert_eq!(hop("fd99::1"), "fd99::1", "no IPv6 gateway");
+        assert_eq!(hop("fe80::1"), "fe80::1");
     }
 
     #[test]

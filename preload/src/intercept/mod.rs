@@ -4,6 +4,7 @@
 
 mod connect;
 mod datagram;
+mod ioctl;
 mod kernel_socket;
 mod listen;
 mod orphaned;
@@ -94,6 +95,9 @@ fn datagram_kind(fd: c_int, reply: &Reply) -> FdKind {
             libc::AF_INET
         };
         fdtable::set_family(fd, domain);
+    }
+    if let Some(&flags) = reply.opt_bytes().first() {
+        fdtable::set_send_flags(fd, netcon_control::datagram::SendFlags(flags));
     }
     let bound = reply.local.0.is_some_and(|local| local.port() != 0);
     match (reply.remote.0, bound) {

@@ -6,7 +6,7 @@ use netcon_control::wire::OPT_MAX;
 use netcon_control::{Op, Request};
 
 use super::{Answer, ask, classify, fail, timeouts, write_sockaddr};
-use crate::fdtable::FdKind;
+use crate::fdtable::{self, FdKind};
 use crate::real;
 
 /// Replaces `getsockname(2)`.
@@ -174,13 +174,38 @@ pub unsafe extern "C" fn setsockopt(
     }
     // SAFETY: the caller's contract: value has len readable bytes.
     match unsafe { send_option(fd, level, name, value, len) } {
-        Answer::Reply(..) => 0,
+        Answer::Reply(..) => {
+            // SAFETY: as above.
+            unsafe { note_send_flag(fd, level, name, value, len) };
+            0
+        }
         Answer::Failed(errno) => fail(errno),
         // SAFETY: as above.
         Answer::Foreign => unsafe {
             real::setsockopt(fd, level, name, value.cast(), len as socklen_t)
         },
     }
+}
+
+/// Updates the cached [`SendFlags`] of a datagram socket after netcon-dp stored an option,
+/// reading the value as an int the way the kernel does (one byte is enough at IPPROTO_IP).
+///
+/// # Safety
+/// `value` must be valid for reads of `len` bytes.
+unsafe fn note_send_flag(fd: c_int, level: c_int, name: c_int, value: *const c_void, len: usize) {
+    if !classify(fd).is_datagram() || value.is_null() || len == 0 {
+        return;
+    }
+    let Some(flags) = fdtable::send_flags(fd) else {
+        return;
+    };
+    // SAFETY: the caller's contract: value has len readable bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(value.cast::<u8>(), len.min(4)) };
+    let int = match bytes.try_into() {
+        Ok(four) => c_int::from_ne_bytes(four),
+        Err(_) => c_int::from(bytes[0]),
+    };
+    fdtable::set_send_flags(fd, flags.with_option(level, name, int));
 }
 
 /// Sends `setsockopt(fd, level, name, value, len)` to the service.
@@ -208,17 +233,21 @@ unsafe fn send_option(
 }
 
 /// Replaces `shutdown(2)`. On a netcon stream it shuts the socketpair end, which the worker
-/// turns into a FIN (SHUT_WR) exactly as the program meant.
+/// turns into a FIN (SHUT_WR) exactly as the program meant. On a connected UDP socket only the
+/// sending side of the socketpair is shut, so later sends fail with EPIPE as on Linux, while
+/// SHUT_RD changes nothing: Linux keeps queueing and delivering datagrams after it.
 #[unsafe(no_mangle)]
 pub extern "C" fn shutdown(fd: c_int, how: c_int) -> c_int {
     if !matches!(how, libc::SHUT_RD | libc::SHUT_WR | libc::SHUT_RDWR) {
         return fail(libc::EINVAL);
     }
-    // Linux: shutting down a UDP socket that has no peer fails.
-    let kind = classify(fd);
-    if kind == FdKind::Datagram || kind == FdKind::BoundDatagram {
-        return fail(libc::ENOTCONN);
+    match classify(fd) {
+        // Linux: shutting down a UDP socket that has no peer fails.
+        FdKind::Datagram | FdKind::BoundDatagram => fail(libc::ENOTCONN),
+        FdKind::ConnectedDatagram if how == libc::SHUT_RD => 0,
+        // SAFETY: the program's own fd.
+        FdKind::ConnectedDatagram => unsafe { real::shutdown(fd, libc::SHUT_WR) },
+        // SAFETY: the program's own arguments, passed on unchanged.
+        _ => unsafe { real::shutdown(fd, how) },
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::shutdown(fd, how) }
 }

@@ -232,13 +232,23 @@ mod tests {
         assert_eq!(prefix_mask_v6(0), Ipv6Addr::UNSPECIFIED);
     }
 
+    /// The routes of a stack with 10.77.0.2/24 alone.
+    fn ipv4_routes() -> netcon_control::route::Routes {
+        netcon_control::route::Routes {
+            ipv4: Ipv4Addr::new(10, 77, 0, 2),
+            prefix4: 24,
+            gateway4: false,
+            ipv6: None,
+            link_local: None,
+            gateway6: false,
+            mtu: 1500,
+        }
+    }
+
     #[test]
     fn list_links_entries_and_is_recognised() {
         let info = NetconInfo {
-            ipv4: Ipv4Addr::new(10, 77, 0, 2),
-            ipv4_prefix: 24,
-            ipv6: None,
-            ipv6_link_local: None,
+            routes: ipv4_routes(),
             mac: Some([2, 0x6e, 0x63, 1, 2, 3]),
             dns: None,
         };
@@ -269,10 +279,7 @@ mod tests {
     #[test]
     fn ip_link_entry_has_no_address() {
         let info = NetconInfo {
-            ipv4: Ipv4Addr::new(10, 77, 0, 2),
-            ipv4_prefix: 24,
-            ipv6: None,
-            ipv6_link_local: None,
+            routes: ipv4_routes(),
             mac: None,
             dns: None,
         };

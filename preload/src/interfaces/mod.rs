@@ -236,11 +236,11 @@ fn entries(info: &NetconInfo) -> Vec<Entry> {
             broadcast: std::net::Ipv4Addr::LOCALHOST,
         }),
         netcon(Address::V4 {
-            address: info.ipv4,
-            prefix: info.ipv4_prefix,
+            address: info.routes.ipv4,
+            prefix: info.routes.prefix4,
             broadcast: match info.mac {
-                Some(_) => broadcast_of(info.ipv4, info.ipv4_prefix),
-                None => info.ipv4,
+                Some(_) => broadcast_of(info.routes.ipv4, info.routes.prefix4),
+                None => info.routes.ipv4,
             },
         }),
         loopback(Address::V6 {
@@ -249,14 +249,14 @@ fn entries(info: &NetconInfo) -> Vec<Entry> {
             scope_id: 0,
         }),
     ];
-    if let Some((address, prefix)) = info.ipv6 {
+    if let Some((address, prefix)) = info.routes.ipv6 {
         entries.push(netcon(Address::V6 {
             address,
             prefix,
             scope_id: 0,
         }));
     }
-    if let Some(address) = info.ipv6_link_local {
+    if let Some(address) = info.routes.link_local {
         entries.push(netcon(Address::V6 {
             address,
             prefix: 64,
@@ -277,12 +277,17 @@ mod tests {
     use super::*;
 
     fn info(mac: Option<[u8; 6]>, ipv6: bool) -> NetconInfo {
-        NetconInfo {
+        let routes = netcon_control::route::Routes {
             ipv4: "10.77.0.2".parse().unwrap(),
-            ipv4_prefix: 24,
+            prefix4: 24,
+            gateway4: false,
             ipv6: ipv6.then(|| ("fd00::2".parse().unwrap(), 64)),
-            ipv6_link_local: (ipv6 && mac.is_some())
-                .then(|| "fe80::6e:63ff:fe01:203".parse().unwrap()),
+            link_local: (ipv6 && mac.is_some()).then(|| "fe80::6e:63ff:fe01:203".parse().unwrap()),
+            gateway6: false,
+            mtu: 1500,
+        };
+        NetconInfo {
+            routes,
             mac,
             dns: None,
         }

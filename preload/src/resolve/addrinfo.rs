@@ -87,7 +87,7 @@ pub unsafe extern "C" fn getaddrinfo(
 /// IPv4 is always configured, IPv6 only when netcon has an IPv6 address. Returns the family
 /// to look up, or `None` when no answer could be used.
 fn narrow_for_addrconfig(family: c_int) -> Option<c_int> {
-    let has_ipv6 = info::netcon_info().is_some_and(|info| info.ipv6.is_some());
+    let has_ipv6 = info::netcon_info().is_some_and(|info| info.routes.ipv6.is_some());
     match family {
         libc::AF_UNSPEC if !has_ipv6 => Some(libc::AF_INET),
         libc::AF_INET6 if !has_ipv6 => None,
@@ -183,7 +183,7 @@ fn map_v4(addr: &IpAddr) -> IpAddr {
 /// NOTE: the scope, label and longest-prefix rules (2, 5, 8, 9) are not applied, so among
 /// addresses of equal precedence the order is the server's, where glibc may reorder.
 fn sort_destinations(addrs: &mut [IpAddr]) {
-    let has_ipv6 = info::netcon_info().is_some_and(|info| info.ipv6.is_some());
+    let has_ipv6 = info::netcon_info().is_some_and(|info| info.routes.ipv6.is_some());
     let usable = |addr: &IpAddr| match addr {
         IpAddr::V4(_) => true,
         IpAddr::V6(v6) => has_ipv6 || v6.to_ipv4_mapped().is_some(),

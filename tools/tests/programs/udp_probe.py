@@ -13,14 +13,20 @@ import fcntl
 import os
 import select
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 HOST = sys.argv[1]
 ECHO = (HOST, int(sys.argv[2]))
 OTHER = (HOST, int(sys.argv[3]))
 CLOSED = (HOST, int(sys.argv[4]))
+
+# Linux's IP_MTU_DISCOVER values, which the socket module does not export.
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DO = 2
 
 # How long a reply may take, and how long an ICMP error may take to come back.
 REPLY_TIMEOUT = 3.0
@@ -151,6 +157,7 @@ def connected():
     result = libc.connect(fd, unspec, 16)
     show("connect AF_UNSPEC", result if result == 0 else errno.errorcode[ctypes.get_errno()])
     show("getpeername after disconnect", outcome(sock.getpeername))
+    show("local address after disconnect", sock.getsockname()[0])
     show("send after disconnect", outcome(lambda: sock.send(b"x")))
     sock.sendto(b"again", ECHO)
     show("sendto after disconnect", sock.recvfrom(100) == (b"again", ECHO))
@@ -375,6 +382,114 @@ def fcntl_copy():
     sock.close()
 
 
+def disconnect_keeps_bound_address():
+    probe = udp()
+    probe.connect(ECHO)
+    own_address = probe.getsockname()[0]
+    probe.close()
+    sock = udp()
+    sock.bind((own_address, 0))
+    sock.connect(ECHO)
+    libc = ctypes.CDLL(None, use_errno=True)
+    unspec = ctypes.create_string_buffer(16)  # sa_family 0 = AF_UNSPEC
+    show("connect AF_UNSPEC after bind", libc.connect(sock.fileno(), unspec, 16))
+    show("bound address kept after disconnect", sock.getsockname()[0] == own_address)
+    sock.close()
+
+
+def unusual_connect_targets():
+    sock = udp()
+    show("connect to port 0", outcome(lambda: sock.connect((HOST, 0))))
+    show("getpeername after connect to port 0", outcome(sock.getpeername))
+    show("send after connect to port 0", outcome(lambda: sock.send(b"x")))
+    sock.close()
+    sock = udp()
+    show("connect to 0.0.0.0", outcome(lambda: sock.connect(("0.0.0.0", ECHO[1]))))
+    show("peer of 0.0.0.0 is loopback", sock.getpeername() == ("127.0.0.1", ECHO[1]))
+    sock.close()
+
+
+def unreachable():
+    sock = udp()
+    show("sendto outside the subnet", outcome(lambda: sock.sendto(b"x", ("192.0.2.1", 9))))
+    show("connect outside the subnet", outcome(lambda: sock.connect(("192.0.2.1", 9))))
+    sock.close()
+    sock6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    show("IPv6 sendto without a route", outcome(lambda: sock6.sendto(b"x", ("fd99::1", 9))))
+    show("IPv6 connect without a route", outcome(lambda: sock6.connect(("fd99::1", 9))))
+    show("IPv4-mapped sendto outside the subnet", outcome(lambda: sock6.sendto(b"x", ("::ffff:192.0.2.1", 9))))
+    sock6.close()
+
+
+# The subnet both the namespace and netcon are on.
+SUBNET_BROADCAST = "10.77.0.255"
+
+
+def broadcast():
+    sock = udp()
+    show("sendto subnet broadcast", outcome(lambda: sock.sendto(b"x", (SUBNET_BROADCAST, 9))))
+    show("sendto 255.255.255.255", outcome(lambda: sock.sendto(b"x", ("255.255.255.255", 9))))
+    show("connect to subnet broadcast", outcome(lambda: sock.connect((SUBNET_BROADCAST, 9))))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    show("SO_BROADCAST reads back", sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST))
+    show("sendto subnet broadcast with SO_BROADCAST", outcome(lambda: sock.sendto(b"x", (SUBNET_BROADCAST, 9))))
+    show("sendto 255.255.255.255 with SO_BROADCAST", outcome(lambda: sock.sendto(b"x", ("255.255.255.255", 9))))
+    show("connect to subnet broadcast with SO_BROADCAST", outcome(lambda: sock.connect((SUBNET_BROADCAST, 9))))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 0)
+    show("sendto subnet broadcast after clearing SO_BROADCAST", outcome(lambda: sock.sendto(b"x", (SUBNET_BROADCAST, 9))))
+    sock.close()
+
+
+def queued_bytes():
+    sock = udp()
+    sock.connect(ECHO)
+    fd = sock.fileno()
+    count = lambda: struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    show("FIONREAD with nothing queued", count())
+    sock.send(b"hello")
+    sock.send(b"hi")
+    select.select([fd], [], [], REPLY_TIMEOUT)
+    time.sleep(0.2)
+    show("FIONREAD is the first datagram's size", count())
+    sock.recv(100)
+    show("FIONREAD after one read", count())
+    sock.recv(100)
+    sock.send(b"")
+    select.select([fd], [], [], REPLY_TIMEOUT)
+    time.sleep(0.2)
+    show("FIONREAD of an empty datagram", count())
+    sock.close()
+
+
+def shutdown_connected():
+    sock = udp()
+    sock.connect(ECHO)
+    show("shutdown SHUT_RD", outcome(lambda: sock.shutdown(socket.SHUT_RD)))
+    show("send after SHUT_RD", outcome(lambda: sock.send(b"after SHUT_RD")))
+    show("recv after SHUT_RD", outcome(lambda: sock.recv(100)))
+    show("shutdown SHUT_WR", outcome(lambda: sock.shutdown(socket.SHUT_WR)))
+    show("send after SHUT_WR", outcome(lambda: sock.send(b"x")))
+    show("sendto after SHUT_WR", outcome(lambda: sock.sendto(b"x", ECHO)))
+    sock.close()
+    sock = udp()
+    sock.connect(ECHO)
+    show("shutdown SHUT_RDWR", outcome(lambda: sock.shutdown(socket.SHUT_RDWR)))
+    show("send after SHUT_RDWR", outcome(lambda: sock.send(b"x")))
+    sock.close()
+
+
+def local_large_datagrams():
+    receiver = udp()
+    receiver.bind(("127.0.0.1", 0))
+    sender = udp()
+    sender.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+    target = ("127.0.0.1", receiver.getsockname()[1])
+    show("loopback sendto of 65507 bytes with IP_PMTUDISC_DO", outcome(lambda: sender.sendto(b"l" * 65507, target)))
+    show("loopback datagram arrives whole", len(receiver.recv(65535)))
+    sender.close()
+    receiver.close()
+
+
 SCENARIOS = [
     identity,
     implicit_bind,
@@ -389,6 +504,13 @@ SCENARIOS = [
     exec_inherited,
     passed_in_message,
     fcntl_copy,
+    disconnect_keeps_bound_address,
+    unusual_connect_targets,
+    unreachable,
+    broadcast,
+    queued_bytes,
+    shutdown_connected,
+    local_large_datagrams,
 ]
 for scenario in SCENARIOS:
     show("scenario", scenario.__name__)

@@ -161,6 +161,12 @@ fn datagram_kind(fd: c_int) -> Option<FdKind> {
     Some(kind).filter(|kind| kind.is_datagram())
 }
 
+/// Returns whether `fd` is a netcon datagram socket, with no system call for a cached fd
+/// (see [`datagram_kind`]).
+pub fn is_datagram(fd: c_int) -> bool {
+    datagram_kind(fd).is_some()
+}
+
 /// Gives a socket without a port one, as the kernel does on its first send.
 fn bind_on_first_send(fd: c_int) -> Result<(), c_int> {
     match ask(fd, &Request::new(Op::AutoBind)) {

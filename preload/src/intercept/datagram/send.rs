@@ -6,14 +6,21 @@ use std::net::SocketAddr;
 
 use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 use netcon_control::datagram::{DatagramHeader, max_payload};
+use netcon_control::route::Path;
+use netcon_control::{Op, Request};
 
 use super::{
     Iovecs, MAX_MESSAGES, bind_on_first_send, datagram_kind, destination, payload_len,
     require_peer, take_error,
 };
 use crate::fdtable::{self, FdKind};
-use crate::intercept::{fail, read_sockaddr};
+use crate::info;
+use crate::intercept::{Answer, ask, fail, read_sockaddr};
 use crate::real;
+
+/// Bytes of IPv6 and UDP headers: a payload this much below the MTU fits in one packet of
+/// either family.
+const IPV6_UDP_HEADERS: usize = 40 + 8;
 
 /// Send flags that change nothing for a datagram carried through a socketpair, which leaves as
 /// one message at once whatever is set.
@@ -53,6 +60,9 @@ unsafe fn send_datagram(
     if let Err(errno) = prepare(fd, kind, to.is_none()) {
         return fail(errno) as ssize_t;
     }
+    if let Err(errno) = check_route(fd, to, len) {
+        return fail(errno) as ssize_t;
+    }
 
     let mut header = DatagramHeader::Data(to).encode();
     // SAFETY: the caller's contract for iov and count; header outlives the call.
@@ -68,13 +78,26 @@ unsafe fn send_datagram(
     // SAFETY: the iovecs describe the header and the program's buffers, all valid for reads.
     let sent = unsafe { real::sendmsg(fd, &message, flags) };
     if sent < 0 {
-        // The other end is gone only when netcon-dp is.
-        if matches!(real::errno(), libc::EPIPE | libc::ECONNRESET) {
+        if matches!(real::errno(), libc::EPIPE | libc::ECONNRESET) && service_end_gone(fd) {
             real::set_errno(libc::ENETDOWN);
         }
         return -1;
     }
     len as ssize_t
+}
+
+/// Returns whether a send failed because netcon-dp's end of the socketpair is gone (netcon-dp
+/// stopped), not because the program shut its own sending side: only the first hangs up
+/// both directions (POLLHUP), since `shutdown` never shuts the receiving side here.
+fn service_end_gone(fd: c_int) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll reads and writes one valid pollfd and does not wait (timeout 0).
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready < 0 || poll.revents & libc::POLLHUP != 0
 }
 
 /// Gets a socket ready to send: a port when it has none, a peer when the datagram names no
@@ -95,6 +118,56 @@ fn prepare(fd: c_int, kind: FdKind, to_peer: bool) -> Result<(), c_int> {
         return Err(errno);
     }
     Ok(())
+}
+
+/// Checks that a datagram of `len` payload bytes may leave for `to` (the connected peer when
+/// `None`), as the kernel's route lookup and IP output would. The errors are ENETUNREACH
+/// without a route, EACCES for a broadcast address without SO_BROADCAST, and EMSGSIZE when
+/// the datagram is too large for the link and the socket forbids fragmentation
+/// (IP_PMTUDISC_DO and the like).
+/// A connected socket's route was checked when it connected, so only its size is checked,
+/// and its peer is asked for only when the size may matter.
+fn check_route(fd: c_int, to: Option<SocketAddr>, len: usize) -> Result<(), c_int> {
+    let flags = fdtable::send_flags(fd);
+    let forbids_fragments =
+        flags.is_some_and(|f| f.forbids_fragments(true) || f.forbids_fragments(false));
+    if to.is_none() && !forbids_fragments {
+        return Ok(());
+    }
+    // Without netcon-dp's routes nothing can be checked; the send itself then fails.
+    let Some(info) = info::netcon_info() else {
+        return Ok(());
+    };
+    let routes = info.routes;
+    let to = match to {
+        Some(to) => to,
+        None if len + IPV6_UDP_HEADERS <= routes.mtu as usize => return Ok(()),
+        None => match peer(fd) {
+            Some(peer) => peer,
+            None => return Ok(()),
+        },
+    };
+    let path = routes.path(to.ip())?;
+    if path == Path::Broadcast && !flags.is_none_or(|f| f.allows_broadcast()) {
+        return Err(libc::EACCES);
+    }
+    let ipv4 = match to {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().is_some(),
+    };
+    let too_large = len > routes.unfragmented_payload(path, to.ip());
+    if too_large && flags.is_some_and(|f| f.forbids_fragments(ipv4)) {
+        return Err(libc::EMSGSIZE);
+    }
+    Ok(())
+}
+
+/// Returns the peer of a connected datagram socket, as netcon-dp has it.
+fn peer(fd: c_int) -> Option<SocketAddr> {
+    match ask(fd, &Request::new(Op::GetPeerName)) {
+        Answer::Reply(reply, _) => reply.remote.0,
+        Answer::Failed(_) | Answer::Foreign => None,
+    }
 }
 
 /// Checks a destination against the socket's family: an AF_INET socket sends only to IPv4
