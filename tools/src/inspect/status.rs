@@ -30,7 +30,7 @@ pub fn format(status: &Value) -> Vec<String> {
         }
     ));
     lines.push(String::new());
-    const COLUMNS: [(&str, &str); 18] = [
+    const COLUMNS: [(&str, &str); 19] = [
         ("worker", "worker"),
         ("frames_in", "frames in"),
         ("bytes_in", "bytes in"),
@@ -49,6 +49,7 @@ pub fn format(status: &Value) -> Vec<String> {
         ("udp_rx_dropped", "udp rx drops"),
         ("udp_rx_overflows", "udp overflow"),
         ("udp_tx_dropped", "udp tx drops"),
+        ("fragments_dropped", "frag drops"),
     ];
     let rows: Vec<Vec<String>> = status["workers"]
         .as_array()
