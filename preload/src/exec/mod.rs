@@ -23,11 +23,9 @@
 //! most, as under `--isolate`. A program that makes such a namespace itself gains nothing it
 //! could not do without netcon.
 //!
-//! NOTE: the check looks at the program, not at the environment it gets. A child started
-//! with an environment without `LD_PRELOAD` (`env -i`, or a server that builds its children's
-//! environment anew) runs without the preload, so its sockets bypass netcon. Putting the
-//! preload's variables back into such an environment before exec would close this.
+//! Each exec also passes an environment that keeps the child on netcon ([`environment`]).
 
+mod environment;
 mod namespace;
 mod spawn;
 
@@ -56,6 +54,35 @@ pub fn on_load() {
     // SAFETY: getenv returns null or a NUL-terminated string.
     let isolated = !value.is_null() && unsafe { CStr::from_ptr(value) } == c"1";
     ISOLATED.store(isolated, Ordering::Relaxed);
+}
+
+/// Prepares the environment entries every exec adds when they are missing. Runs while the
+/// library loads, once the origin connection is named in the environment.
+pub fn prepare_environment() {
+    environment::prepare(ISOLATED.load(Ordering::Relaxed));
+}
+
+/// Calls `exec` with `envp` completed by [`environment::with_netcon_environment`]. Fails with
+/// ENOMEM, after printing why, when the completed environment cannot be built.
+///
+/// # Safety
+/// `envp` must be null or a null-terminated array of NUL-terminated strings.
+unsafe fn exec_with_environment(
+    envp: *const *mut c_char,
+    exec: impl FnOnce(*const *mut c_char) -> c_int,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    match unsafe { environment::with_netcon_environment(envp, exec) } {
+        Ok(result) => result,
+        Err(environment::NoMemory) => {
+            print_line(format_args!(
+                "netcon: exec failed with ENOMEM: no memory to add the netcon preload's \
+                 variables to the program's environment"
+            ));
+            real::set_errno(libc::ENOMEM);
+            -1
+        }
+    }
 }
 
 /// Returns whether the program at `path` may run, after printing why when it may not.
@@ -219,11 +246,11 @@ pub unsafe extern "C" fn execve(
     if !unsafe { path_permitted(path) } {
         return reject();
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::execve(path, argv, envp) }
+    // SAFETY: the program's own arguments, with the environment completed.
+    unsafe { exec_with_environment(envp, |envp| real::execve(path, argv, envp)) }
 }
 
-/// Replaces `execv(3)`, which glibc runs through its internal `execve`.
+/// Replaces `execv(3)`, which is `execve` with the process's environment (`environ`).
 ///
 /// # Safety
 /// The same contract as `execv`.
@@ -233,8 +260,9 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *mut c_char) ->
     if !unsafe { path_permitted(path) } {
         return reject();
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::execv(path, argv) }
+    let envp = environment::current_environ();
+    // SAFETY: the program's own arguments, with its environment completed.
+    unsafe { exec_with_environment(envp, |envp| real::execve(path, argv, envp)) }
 }
 
 /// Replaces `execvp(3)`: checks the file a `PATH` search finds, then lets glibc search and
@@ -248,8 +276,10 @@ pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *mut c_char) -
     if !unsafe { search_permitted(file) } {
         return reject();
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::execvp(file, argv) }
+    // execvp is execvpe with the process's environment.
+    let envp = environment::current_environ();
+    // SAFETY: the program's own arguments, with its environment completed.
+    unsafe { exec_with_environment(envp, |envp| real::execvpe(file, argv, envp)) }
 }
 
 /// Replaces `execvpe(3)`, which searches the caller's `PATH` (not the one in `envp`), as
@@ -267,8 +297,8 @@ pub unsafe extern "C" fn execvpe(
     if !unsafe { search_permitted(file) } {
         return reject();
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::execvpe(file, argv, envp) }
+    // SAFETY: the program's own arguments, with the environment completed.
+    unsafe { exec_with_environment(envp, |envp| real::execvpe(file, argv, envp)) }
 }
 
 /// Replaces `fexecve(3)`: the program is the open file `fd`.
@@ -284,8 +314,8 @@ pub unsafe extern "C" fn fexecve(
     if !fd_permitted(fd) {
         return reject();
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::fexecve(fd, argv, envp) }
+    // SAFETY: the program's own arguments, with the environment completed.
+    unsafe { exec_with_environment(envp, |envp| real::fexecve(fd, argv, envp)) }
 }
 
 /// Replaces `execveat(2)` (a glibc function since 2.34): the program is `path` relative to
@@ -305,17 +335,21 @@ pub unsafe extern "C" fn execveat(
     if !unsafe { at_permitted(dirfd, path, flags) } {
         return reject();
     }
-    let args = [
-        dirfd as c_long,
-        path as c_long,
-        argv as c_long,
-        envp as c_long,
-        flags as c_long,
-        0,
-    ];
-    // SAFETY: the program's own arguments, passed on unchanged to the system call glibc's
-    // execveat makes.
-    unsafe { real::syscall(libc::SYS_execveat, args) as c_int }
+    let exec = |envp: *const *mut c_char| {
+        let args = [
+            dirfd as c_long,
+            path as c_long,
+            argv as c_long,
+            envp as c_long,
+            flags as c_long,
+            0,
+        ];
+        // SAFETY: the program's own arguments, with the environment completed, passed to the
+        // system call glibc's execveat makes.
+        unsafe { real::syscall(libc::SYS_execveat, args) as c_int }
+    };
+    // SAFETY: execveat's contract: envp is null or a null-terminated array.
+    unsafe { exec_with_environment(envp, exec) }
 }
 
 /// Returns whether the program `execveat(dirfd, path, …, flags)` would run may run.

@@ -4,13 +4,18 @@
 //! `popen` run `/bin/sh -c COMMAND`, so they check the shell. The shell then runs with the
 //! preload, whose exec checks cover the programs the command starts.
 //!
+//! `posix_spawn*` get the completed environment as exec does. `system` and `popen` pass the
+//! process's own environment through glibc-internal calls, so the preload's missing variables
+//! are put back into that environment first.
+//!
 //! NOTE: a relative path given to `posix_spawn` is checked against the caller's working
 //! directory, also when a `posix_spawn_file_actions_addchdir_np` action changes the child's
 //! before exec.
 
 use libc::{FILE, c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
-use super::{path_permitted, search_permitted};
+use super::environment::{self, NoMemory};
+use super::{path_permitted, print_line, search_permitted};
 use crate::real;
 
 /// The shell `system` and `popen` run (`_PATH_BSHELL`).
@@ -38,8 +43,12 @@ pub unsafe extern "C" fn posix_spawn(
     if !unsafe { path_permitted(path) } {
         return libc::EACCES;
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::posix_spawn(pid, path, actions, attributes, argv, envp) }
+    // SAFETY: the program's own arguments, with the environment completed.
+    unsafe {
+        spawn_with_environment(envp, |envp| {
+            real::posix_spawn(pid, path, actions, attributes, argv, envp)
+        })
+    }
 }
 
 /// Replaces `posix_spawnp(3)`, which searches the caller's `PATH` as `execvp` does.
@@ -59,8 +68,34 @@ pub unsafe extern "C" fn posix_spawnp(
     if !unsafe { search_permitted(file) } {
         return libc::EACCES;
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::posix_spawnp(pid, file, actions, attributes, argv, envp) }
+    // SAFETY: the program's own arguments, with the environment completed.
+    unsafe {
+        spawn_with_environment(envp, |envp| {
+            real::posix_spawnp(pid, file, actions, attributes, argv, envp)
+        })
+    }
+}
+
+/// Calls a `posix_spawn` function with `envp` completed, and returns its result, or ENOMEM
+/// when the completed environment cannot be built.
+///
+/// # Safety
+/// `envp` must be null or a null-terminated array of NUL-terminated strings.
+unsafe fn spawn_with_environment(
+    envp: *const *mut c_char,
+    spawn: impl FnOnce(*const *mut c_char) -> c_int,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    match unsafe { environment::with_netcon_environment(envp, spawn) } {
+        Ok(result) => result,
+        Err(NoMemory) => {
+            print_line(format_args!(
+                "netcon: posix_spawn failed with ENOMEM: no memory to add the netcon \
+                 preload's variables to the program's environment"
+            ));
+            libc::ENOMEM
+        }
+    }
 }
 
 /// Replaces `system(3)`: returns the status of a shell that could not be executed when
@@ -75,6 +110,9 @@ pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
     if !command.is_null() && !unsafe { path_permitted(SHELL.as_ptr()) } {
         real::set_errno(libc::EACCES);
         return SHELL_NOT_EXECUTED;
+    }
+    if !command.is_null() {
+        environment::repair_process_environment();
     }
     // SAFETY: the program's own argument, passed on unchanged.
     unsafe { real::system(command) }
@@ -91,6 +129,7 @@ pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *
         real::set_errno(libc::EACCES);
         return std::ptr::null_mut();
     }
+    environment::repair_process_environment();
     // SAFETY: the program's own arguments, passed on unchanged.
     unsafe { real::popen(command, mode) }
 }
