@@ -34,7 +34,9 @@ use std::fmt::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use libc::{c_char, c_int, c_long};
-use netcon_program_check::{FileId, ISOLATED_ENV, PATH_MAX, Rejection, Scratch};
+use netcon_program_check::{
+    CStringArray, FileId, ISOLATED_ENV, Launch, PATH_MAX, Passed, Rejection, Scratch,
+};
 
 use crate::real;
 
@@ -44,10 +46,18 @@ const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
 /// Whether `netcon-ctl run --isolate` started this process's first program.
 static ISOLATED: AtomicBool = AtomicBool::new(false);
 
-/// Prepares the checks when the library loads: resolves the libc functions they call and
-/// reads whether `--isolate` is in force.
+/// The device and inode of the dynamic loader, with 0 for the device until they are known.
+static LOADER: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// Prepares the checks when the library loads: resolves the libc functions they call, finds
+/// the dynamic loader (which the checks tell apart from statically linked programs) and reads
+/// whether `--isolate` is in force.
 pub fn on_load() {
     real::resolve_for_exec();
+    if let Some(loader) = netcon_program_check::running_loader() {
+        LOADER[1].store(loader.inode, Ordering::Relaxed);
+        LOADER[0].store(loader.device, Ordering::Relaxed);
+    }
     // SAFETY: the name is NUL-terminated; constructors run before the program can change the
     // environment.
     let value = unsafe { libc::getenv(ISOLATED_ENV.as_ptr()) };
@@ -85,11 +95,49 @@ unsafe fn exec_with_environment(
     }
 }
 
-/// Returns whether the program at `path` may run, after printing why when it may not.
+/// Returns the dynamic loader's identity, once [`on_load`] has found it.
+fn loader() -> Option<FileId> {
+    let device = LOADER[0].load(Ordering::Relaxed);
+    let inode = LOADER[1].load(Ordering::Relaxed);
+    (device != 0 || inode != 0).then_some(FileId { device, inode })
+}
+
+/// An exec's `argv` and `envp`, read only when the program turns out to be the dynamic
+/// loader, whose arguments name the program it runs.
+struct Arguments<'a> {
+    args: CStringArray<'a>,
+    env: CStringArray<'a>,
+}
+
+impl<'a> Arguments<'a> {
+    /// # Safety
+    /// `argv` and `envp` must each be null or a null-terminated array of NUL-terminated
+    /// strings, as exec requires.
+    unsafe fn new(argv: *const *mut c_char, envp: *const *mut c_char) -> Arguments<'a> {
+        // SAFETY: the caller's contract; exec's arguments stay unchanged during the call.
+        unsafe {
+            Arguments {
+                args: CStringArray::new(argv.cast()),
+                env: CStringArray::new(envp.cast()),
+            }
+        }
+    }
+
+    fn launch(&'a self) -> Launch<'a> {
+        Launch {
+            args: &self.args,
+            env: &self.env,
+            loader: loader(),
+        }
+    }
+}
+
+/// Returns whether the program at `path` may run with `arguments`, after printing why when
+/// it may not.
 ///
 /// # Safety
 /// `path` must be null or a NUL-terminated string.
-unsafe fn path_permitted(path: *const c_char) -> bool {
+unsafe fn path_permitted(path: *const c_char, arguments: &Arguments<'_>) -> bool {
     if path.is_null() {
         // exec fails with EFAULT itself.
         return true;
@@ -97,7 +145,12 @@ unsafe fn path_permitted(path: *const c_char) -> bool {
     // SAFETY: the caller passes a NUL-terminated string.
     let path = unsafe { CStr::from_ptr(path) };
     let mut scratch = Scratch::new();
-    permitted(netcon_program_check::check_path(path, &mut scratch))
+    let launch = arguments.launch();
+    permitted(netcon_program_check::check_path(
+        path,
+        &launch,
+        &mut scratch,
+    ))
 }
 
 /// Returns whether the program `execvp(file, …)` would run may run: `file` itself when it
@@ -105,7 +158,7 @@ unsafe fn path_permitted(path: *const c_char) -> bool {
 ///
 /// # Safety
 /// `file` must be null or a NUL-terminated string.
-unsafe fn search_permitted(file: *const c_char) -> bool {
+unsafe fn search_permitted(file: *const c_char, arguments: &Arguments<'_>) -> bool {
     if file.is_null() {
         return true;
     }
@@ -113,7 +166,7 @@ unsafe fn search_permitted(file: *const c_char) -> bool {
     let name = unsafe { CStr::from_ptr(file) };
     if name.to_bytes().contains(&b'/') {
         // SAFETY: as above.
-        return unsafe { path_permitted(file) };
+        return unsafe { path_permitted(file, arguments) };
     }
     // SAFETY: the name is NUL-terminated. getenv reads the environment without allocating.
     let value = unsafe { libc::getenv(c"PATH".as_ptr()) };
@@ -125,22 +178,23 @@ unsafe fn search_permitted(file: *const c_char) -> bool {
     let mut found = [0u8; PATH_MAX];
     match netcon_program_check::find_in_path(name.to_bytes(), search_path, &mut found) {
         // SAFETY: the found path is NUL-terminated.
-        Some(path) => unsafe { path_permitted(path.as_ptr()) },
+        Some(path) => unsafe { path_permitted(path.as_ptr(), arguments) },
         // exec fails with ENOENT or EACCES itself.
         None => true,
     }
 }
 
 /// Returns whether the program open as `fd` may run, after printing why when it may not.
-fn fd_permitted(fd: c_int) -> bool {
+fn fd_permitted(fd: c_int, arguments: &Arguments<'_>) -> bool {
     let mut scratch = Scratch::new();
-    permitted(netcon_program_check::check_fd(fd, &mut scratch))
+    let launch = arguments.launch();
+    permitted(netcon_program_check::check_fd(fd, &launch, &mut scratch))
 }
 
 /// Returns whether a checked program may run: it passed, or it fails only in ways
 /// `--isolate` allows and this process is isolated. Prints the reason either way it did not
 /// pass.
-fn permitted(result: Result<(), Rejection<'_>>) -> bool {
+fn permitted(result: Result<Passed, Rejection<'_>>) -> bool {
     let Err(rejection) = result else {
         return true;
     };
@@ -242,8 +296,9 @@ pub unsafe extern "C" fn execve(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    // SAFETY: exec's contract: path is null or NUL-terminated.
-    if !unsafe { path_permitted(path) } {
+    // SAFETY: exec's contract: path is null or NUL-terminated, argv and envp are arrays.
+    let permitted = unsafe { path_permitted(path, &Arguments::new(argv, envp)) };
+    if !permitted {
         return reject();
     }
     // SAFETY: the program's own arguments, with the environment completed.
@@ -256,11 +311,12 @@ pub unsafe extern "C" fn execve(
 /// The same contract as `execv`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *mut c_char) -> c_int {
+    let envp = environment::current_environ();
     // SAFETY: as for execve.
-    if !unsafe { path_permitted(path) } {
+    let permitted = unsafe { path_permitted(path, &Arguments::new(argv, envp)) };
+    if !permitted {
         return reject();
     }
-    let envp = environment::current_environ();
     // SAFETY: the program's own arguments, with its environment completed.
     unsafe { exec_with_environment(envp, |envp| real::execve(path, argv, envp)) }
 }
@@ -272,12 +328,13 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *mut c_char) ->
 /// The same contract as `execvp`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *mut c_char) -> c_int {
-    // SAFETY: exec's contract: file is null or NUL-terminated.
-    if !unsafe { search_permitted(file) } {
-        return reject();
-    }
     // execvp is execvpe with the process's environment.
     let envp = environment::current_environ();
+    // SAFETY: exec's contract: file is null or NUL-terminated, argv an array.
+    let permitted = unsafe { search_permitted(file, &Arguments::new(argv, envp)) };
+    if !permitted {
+        return reject();
+    }
     // SAFETY: the program's own arguments, with its environment completed.
     unsafe { exec_with_environment(envp, |envp| real::execvpe(file, argv, envp)) }
 }
@@ -294,7 +351,8 @@ pub unsafe extern "C" fn execvpe(
     envp: *const *mut c_char,
 ) -> c_int {
     // SAFETY: as for execvp.
-    if !unsafe { search_permitted(file) } {
+    let permitted = unsafe { search_permitted(file, &Arguments::new(argv, envp)) };
+    if !permitted {
         return reject();
     }
     // SAFETY: the program's own arguments, with the environment completed.
@@ -311,7 +369,9 @@ pub unsafe extern "C" fn fexecve(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    if !fd_permitted(fd) {
+    // SAFETY: exec's contract: argv and envp are arrays.
+    let arguments = unsafe { Arguments::new(argv, envp) };
+    if !fd_permitted(fd, &arguments) {
         return reject();
     }
     // SAFETY: the program's own arguments, with the environment completed.
@@ -331,8 +391,9 @@ pub unsafe extern "C" fn execveat(
     envp: *const *mut c_char,
     flags: c_int,
 ) -> c_int {
-    // SAFETY: execveat's contract: path is null or NUL-terminated.
-    if !unsafe { at_permitted(dirfd, path, flags) } {
+    // SAFETY: execveat's contract: path is null or NUL-terminated, argv and envp arrays.
+    let permitted = unsafe { at_permitted(dirfd, path, flags, &Arguments::new(argv, envp)) };
+    if !permitted {
         return reject();
     }
     let exec = |envp: *const *mut c_char| {
@@ -356,23 +417,25 @@ pub unsafe extern "C" fn execveat(
 ///
 /// # Safety
 /// `path` must be null or a NUL-terminated string.
-unsafe fn at_permitted(dirfd: c_int, path: *const c_char, flags: c_int) -> bool {
+unsafe fn at_permitted(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    arguments: &Arguments<'_>,
+) -> bool {
     if path.is_null() {
         return true;
     }
     // SAFETY: the caller passes a NUL-terminated string.
     let name = unsafe { CStr::from_ptr(path) };
     if name.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
-        return fd_permitted(dirfd);
+        return fd_permitted(dirfd, arguments);
     }
     let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW != 0;
     let mut scratch = Scratch::new();
-    permitted(netcon_program_check::check_path_at(
-        dirfd,
-        name,
-        nofollow,
-        &mut scratch,
-    ))
+    let launch = arguments.launch();
+    let result = netcon_program_check::check_path_at(dirfd, name, nofollow, &launch, &mut scratch);
+    permitted(result)
 }
 
 /// Handles `syscall(SYS_execve, …)` and `syscall(SYS_execveat, …)` for the `syscall`

@@ -15,7 +15,7 @@
 use libc::{FILE, c_char, c_int, pid_t, posix_spawn_file_actions_t, posix_spawnattr_t};
 
 use super::environment::{self, NoMemory};
-use super::{path_permitted, print_line, search_permitted};
+use super::{Arguments, path_permitted, print_line, search_permitted};
 use crate::real;
 
 /// The shell `system` and `popen` run (`_PATH_BSHELL`).
@@ -39,8 +39,9 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    // SAFETY: posix_spawn's contract: path is NUL-terminated.
-    if !unsafe { path_permitted(path) } {
+    // SAFETY: posix_spawn's contract: path is NUL-terminated, argv and envp are arrays.
+    let permitted = unsafe { path_permitted(path, &Arguments::new(argv, envp)) };
+    if !permitted {
         return libc::EACCES;
     }
     // SAFETY: the program's own arguments, with the environment completed.
@@ -64,8 +65,9 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    // SAFETY: posix_spawnp's contract: file is NUL-terminated.
-    if !unsafe { search_permitted(file) } {
+    // SAFETY: posix_spawnp's contract: file is NUL-terminated, argv and envp are arrays.
+    let permitted = unsafe { search_permitted(file, &Arguments::new(argv, envp)) };
+    if !permitted {
         return libc::EACCES;
     }
     // SAFETY: the program's own arguments, with the environment completed.
@@ -98,6 +100,15 @@ unsafe fn spawn_with_environment(
     }
 }
 
+/// Returns whether `/bin/sh -c COMMAND` may run, after printing why when it may not.
+fn shell_permitted(command: *const c_char) -> bool {
+    let argv = [c"sh".as_ptr(), c"-c".as_ptr(), command, std::ptr::null()];
+    let envp = environment::current_environ();
+    // SAFETY: argv is a null-terminated array of NUL-terminated strings (command is one, by
+    // the contracts of system and popen), and envp is libc's environment.
+    unsafe { path_permitted(SHELL.as_ptr(), &Arguments::new(argv.as_ptr().cast(), envp)) }
+}
+
 /// Replaces `system(3)`: returns the status of a shell that could not be executed when
 /// `/bin/sh` fails the check. `system(NULL)`, which only asks whether a shell exists, is
 /// passed on.
@@ -106,8 +117,7 @@ unsafe fn spawn_with_environment(
 /// The same contract as `system`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
-    // SAFETY: SHELL is NUL-terminated.
-    if !command.is_null() && !unsafe { path_permitted(SHELL.as_ptr()) } {
+    if !command.is_null() && !shell_permitted(command) {
         real::set_errno(libc::EACCES);
         return SHELL_NOT_EXECUTED;
     }
@@ -124,8 +134,7 @@ pub unsafe extern "C" fn system(command: *const c_char) -> c_int {
 /// The same contract as `popen`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE {
-    // SAFETY: SHELL is NUL-terminated.
-    if !unsafe { path_permitted(SHELL.as_ptr()) } {
+    if !shell_permitted(command) {
         real::set_errno(libc::EACCES);
         return std::ptr::null_mut();
     }
