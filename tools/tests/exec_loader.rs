@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::loopback::LoopbackServer;
-use common::wait_for_listener;
 use common::{CProgram, Finished, PEER_IP, PYTHON, Process, Topology, run_bounded};
+use common::{wait_for_listener, wait_until};
 use netcon_tools::topology::{isolated_netcon_command, netcon_command, require_root};
 
 /// The dynamic loader of x86_64 Linux, as glibc's `ldd` names it.
@@ -204,7 +204,9 @@ fn loader_with_static_probe_rejected() {
     direct.args(probe_args);
     let direct = run_bounded(direct, "loader without netcon", Duration::from_secs(30));
     assert_eq!(direct.stdout.trim(), "connected", "{direct}");
-    assert_eq!(host.accepted(), 1);
+    // The probe exits once connected, and the server accepts in its own time.
+    let accepted = wait_until(Duration::from_secs(5), || host.accepted() == 1);
+    assert!(accepted, "the server did not count the probe's connection");
 
     let named = format!("{} is statically linked", probe.program());
     // glibc 2.36's loader stops at `--` with a usage message, but a later one may take it
