@@ -6,6 +6,10 @@
 //! glibc's ld.so 2.36 reads them, and checks the program it would run. Listing or verifying a
 //! program's libraries (`--list`, `--verify`, or `LD_TRACE_LOADED_OBJECTS` in the
 //! environment, which `ldd` sets) runs none of the program's code and passes.
+//!
+//! NOTE: only the loader of the checking process is recognised. Another architecture's
+//! loader (`/lib/ld-linux.so.2`) or musl's is checked as the statically linked program it
+//! appears to be, and rejected.
 
 use core::ffi::CStr;
 
