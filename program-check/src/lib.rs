@@ -106,7 +106,7 @@ pub struct FileId {
     pub inode: u64,
 }
 
-/// What runs when a program that passed the check is executed.
+/// The outcome of a check that passed: the program runs, or the dynamic loader alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Passed {
     /// The program, with the preload loaded. A file the check cannot read or does not
@@ -117,8 +117,8 @@ pub enum Passed {
     LoaderAlone,
 }
 
-/// How a program is started, beyond its path: what the dynamic loader, run as a program,
-/// reads to choose the program it runs.
+/// The arguments and environment of an exec, and the system's dynamic loader. The loader, run
+/// as a program, reads them to choose the program it runs.
 #[derive(Clone, Copy)]
 pub struct Launch<'a> {
     /// The arguments exec passes, the program's name first.
@@ -502,7 +502,7 @@ pub(crate) mod tests {
 
     #[test]
     fn loader_unknown_is_static() {
-        // Without the loader's identity the check sees an ELF file without PT_INTERP.
+        // Without the loader's identity the check finds an ELF file without PT_INTERP.
         let mut scratch = Scratch::new();
         let args = [LOADER, c"/bin/true"];
         let launch = Launch {

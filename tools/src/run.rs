@@ -234,10 +234,11 @@ pub fn run(options: &RunOptions) -> Result<i32, RunError> {
     Ok(exit_code(status))
 }
 
-/// Checks that the preload sees the program's sockets when it is started with `argv`, and
-/// returns whether it will report that it loaded (the dynamic loader that only lists
-/// libraries runs no preload). With `isolate`, a program whose sockets bypass the preload
-/// (statically linked or Go) runs anyway after a warning, because it reaches only loopback.
+/// Checks that the preload will intercept the program's sockets when it is started with
+/// `argv`, and returns whether it will report that it loaded (the dynamic loader that only
+/// lists libraries runs no preload). With `isolate`, a program whose sockets bypass the
+/// preload (statically linked or Go) runs anyway after a warning, because it reaches only
+/// loopback.
 fn check_program(program: &Path, argv: &[OsString], isolate: bool) -> Result<bool, RunError> {
     match program_check::check_program(program, argv) {
         Ok(Passed::Program) => Ok(true),

@@ -18,9 +18,9 @@
 //! are made when the library loads. Exec may run in a `vfork` child, where `malloc` must not
 //! be called, so the new `envp` array is built on the stack, or in memory mapped with `mmap`
 //! when it does not fit there. Linux (`bprm_stack_limits` in fs/exec.c) limits the strings
-//! and pointers of argv and envp together to a quarter of the stack limit, but at least
-//! 128 KiB and at most 6 MiB (`sysconf(_SC_ARG_MAX)` is 2 MiB with the default 8 MiB stack
-//! limit), so such a mapping is a few MiB at most.
+//! and pointers of argv and envp together to a quarter of the stack limit, but to at least
+//! 128 KiB and at most 6 MiB, so such a mapping is a few MiB at most.
+//! (`sysconf(_SC_ARG_MAX)` is 2 MiB with the default 8 MiB stack limit.)
 
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
