@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use netcon_program_check::{Scratch, check_path};
+use netcon_program_check::{Launch, Scratch, check_path};
 use support::criterion_config;
 
 fn program_check(c: &mut Criterion) {
@@ -26,7 +26,8 @@ fn program_check(c: &mut Criterion) {
         group.bench_function(*name, |b| {
             b.iter(|| {
                 let mut scratch = Scratch::new();
-                let verdict = check_path(path, &mut scratch).is_ok();
+                let launch = Launch::without_arguments(None);
+                let verdict = check_path(path, &launch, &mut scratch).is_ok();
                 std::hint::black_box(verdict)
             })
         });

@@ -6,8 +6,9 @@
 //! concern the TCP connection itself (connect, bind, listen, accept, names, options) are sent
 //! to the service as RPCs ([`rpc`]); which fds are netcon sockets is cached in [`fdtable`].
 //!
-//! Programs the program starts get the library too, through the inherited `LD_PRELOAD`.
-//! [`exec`] checks each before exec and fails the exec of one the library would not see into.
+//! Programs the program starts get the library too, through `LD_PRELOAD`, which [`exec`]
+//! puts back into an environment that lacks it. [`exec`] also checks each program before exec
+//! and fails the exec of one the library would not see into.
 
 mod exec;
 mod fdtable;
@@ -32,6 +33,7 @@ extern "C" fn on_load() {
     // Resolve the path now: a child after fork should not need to allocate for it.
     let _ = rpc::socket_path();
     rpc::establish_at_load();
+    exec::prepare_environment();
     rpc::connect_early();
     intercept::check_inherited();
     // SAFETY: registers a plain function with no arguments; null means "no handler".

@@ -69,8 +69,6 @@ fn lookup(slot: &AtomicUsize, name: &'static str) -> usize {
 pub fn resolve_for_exec() {
     let functions = [
         (&address::execve, "execve\0"),
-        (&address::execv, "execv\0"),
-        (&address::execvp, "execvp\0"),
         (&address::execvpe, "execvpe\0"),
         (&address::fexecve, "fexecve\0"),
         (&address::close, "close\0"),
@@ -117,8 +115,6 @@ real! {
     getaddrinfo(node: *const c_char, service: *const c_char, hints: *const addrinfo, result: *mut *mut addrinfo) -> c_int;
     getnameinfo(addr: *const sockaddr, len: socklen_t, host: *mut c_char, host_len: socklen_t, service: *mut c_char, service_len: socklen_t, flags: c_int) -> c_int;
     execve(path: *const c_char, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
-    execv(path: *const c_char, argv: *const *mut c_char) -> c_int;
-    execvp(file: *const c_char, argv: *const *mut c_char) -> c_int;
     execvpe(file: *const c_char, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
     fexecve(fd: c_int, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;
     posix_spawn(pid: *mut pid_t, path: *const c_char, actions: *const posix_spawn_file_actions_t, attributes: *const posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int;

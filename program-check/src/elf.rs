@@ -3,6 +3,8 @@
 //! of calling libc. Everything is read into fixed buffers, in pieces, so the check allocates
 //! nothing.
 
+use core::ffi::CStr;
+
 use crate::file::{Errno, ExecFile};
 
 /// The program header type of the loader path (PT_INTERP in the ELF specification).
@@ -123,6 +125,30 @@ impl ElfHeader {
             }
         }
         Ok(false)
+    }
+
+    /// Reads the path the PT_INTERP header names into `out` and returns it. Returns `None`
+    /// when the file has no PT_INTERP header, or its path is empty, longer than `out` or not
+    /// NUL-terminated.
+    pub(crate) fn interpreter<'b>(
+        &self,
+        file: &ExecFile,
+        out: &'b mut [u8],
+    ) -> Result<Option<&'b CStr>, Errno> {
+        for index in 0..self.segment_count() {
+            let segment = self.segment(file, index)?;
+            if segment.kind != PT_INTERP {
+                continue;
+            }
+            if segment.size == 0 || segment.size > out.len() as u64 {
+                return Ok(None);
+            }
+            let len = segment.size as usize;
+            file.read_exact_at(segment.offset, &mut out[..len])?;
+            let out: &'b [u8] = out;
+            return Ok(CStr::from_bytes_until_nul(&out[..len]).ok());
+        }
+        Ok(None)
     }
 
     /// Returns whether the Go linker built the file: a note segment holds Go's build ID note,
@@ -467,6 +493,24 @@ mod tests {
     #[test]
     fn short_header_is_not_elf() {
         assert!(ElfHeader::parse(b"\x7fELF\x02\x01").is_none());
+    }
+
+    #[test]
+    fn interpreter_path_read() {
+        let bytes = ElfBuilder::new(true, false)
+            .segment(PT_INTERP, b"/lib/ld.so.1\0".to_vec())
+            .build();
+        let path = scratch_file("interp", &bytes);
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let file = ExecFile::open_at(libc::AT_FDCWD, &c_path, false).unwrap();
+        let header = ElfHeader::parse(file.head()).expect("an ELF header");
+        let mut out = [0u8; 64];
+        let found = header.interpreter(&file, &mut out).unwrap();
+        let mut short = [0u8; 4];
+        let too_long = header.interpreter(&file, &mut short).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(found, Some(c"/lib/ld.so.1"));
+        assert_eq!(too_long, None);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 use core::ffi::{CStr, c_int};
 
+use crate::FileId;
+
 /// The bytes read at open. In C programs the GNU notes follow the program headers, so 2 KiB
 /// usually covers all three. Go programs keep their note near the end of the first 4 KiB,
 /// which costs one more read.
@@ -98,6 +100,14 @@ impl ExecFile {
     /// Returns the file's status, taken before it was opened (or read from a borrowed fd).
     pub(crate) fn stat(&self) -> &libc::stat64 {
         &self.stat
+    }
+
+    /// Returns the file's device and inode.
+    pub(crate) fn id(&self) -> FileId {
+        FileId {
+            device: self.stat.st_dev,
+            inode: self.stat.st_ino,
+        }
     }
 
     /// Returns the open fd.

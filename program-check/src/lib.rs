@@ -2,7 +2,8 @@
 //! executed. It will not see them when the program, or the interpreter its `#!` line names,
 //! is one of three kinds of ELF file. A statically linked one runs no dynamic loader. A Go
 //! program's runtime makes socket system calls without libc. And where exec runs in secure
-//! mode, the loader ignores `LD_PRELOAD`.
+//! mode, the loader ignores `LD_PRELOAD`. The dynamic loader itself, run as a program, is
+//! judged by the program its arguments name ([`loader`]).
 //!
 //! `netcon-ctl run` checks the program it starts, and the preload checks every program a
 //! program starts through the exec family. Exec may be called in a `vfork` child or a signal
@@ -18,16 +19,21 @@ extern crate std;
 
 mod elf;
 mod file;
+mod loader;
 mod message;
 mod search;
+mod strings;
 
 use core::ffi::{CStr, c_int};
 
+pub use loader::{LoaderProblem, file_id, interpreter_id, running_loader};
 pub use message::IsolatedWarning;
 pub use search::{PATH_MAX, find_in_path, is_executable_file};
+pub use strings::{CStringArray, NO_STRINGS, StringList};
 
 use elf::ElfHeader;
 use file::ExecFile;
+use loader::LoaderRejection;
 
 /// The environment variable `netcon-ctl run --isolate` sets (to `1`) for the program it
 /// starts, so the preload lets that program start the statically linked and Go programs that
@@ -54,6 +60,9 @@ pub enum Reason {
     SetId { bit: SetIdBit, id: u32 },
     /// The file has capabilities and the caller is not root, so exec runs in secure mode.
     FileCapabilities,
+    /// The program is the dynamic loader, and its arguments do not show which program it
+    /// would run.
+    LoaderArguments(LoaderProblem),
 }
 
 /// The mode bit behind [`Reason::SetId`].
@@ -68,7 +77,10 @@ impl Reason {
     /// netcon, but in a namespace holding only loopback they reach nothing else. Programs that
     /// would gain privileges stay rejected.
     pub fn allowed_isolated(self) -> bool {
-        matches!(self, Reason::StaticElf | Reason::GoProgram)
+        matches!(
+            self,
+            Reason::StaticElf | Reason::GoProgram | Reason::LoaderArguments(_)
+        )
     }
 
     /// Returns whether the dynamic loader still loads the preload into the program.
@@ -78,7 +90,8 @@ impl Reason {
 }
 
 /// A program the preload would not see into, and why. `path` is the file the reason is
-/// about: the program, or the interpreter its `#!` line names, and `file` identifies it.
+/// about: the program, the interpreter its `#!` line names, or the program the dynamic loader
+/// is asked to run, and `file` identifies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rejection<'a> {
     pub path: &'a [u8],
@@ -91,6 +104,42 @@ pub struct Rejection<'a> {
 pub struct FileId {
     pub device: u64,
     pub inode: u64,
+}
+
+/// The outcome of a check that passed: the program runs, or the dynamic loader alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Passed {
+    /// The program, with the preload loaded. A file the check cannot read or does not
+    /// recognise passes this way too, and exec or the loader reports its errors.
+    Program,
+    /// The dynamic loader alone: it lists or verifies a program's libraries (`ldd`), or prints
+    /// its usage or version, and runs no program, so no preload reports that it loaded.
+    LoaderAlone,
+}
+
+/// The arguments and environment of an exec, and the system's dynamic loader. The loader, run
+/// as a program, reads them to choose the program it runs.
+#[derive(Clone, Copy)]
+pub struct Launch<'a> {
+    /// The arguments exec passes, the program's name first.
+    pub args: &'a dyn StringList,
+    /// The environment exec passes.
+    pub env: &'a dyn StringList,
+    /// The dynamic loader of this system (see [`interpreter_id`]). Without it, the loader is
+    /// checked as the statically linked program it appears to be, and rejected.
+    pub loader: Option<FileId>,
+}
+
+impl<'a> Launch<'a> {
+    /// Returns a launch with no arguments or environment, for a program that is surely not
+    /// the dynamic loader.
+    pub fn without_arguments(loader: Option<FileId>) -> Launch<'a> {
+        Launch {
+            args: NO_STRINGS,
+            env: NO_STRINGS,
+            loader,
+        }
+    }
 }
 
 impl<'a> Rejection<'a> {
@@ -130,8 +179,12 @@ impl Default for Scratch {
 /// Files that cannot be opened or read, and files that are neither ELF nor scripts, pass:
 /// exec reports their errors itself, and a file the check cannot read (mode `--x`) is not
 /// checked.
-pub fn check_path<'a>(path: &'a CStr, scratch: &'a mut Scratch) -> Result<(), Rejection<'a>> {
-    check_path_at(libc::AT_FDCWD, path, false, scratch)
+pub fn check_path<'a>(
+    path: &'a CStr,
+    launch: &Launch<'a>,
+    scratch: &'a mut Scratch,
+) -> Result<Passed, Rejection<'a>> {
+    check_path_at(libc::AT_FDCWD, path, false, launch, scratch)
 }
 
 /// Checks the program `execveat(dirfd, path, …)` would run: `path` relative to the directory
@@ -141,84 +194,125 @@ pub fn check_path_at<'a>(
     dirfd: c_int,
     path: &'a CStr,
     nofollow: bool,
+    launch: &Launch<'a>,
     scratch: &'a mut Scratch,
-) -> Result<(), Rejection<'a>> {
+) -> Result<Passed, Rejection<'a>> {
     let Ok(file) = ExecFile::open_at(dirfd, path, nofollow) else {
-        return Ok(());
+        return Ok(Passed::Program);
     };
-    match follow(file, Named::Given, scratch) {
-        None => Ok(()),
-        Some((reason, named, file)) => Err(Rejection {
-            path: named.resolve(path.to_bytes(), scratch),
-            reason,
-            file,
-        }),
-    }
+    follow(file, Named::Given, launch, scratch).map_err(|(reason, named, file)| Rejection {
+        path: named.resolve(path.to_bytes(), scratch),
+        reason,
+        file,
+    })
 }
 
 /// Checks the program open as `fd` (for `fexecve`, or `execveat` with `AT_EMPTY_PATH`),
 /// which is named `/dev/fd/N` in a rejection, as Linux names such a program.
-pub fn check_fd(fd: c_int, scratch: &mut Scratch) -> Result<(), Rejection<'_>> {
+pub fn check_fd<'a>(
+    fd: c_int,
+    launch: &Launch<'a>,
+    scratch: &'a mut Scratch,
+) -> Result<Passed, Rejection<'a>> {
     let Ok(file) = ExecFile::borrow_fd(fd) else {
-        return Ok(());
+        return Ok(Passed::Program);
     };
     let prefix = b"/dev/fd/";
     scratch.fd_name[..prefix.len()].copy_from_slice(prefix);
     let digits = file::write_decimal(fd as u32, &mut scratch.fd_name[prefix.len()..]);
     let name_len = prefix.len() + digits;
-    match follow(file, Named::Fd(name_len), scratch) {
-        None => Ok(()),
-        Some((reason, named, file)) => Err(Rejection {
-            path: named.resolve(b"", scratch),
-            reason,
-            file,
-        }),
-    }
+    follow(file, Named::Fd(name_len), launch, scratch).map_err(|(reason, named, file)| Rejection {
+        path: named.resolve(b"", scratch),
+        reason,
+        file,
+    })
 }
 
 /// The name a rejection carries: the caller's path, the interpreter copied into the scratch
-/// memory, or the fd name written there (each with its length).
+/// memory, or the fd name written there (each with its length), or an argument of the dynamic
+/// loader.
 #[derive(Clone, Copy)]
-enum Named {
+enum Named<'a> {
     Given,
     Interpreter(usize),
     Fd(usize),
+    Argument(&'a [u8]),
 }
 
-impl Named {
-    fn resolve<'a>(self, given: &'a [u8], scratch: &'a Scratch) -> &'a [u8] {
+impl<'a> Named<'a> {
+    fn resolve(self, given: &'a [u8], scratch: &'a Scratch) -> &'a [u8] {
         match self {
             Named::Given => given,
             Named::Interpreter(len) => &scratch.interpreter[..len],
             Named::Fd(len) => &scratch.fd_name[..len],
+            Named::Argument(argument) => argument,
         }
     }
 }
 
-/// Follows `#!` lines from `file` to an ELF file and checks it. Returns the reason, and the
-/// name and identity of the file it is about, or `None` when the program passes.
-fn follow(
+/// A rejected program's reason, name and identity.
+type Found<'a> = (Reason, Named<'a>, FileId);
+
+/// Follows `#!` lines from `file` to an ELF file and checks it. Returns what runs when the
+/// program passes, else the reason and the name and identity of the file it is about.
+fn follow<'a>(
     mut file: ExecFile,
-    mut named: Named,
+    mut named: Named<'a>,
+    launch: &Launch<'a>,
     scratch: &mut Scratch,
-) -> Option<(Reason, Named, FileId)> {
+) -> Result<Passed, Found<'a>> {
     for _ in 0..=MAX_SCRIPT_DEPTH {
         if let Some(line) = file.head().strip_prefix(b"#!") {
-            let len = copy_interpreter(line, &mut scratch.interpreter)?;
-            let path = CStr::from_bytes_with_nul(&scratch.interpreter[..=len]).ok()?;
-            file = ExecFile::open_at(libc::AT_FDCWD, path, false).ok()?;
-            named = Named::Interpreter(len);
+            let Some(next) = open_interpreter(line, scratch) else {
+                return Ok(Passed::Program);
+            };
+            (file, named) = next;
             continue;
         }
-        let header = ElfHeader::parse(file.head())?;
-        let reason = check_elf(&file, &header)?;
-        let id = FileId {
-            device: file.stat().st_dev,
-            inode: file.stat().st_ino,
+        if launch.loader == Some(file.id()) {
+            return check_loader(&file, named, launch);
+        }
+        let Some(header) = ElfHeader::parse(file.head()) else {
+            return Ok(Passed::Program);
         };
-        return Some((reason, named, id));
+        return match check_elf(&file, &header) {
+            Some(reason) => Err((reason, named, file.id())),
+            None => Ok(Passed::Program),
+        };
     }
-    None
+    Ok(Passed::Program)
+}
+
+/// Opens the interpreter a `#!` line names, after copying its path into the scratch memory.
+/// Returns `None` when the line names none or the file cannot be opened.
+fn open_interpreter<'a>(line: &[u8], scratch: &mut Scratch) -> Option<(ExecFile, Named<'a>)> {
+    let len = copy_interpreter(line, &mut scratch.interpreter)?;
+    let path = CStr::from_bytes_with_nul(&scratch.interpreter[..=len]).ok()?;
+    let file = ExecFile::open_at(libc::AT_FDCWD, path, false).ok()?;
+    Some((file, Named::Interpreter(len)))
+}
+
+/// Checks a run of the dynamic loader (`file`): the loader itself for secure mode, then the
+/// program its arguments name. A script whose `#!` line names the loader is rejected, because
+/// the loader's arguments then come from that line.
+fn check_loader<'a>(
+    file: &ExecFile,
+    named: Named<'a>,
+    launch: &Launch<'a>,
+) -> Result<Passed, Found<'a>> {
+    if let Named::Interpreter(_) = named {
+        let reason = Reason::LoaderArguments(LoaderProblem::Script);
+        return Err((reason, named, file.id()));
+    }
+    if let Some(reason) = check_secure_exec(file) {
+        return Err((reason, named, file.id()));
+    }
+    loader::check_run(launch).map_err(|rejection| match rejection {
+        LoaderRejection::Arguments(problem) => (Reason::LoaderArguments(problem), named, file.id()),
+        LoaderRejection::Program { path, reason, file } => {
+            (reason, Named::Argument(path.to_bytes()), file)
+        }
+    })
 }
 
 /// Copies the interpreter path of a `#!` line (the bytes after `#!`) into `out` with a NUL
@@ -315,10 +409,121 @@ pub(crate) mod tests {
     pub(crate) fn check(path: &Path) -> Result<(), (PathBuf, Reason)> {
         let c_path = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
         let mut scratch = Scratch::new();
-        check_path(&c_path, &mut scratch).map_err(|rejection| {
+        let launch = Launch::without_arguments(None);
+        let result = check_path(&c_path, &launch, &mut scratch).map_err(|rejection| {
             let bytes = std::os::unix::ffi::OsStrExt::from_bytes(rejection.path);
             (PathBuf::from(bytes as &std::ffi::OsStr), rejection.reason)
-        })
+        });
+        result.map(|passed| assert_eq!(passed, Passed::Program))
+    }
+
+    /// Checks the file at `path` started with `args` and `env`, with this system's dynamic
+    /// loader known, and returns what runs or the rejection's path and reason.
+    fn check_launch(
+        path: &CStr,
+        args: &[&CStr],
+        env: &[&CStr],
+    ) -> Result<Passed, (Vec<u8>, Reason)> {
+        let loader = interpreter_id(c"/proc/self/exe");
+        assert!(loader.is_some(), "the test program's loader was not found");
+        let launch = Launch {
+            args: &args,
+            env: &env,
+            loader,
+        };
+        let mut scratch = Scratch::new();
+        check_path(path, &launch, &mut scratch).map_err(|r| (r.path.to_vec(), r.reason))
+    }
+
+    /// The dynamic loader of x86_64 Linux, as `ldd` names it.
+    const LOADER: &CStr = c"/lib64/ld-linux-x86-64.so.2";
+
+    #[test]
+    fn loader_runs_dynamic_program() {
+        let args = [LOADER, c"--argv0", c"true", c"/bin/true", c"--version"];
+        assert_eq!(check_launch(LOADER, &args, &[]), Ok(Passed::Program));
+    }
+
+    #[test]
+    fn loader_with_static_program_rejected() {
+        let path = scratch_file("loader-static", &ElfBuilder::new(true, false).build());
+        let c_path = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let run = [LOADER, c"--library-path", c"/tmp", c_path.as_c_str(), c"x"];
+        let run_result = check_launch(LOADER, &run, &[]);
+        let list = [LOADER, c"--list", c_path.as_c_str()];
+        let list_result = check_launch(LOADER, &list, &[]);
+        let traced = check_launch(LOADER, &run, &[c"LD_TRACE_LOADED_OBJECTS=1"]);
+        fs::remove_file(&path).unwrap();
+
+        let name = c_path.as_bytes().to_vec();
+        assert_eq!(run_result, Err((name, Reason::StaticElf)));
+        assert_eq!(list_result, Ok(Passed::LoaderAlone));
+        assert_eq!(traced, Ok(Passed::LoaderAlone));
+    }
+
+    #[test]
+    fn loader_with_go_program_rejected() {
+        let go = ElfBuilder::new(true, false)
+            .segment(elf::PT_INTERP, b"/lib64/ld-linux-x86-64.so.2\0".to_vec())
+            .section(".gopclntab", vec![0; 8])
+            .build();
+        let path = scratch_file("loader-go", &go);
+        let c_path = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let result = check_launch(LOADER, &[LOADER, c_path.as_c_str()], &[]);
+        fs::remove_file(&path).unwrap();
+        assert_eq!(result, Err((c_path.as_bytes().to_vec(), Reason::GoProgram)));
+    }
+
+    #[test]
+    fn loader_arguments_problems_rejected() {
+        let loader = LOADER.to_bytes().to_vec();
+        let unknown = [LOADER, c"--new-option", c"/bin/true"];
+        let expected = Reason::LoaderArguments(LoaderProblem::UnknownOption);
+        assert_eq!(
+            check_launch(LOADER, &unknown, &[]),
+            Err((loader.clone(), expected))
+        );
+        let bare = [LOADER, c"true"];
+        let expected = Reason::LoaderArguments(LoaderProblem::NameWithoutSlash);
+        assert_eq!(check_launch(LOADER, &bare, &[]), Err((loader, expected)));
+    }
+
+    #[test]
+    fn loader_without_program_alone() {
+        assert_eq!(
+            check_launch(LOADER, &[LOADER], &[]),
+            Ok(Passed::LoaderAlone)
+        );
+        let itself = [LOADER, LOADER, c"/bin/true"];
+        assert_eq!(check_launch(LOADER, &itself, &[]), Ok(Passed::LoaderAlone));
+        let missing = [LOADER, c"/nonexistent/program"];
+        assert_eq!(check_launch(LOADER, &missing, &[]), Ok(Passed::Program));
+    }
+
+    #[test]
+    fn loader_unknown_is_static() {
+        // Without the loader's identity the check finds an ELF file without PT_INTERP.
+        let mut scratch = Scratch::new();
+        let args = [LOADER, c"/bin/true"];
+        let launch = Launch {
+            args: &args,
+            env: NO_STRINGS,
+            loader: None,
+        };
+        let result = check_path(LOADER, &launch, &mut scratch).map_err(|r| r.reason);
+        assert_eq!(result, Err(Reason::StaticElf));
+    }
+
+    #[test]
+    fn loader_as_script_interpreter_rejected() {
+        let dir = scratch_dir("loader-script");
+        let script = dir.join("script");
+        fs::write(&script, "#!/lib64/ld-linux-x86-64.so.2 /bin/true\n").unwrap();
+        let c_script = CString::new(script.as_os_str().as_encoded_bytes()).unwrap();
+        let result = check_launch(&c_script, &[c_script.as_c_str()], &[]);
+        fs::remove_dir_all(&dir).unwrap();
+        let expected = Reason::LoaderArguments(LoaderProblem::Script);
+        assert_eq!(result, Err((LOADER.to_bytes().to_vec(), expected)));
     }
 
     #[test]
@@ -420,12 +625,13 @@ pub(crate) mod tests {
         let file = fs::File::open(&path).unwrap();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
         let mut scratch = Scratch::new();
-        let result = check_fd(fd, &mut scratch).map_err(|r| (r.path.to_vec(), r.reason));
+        let launch = Launch::without_arguments(None);
+        let result = check_fd(fd, &launch, &mut scratch).map_err(|r| (r.path.to_vec(), r.reason));
         let inode = std::os::unix::fs::MetadataExt::ino(&file.metadata().unwrap());
         fs::remove_file(&path).unwrap();
         let name = format!("/dev/fd/{fd}").into_bytes();
         assert_eq!(result, Err((name, Reason::StaticElf)));
-        let id = check_fd(fd, &mut scratch).unwrap_err().file;
+        let id = check_fd(fd, &launch, &mut scratch).unwrap_err().file;
         assert_eq!(id.inode, inode);
         // The caller's fd stays open.
         assert!(file.metadata().is_ok());

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::{Reason, Rejection, SetIdBit};
+use crate::{LoaderProblem, Reason, Rejection, SetIdBit};
 
 impl fmt::Display for SetIdBit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -42,6 +42,37 @@ impl fmt::Display for Rejection<'_> {
                 "{path} has file capabilities, so the dynamic loader runs it in secure mode and \
                  ignores LD_PRELOAD; run it as root or run a copy without capabilities"
             ),
+            Reason::LoaderArguments(problem) => {
+                let (cause, fix) = problem.cause_and_fix();
+                write!(
+                    f,
+                    "{path} is the dynamic loader, and netcon cannot tell which program it \
+                     would run: {cause}; {fix}, or run it with `netcon-ctl run --isolate`, \
+                     which gives it loopback only and no network"
+                )
+            }
+        }
+    }
+}
+
+impl LoaderProblem {
+    /// Returns why the loader's program is unknown, and what to do instead.
+    fn cause_and_fix(self) -> (&'static str, &'static str) {
+        match self {
+            LoaderProblem::UnknownOption => (
+                "an argument before the program starts with `--` but is not an option of \
+                 glibc 2.36's loader",
+                "pass only the options `ld.so --help` lists",
+            ),
+            LoaderProblem::NameWithoutSlash => (
+                "the program is named without a slash, which the loader looks up in \
+                 /etc/ld.so.cache",
+                "name it by a path such as ./NAME",
+            ),
+            LoaderProblem::Script => (
+                "a script's #! line names the loader as its interpreter",
+                "start the loader with the program as its argument instead",
+            ),
         }
     }
 }
@@ -58,6 +89,16 @@ impl fmt::Display for IsolatedWarning<'_> {
             Reason::GoProgram => write!(f, "{path} is a Go program")?,
             Reason::SetId { .. } | Reason::FileCapabilities => {
                 write!(f, "{path} runs in secure mode")?
+            }
+            Reason::LoaderArguments(_) => {
+                write!(
+                    f,
+                    "{path} is the dynamic loader running an unchecked program"
+                )?;
+                return f.write_str(
+                    ", whose sockets may bypass netcon; with --isolate it has loopback only and \
+                     no network",
+                );
             }
         }
         f.write_str(
@@ -119,6 +160,24 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("without the set-group-ID bit"), "{text}");
+    }
+
+    #[test]
+    fn loader_problem_names_fix() {
+        let rejection = Rejection {
+            path: b"/lib64/ld-linux-x86-64.so.2",
+            reason: Reason::LoaderArguments(LoaderProblem::NameWithoutSlash),
+            file: FileId::default(),
+        };
+        let text = rejection.to_string();
+        assert!(
+            text.starts_with("/lib64/ld-linux-x86-64.so.2 is the dynamic loader, and"),
+            "{text}"
+        );
+        assert!(text.contains("such as ./NAME"), "{text}");
+        assert!(text.contains("`netcon-ctl run --isolate`"), "{text}");
+        let warning = rejection.isolated_warning().to_string();
+        assert!(warning.contains("may bypass netcon"), "{warning}");
     }
 
     #[test]

@@ -28,8 +28,11 @@ enum Commands {
     /// Rejects programs whose sockets the preload would not see: statically linked and Go
     /// programs (which --isolate runs with loopback only), set-user-ID and set-group-ID
     /// programs that would change ids, and programs with file capabilities unless run as root.
-    /// The preload applies the same rules to every program the program starts: exec fails with
-    /// EACCES and a line on stderr names the reason.
+    /// The dynamic loader run as a program (`ld.so PROGRAM`, as ldd does) is judged by the
+    /// program it runs. The preload applies the same rules to every program the program
+    /// starts: exec fails with EACCES and a line on stderr names the reason. It also adds
+    /// LD_PRELOAD and netcon's variables to a child's environment that lacks them, so `env -i`
+    /// and servers that build a new environment keep their children on netcon.
     ///
     /// Exits with the program's status (128 + N when signal N killed it), 125 when netcon-ctl
     /// fails or the preload did not load, 126 when the program cannot run with the preload,

@@ -2,13 +2,13 @@
 //! rules are in the `netcon-program-check` crate, which the preload applies to every program
 //! a program starts), and finds programs on `PATH`.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use netcon_program_check::FileId;
-pub use netcon_program_check::{Reason, SetIdBit};
+use netcon_program_check::{FileId, Launch};
+pub use netcon_program_check::{LoaderProblem, Passed, Reason, SetIdBit};
 
 /// The search path used when `PATH` is not set.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -70,20 +70,43 @@ pub fn find_program(program: &OsStr) -> Option<PathBuf> {
     Some(PathBuf::from(OsStr::from_bytes(found.to_bytes())))
 }
 
-/// Checks that the preload can load into the program at `path`, following `#!` interpreters.
+/// Checks that the preload can load into the program at `path`, following `#!` interpreters,
+/// when it is started with `args` (its name first) and this process's environment. When the
+/// program is the dynamic loader, the program its arguments name is checked.
 ///
 /// Files that cannot be read or are not ELF pass: exec reports their errors itself, and
 /// `netcon-ctl run` still waits for the preload's ready line.
-pub fn check_program(path: &Path) -> Result<(), Rejection> {
-    // A path holding a NUL cannot be executed at all.
+pub fn check_program(path: &Path, args: &[OsString]) -> Result<Passed, Rejection> {
+    // A path or argument holding a NUL cannot be executed at all.
     let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
-        return Ok(());
+        return Ok(Passed::Program);
     };
+    let Some(args) = c_strings(args.iter().map(|arg| arg.as_bytes().to_vec())) else {
+        return Ok(Passed::Program);
+    };
+    let env = c_strings(
+        std::env::vars_os().map(|(name, value)| [name.as_bytes(), b"=", value.as_bytes()].concat()),
+    )
+    .unwrap_or_default();
+    let args: Vec<&CStr> = args.iter().map(CString::as_c_str).collect();
+    let env: Vec<&CStr> = env.iter().map(CString::as_c_str).collect();
+    let launch = Launch {
+        args: &args.as_slice(),
+        env: &env.as_slice(),
+        loader: netcon_program_check::interpreter_id(c"/proc/self/exe"),
+    };
+
     let mut scratch = netcon_program_check::Scratch::new();
-    netcon_program_check::check_path(&c_path, &mut scratch).map_err(|rejection| Rejection {
+    let result = netcon_program_check::check_path(&c_path, &launch, &mut scratch);
+    result.map_err(|rejection| Rejection {
         path: PathBuf::from(OsStr::from_bytes(rejection.path)),
         reason: rejection.reason,
     })
+}
+
+/// Returns the strings as C strings, or `None` when one contains a NUL byte.
+fn c_strings(strings: impl Iterator<Item = Vec<u8>>) -> Option<Vec<CString>> {
+    strings.map(|bytes| CString::new(bytes).ok()).collect()
 }
 
 #[cfg(test)]
@@ -99,18 +122,45 @@ mod tests {
 
     #[test]
     fn dynamic_elf_passes() {
-        assert_eq!(check_program(Path::new("/bin/true")), Ok(()));
+        let args = ["true".into()];
+        assert_eq!(
+            check_program(Path::new("/bin/true"), &args),
+            Ok(Passed::Program)
+        );
+    }
+
+    #[test]
+    fn loader_checks_its_program() {
+        let loader = Path::new("/lib64/ld-linux-x86-64.so.2");
+        let run = [loader.into(), "/bin/true".into()];
+        assert_eq!(check_program(loader, &run), Ok(Passed::Program));
+        let list = [loader.into(), "--list".into(), "/bin/true".into()];
+        assert_eq!(check_program(loader, &list), Ok(Passed::LoaderAlone));
+
+        let dir = scratch_dir("loader-static");
+        let path = dir.join("static");
+        fs::write(&path, static_elf()).unwrap();
+        let run = [loader.into(), path.clone().into()];
+        let result = check_program(loader, &run);
+        fs::remove_dir_all(&dir).unwrap();
+        let rejection = result.expect_err("the loader's static program passed");
+        assert_eq!(rejection.path, path);
+        assert_eq!(rejection.reason, Reason::StaticElf);
+    }
+
+    /// Returns an ELF file header without program headers: no PT_INTERP.
+    fn static_elf() -> Vec<u8> {
+        let mut header = vec![0u8; 64];
+        header[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        header
     }
 
     #[test]
     fn static_rejection_names_fix() {
         let dir = scratch_dir("static-tools");
         let path = dir.join("static");
-        // An ELF file header without program headers: no PT_INTERP.
-        let mut header = vec![0u8; 64];
-        header[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        fs::write(&path, header).unwrap();
-        let result = check_program(&path);
+        fs::write(&path, static_elf()).unwrap();
+        let result = check_program(&path, &[]);
         fs::remove_dir_all(&dir).unwrap();
         let rejection = result.expect_err("a static ELF file passed");
         assert_eq!(rejection.path, path);
@@ -138,12 +188,12 @@ mod tests {
         let nobody = 65534;
         std::os::unix::fs::chown(&path, Some(nobody), None).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o4755)).unwrap();
-        let other_owner = check_program(&path);
+        let other_owner = check_program(&path, &[]);
 
         // Root running a set-user-ID-root file keeps its ids, so the loader honours LD_PRELOAD.
         std::os::unix::fs::chown(&path, Some(0), None).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o4755)).unwrap();
-        let own = check_program(&path);
+        let own = check_program(&path, &[]);
         fs::remove_dir_all(&dir).unwrap();
 
         let expected = Rejection {
@@ -154,11 +204,11 @@ mod tests {
             },
         };
         if on_nosuid_mount(&std::env::temp_dir()) {
-            assert_eq!(other_owner, Ok(()));
+            assert_eq!(other_owner, Ok(Passed::Program));
         } else {
             assert_eq!(other_owner, Err(expected));
         }
-        assert_eq!(own, Ok(()));
+        assert_eq!(own, Ok(Passed::Program));
     }
 
     fn on_nosuid_mount(path: &Path) -> bool {

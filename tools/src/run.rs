@@ -18,7 +18,7 @@ use std::time::Duration;
 use netcon_control::path::SOCKET_ENV;
 use netcon_program_check::ISOLATED_ENV;
 
-use crate::program_check::{self, Rejection};
+use crate::program_check::{self, Passed, Rejection};
 use crate::signals;
 use isolate::{IsolateError, Isolation};
 use ready::{ReadyPipe, ReadyWait};
@@ -160,7 +160,9 @@ pub fn run(options: &RunOptions) -> Result<i32, RunError> {
         program_check::find_program(&options.program).ok_or_else(|| RunError::ProgramNotFound {
             program: options.program.clone(),
         })?;
-    let expect_ready = check_program(&program, options.isolate)?;
+    let mut argv = vec![options.program.clone()];
+    argv.extend(options.args.iter().cloned());
+    let expect_ready = check_program(&program, &argv, options.isolate)?;
     let isolate_error = |source| RunError::Isolate {
         program: options.program.clone(),
         source,
@@ -232,12 +234,15 @@ pub fn run(options: &RunOptions) -> Result<i32, RunError> {
     Ok(exit_code(status))
 }
 
-/// Checks that the preload sees the program's sockets, and returns whether it will report
-/// that it loaded. With `isolate`, a program whose sockets bypass the preload (statically
-/// linked or Go) runs anyway after a warning, because it reaches only loopback.
-fn check_program(program: &Path, isolate: bool) -> Result<bool, RunError> {
-    match program_check::check_program(program) {
-        Ok(()) => Ok(true),
+/// Checks that the preload will intercept the program's sockets when it is started with
+/// `argv`, and returns whether it will report that it loaded (the dynamic loader that only
+/// lists libraries runs no preload). With `isolate`, a program whose sockets bypass the
+/// preload (statically linked or Go) runs anyway after a warning, because it reaches only
+/// loopback.
+fn check_program(program: &Path, argv: &[OsString], isolate: bool) -> Result<bool, RunError> {
+    match program_check::check_program(program, argv) {
+        Ok(Passed::Program) => Ok(true),
+        Ok(Passed::LoaderAlone) => Ok(false),
         Err(rejection) if isolate && rejection.allowed_isolated() => {
             eprintln!("netcon-ctl: warning: {}", rejection.isolated_warning());
             Ok(rejection.preload_loads())

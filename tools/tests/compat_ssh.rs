@@ -1,7 +1,8 @@
 //! OpenSSH through netcon: sshd as a server that ssh in the namespace logs in to with a key,
 //! and ssh and sftp as clients of an sshd in the namespace. Neither prints a warning about the
 //! socket options it sets (IP_TOS from IPQoS, TCP_NODELAY, SO_KEEPALIVE), and the TOS ssh
-//! sets reaches the wire.
+//! sets reaches the wire. sshd builds each session's environment anew, and the programs a
+//! session runs stay on netcon all the same.
 
 mod common;
 
@@ -9,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::loopback::LoopbackServer;
 use common::{
-    NETCON_IP, PEER_IP, Process, Topology, load_nft_rules, package_version, record_compat,
+    NETCON_IP, PEER_IP, PYTHON, Process, Topology, load_nft_rules, package_version, record_compat,
     run_bounded, sha256_file, wait_for_listener, wait_for_netcon_listener, write_random_file,
 };
-use netcon_tools::topology::{netcon_command, require_root};
+use netcon_tools::topology::{binary_path, isolated_netcon_command, netcon_command, require_root};
 
 const SSHD: &str = "/usr/sbin/sshd";
 const PORT: u16 = 2222;
@@ -153,6 +155,92 @@ fn sshd_through_netcon_accepts_key_login() {
     let (_, stderr) = sshd.output_so_far();
     assert_no_option_warnings("sshd through netcon", &stderr);
     record_compat("sshd", &version, "server", "pass");
+}
+
+/// The port of the peer's web server in the namespace.
+const PEER_WEB_PORT: u16 = 9630;
+
+/// The page the peer's web server serves.
+const PEER_PAGE: &str = "served to the session through netcon";
+
+/// Runs `command` in a session of the sshd that listens through netcon, as root with the
+/// test's key, from ssh in the namespace.
+fn run_in_session(topology: &Topology, files: &SshFiles, command: &str) -> common::Finished {
+    let mut ssh = topology.netns.command("ssh");
+    ssh.args(files.client_options())
+        .args(["-p", &PORT.to_string(), &format!("root@{NETCON_IP}")])
+        .arg(command);
+    run_bounded(ssh, command, Duration::from_secs(30))
+}
+
+#[test]
+fn sshd_session_programs_stay_on_netcon() {
+    if !require_root("sshd_session_programs_stay_on_netcon") {
+        return;
+    }
+    let topology = Topology::start("ncsshenv");
+    let files = SshFiles::create("0.0.0.0");
+    let site = tempfile::tempdir().expect("cannot create a temporary directory");
+    std::fs::write(site.path().join("page"), format!("{PEER_PAGE}\n")).unwrap();
+    let mut web = topology.netns.command(PYTHON);
+    web.args(["-m", "http.server", "--bind", PEER_IP])
+        .arg(PEER_WEB_PORT.to_string())
+        .arg("--directory")
+        .arg(site.path());
+    let mut web = Process::spawn(web, "http.server in the namespace");
+    wait_for_listener(&topology.netns, PEER_WEB_PORT, &mut web);
+    let host = LoopbackServer::start();
+    let preload = std::fs::canonicalize(binary_path("libnetcon_preload.so")).unwrap();
+    let preload_entry = format!("LD_PRELOAD={}", preload.display());
+
+    for isolate in [false, true] {
+        let mut sshd = match isolate {
+            true => isolated_netcon_command(topology.socket(), SSHD),
+            false => netcon_command(topology.socket(), SSHD),
+        };
+        sshd.args(["-D", "-e", "-f"]).arg(files.config());
+        let mut sshd = Process::spawn(sshd, "sshd through netcon");
+        wait_for_netcon_listener(&topology.netns, PORT, &mut sshd, Duration::from_secs(15));
+
+        // sshd gives the session an environment of its own making, which the preload adds
+        // its variables to.
+        let env = run_in_session(&topology, &files, "env");
+        env.assert_success();
+        let lines: Vec<&str> = env.stdout.lines().collect();
+        for entry in [preload_entry.as_str(), "USER=root"] {
+            assert!(
+                lines.contains(&entry),
+                "isolate {isolate}: no {entry}\n{env}"
+            );
+        }
+        assert!(
+            lines.iter().any(|line| line.starts_with("SSH_CONNECTION=")),
+            "isolate {isolate}: not sshd's session environment\n{env}"
+        );
+
+        if isolate {
+            // sshd's namespace has only loopback, so the peer is reachable through netcon
+            // or not at all.
+            let url = format!("http://{PEER_IP}:{PEER_WEB_PORT}/page");
+            let curl = run_in_session(&topology, &files, &format!("curl -sS -m 10 {url}"));
+            let (_, stderr) = sshd.output_so_far();
+            assert!(
+                curl.stdout.contains(PEER_PAGE),
+                "the session's curl did not reach the peer\n{curl}\nsshd stderr:\n{stderr}"
+            );
+        } else {
+            // Through netcon, 127.0.0.1 is netcon-dp's loopback, where nothing listens.
+            let url = format!("http://127.0.0.1:{}/", host.port);
+            let curl = run_in_session(&topology, &files, &format!("curl -sS -m 10 {url}"));
+            assert!(curl.stderr.contains("curl: (7)"), "{curl}");
+            assert_eq!(
+                host.accepted(),
+                0,
+                "the session reached the host's server\n{curl}"
+            );
+        }
+        drop(sshd);
+    }
 }
 
 #[test]

@@ -23,11 +23,9 @@
 //! most, as under `--isolate`. A program that makes such a namespace itself gains nothing it
 //! could not do without netcon.
 //!
-//! NOTE: the check looks at the program, not at the environment it gets. A child started
-//! with an environment without `LD_PRELOAD` (`env -i`, or a server that builds its children's
-//! environment anew) runs without the preload, so its sockets bypass netcon. Putting the
-//! preload's variables back into such an environment before exec would close this.
+//! Each exec also passes an environment that keeps the child on netcon ([`environment`]).
 
+mod environment;
 mod namespace;
 mod spawn;
 
@@ -36,7 +34,9 @@ use std::fmt::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use libc::{c_char, c_int, c_long};
-use netcon_program_check::{FileId, ISOLATED_ENV, PATH_MAX, Rejection, Scratch};
+use netcon_program_check::{
+    CStringArray, FileId, ISOLATED_ENV, Launch, PATH_MAX, Passed, Rejection, Scratch,
+};
 
 use crate::real;
 
@@ -46,10 +46,18 @@ const DEFAULT_PATH: &[u8] = b"/bin:/usr/bin";
 /// Whether `netcon-ctl run --isolate` started this process's first program.
 static ISOLATED: AtomicBool = AtomicBool::new(false);
 
-/// Prepares the checks when the library loads: resolves the libc functions they call and
-/// reads whether `--isolate` is in force.
+/// The device and inode of the dynamic loader, with 0 for the device until they are known.
+static LOADER: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// Prepares the checks when the library loads: resolves the libc functions they call, finds
+/// the dynamic loader (which the checks tell apart from statically linked programs) and reads
+/// whether `--isolate` is in force.
 pub fn on_load() {
     real::resolve_for_exec();
+    if let Some(loader) = netcon_program_check::running_loader() {
+        LOADER[1].store(loader.inode, Ordering::Relaxed);
+        LOADER[0].store(loader.device, Ordering::Relaxed);
+    }
     // SAFETY: the name is NUL-terminated; constructors run before the program can change the
     // environment.
     let value = unsafe { libc::getenv(ISOLATED_ENV.as_ptr()) };
@@ -58,11 +66,78 @@ pub fn on_load() {
     ISOLATED.store(isolated, Ordering::Relaxed);
 }
 
-/// Returns whether the program at `path` may run, after printing why when it may not.
+/// Prepares the environment entries every exec adds when they are missing. Runs while the
+/// library loads, once the origin connection is named in the environment.
+pub fn prepare_environment() {
+    environment::prepare(ISOLATED.load(Ordering::Relaxed));
+}
+
+/// Calls `exec` with `envp` completed by [`environment::with_netcon_environment`]. Fails with
+/// ENOMEM, after printing why, when the completed environment cannot be built.
+///
+/// # Safety
+/// `envp` must be null or a null-terminated array of NUL-terminated strings.
+unsafe fn exec_with_environment(
+    envp: *const *mut c_char,
+    exec: impl FnOnce(*const *mut c_char) -> c_int,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    match unsafe { environment::with_netcon_environment(envp, exec) } {
+        Ok(result) => result,
+        Err(environment::NoMemory) => {
+            print_line(format_args!(
+                "netcon: exec failed with ENOMEM: no memory to add the netcon preload's \
+                 variables to the program's environment"
+            ));
+            real::set_errno(libc::ENOMEM);
+            -1
+        }
+    }
+}
+
+/// Returns the dynamic loader's identity, once [`on_load`] has found it.
+fn loader() -> Option<FileId> {
+    let device = LOADER[0].load(Ordering::Relaxed);
+    let inode = LOADER[1].load(Ordering::Relaxed);
+    (device != 0 || inode != 0).then_some(FileId { device, inode })
+}
+
+/// An exec's `argv` and `envp`, read only when the program turns out to be the dynamic
+/// loader, whose arguments name the program it runs.
+struct Arguments<'a> {
+    args: CStringArray<'a>,
+    env: CStringArray<'a>,
+}
+
+impl<'a> Arguments<'a> {
+    /// # Safety
+    /// `argv` and `envp` must each be null or a null-terminated array of NUL-terminated
+    /// strings, as exec requires.
+    unsafe fn new(argv: *const *mut c_char, envp: *const *mut c_char) -> Arguments<'a> {
+        // SAFETY: the caller's contract; exec's arguments stay unchanged during the call.
+        unsafe {
+            Arguments {
+                args: CStringArray::new(argv.cast()),
+                env: CStringArray::new(envp.cast()),
+            }
+        }
+    }
+
+    fn launch(&'a self) -> Launch<'a> {
+        Launch {
+            args: &self.args,
+            env: &self.env,
+            loader: loader(),
+        }
+    }
+}
+
+/// Returns whether the program at `path` may run with `arguments`, after printing why when
+/// it may not.
 ///
 /// # Safety
 /// `path` must be null or a NUL-terminated string.
-unsafe fn path_permitted(path: *const c_char) -> bool {
+unsafe fn path_permitted(path: *const c_char, arguments: &Arguments<'_>) -> bool {
     if path.is_null() {
         // exec fails with EFAULT itself.
         return true;
@@ -70,7 +145,12 @@ unsafe fn path_permitted(path: *const c_char) -> bool {
     // SAFETY: the caller passes a NUL-terminated string.
     let path = unsafe { CStr::from_ptr(path) };
     let mut scratch = Scratch::new();
-    permitted(netcon_program_check::check_path(path, &mut scratch))
+    let launch = arguments.launch();
+    permitted(netcon_program_check::check_path(
+        path,
+        &launch,
+        &mut scratch,
+    ))
 }
 
 /// Returns whether the program `execvp(file, …)` would run may run: `file` itself when it
@@ -78,7 +158,7 @@ unsafe fn path_permitted(path: *const c_char) -> bool {
 ///
 /// # Safety
 /// `file` must be null or a NUL-terminated string.
-unsafe fn search_permitted(file: *const c_char) -> bool {
+unsafe fn search_permitted(file: *const c_char, arguments: &Arguments<'_>) -> bool {
     if file.is_null() {
         return true;
     }
@@ -86,7 +166,7 @@ unsafe fn search_permitted(file: *const c_char) -> bool {
     let name = unsafe { CStr::from_ptr(file) };
     if name.to_bytes().contains(&b'/') {
         // SAFETY: as above.
-        return unsafe { path_permitted(file) };
+        return unsafe { path_permitted(file, arguments) };
     }
     // SAFETY: the name is NUL-terminated. getenv reads the environment without allocating.
     let value = unsafe { libc::getenv(c"PATH".as_ptr()) };
@@ -98,22 +178,23 @@ unsafe fn search_permitted(file: *const c_char) -> bool {
     let mut found = [0u8; PATH_MAX];
     match netcon_program_check::find_in_path(name.to_bytes(), search_path, &mut found) {
         // SAFETY: the found path is NUL-terminated.
-        Some(path) => unsafe { path_permitted(path.as_ptr()) },
+        Some(path) => unsafe { path_permitted(path.as_ptr(), arguments) },
         // exec fails with ENOENT or EACCES itself.
         None => true,
     }
 }
 
 /// Returns whether the program open as `fd` may run, after printing why when it may not.
-fn fd_permitted(fd: c_int) -> bool {
+fn fd_permitted(fd: c_int, arguments: &Arguments<'_>) -> bool {
     let mut scratch = Scratch::new();
-    permitted(netcon_program_check::check_fd(fd, &mut scratch))
+    let launch = arguments.launch();
+    permitted(netcon_program_check::check_fd(fd, &launch, &mut scratch))
 }
 
 /// Returns whether a checked program may run: it passed, or it fails only in ways
 /// `--isolate` allows and this process is isolated. Prints the reason either way it did not
 /// pass.
-fn permitted(result: Result<(), Rejection<'_>>) -> bool {
+fn permitted(result: Result<Passed, Rejection<'_>>) -> bool {
     let Err(rejection) = result else {
         return true;
     };
@@ -215,26 +296,29 @@ pub unsafe extern "C" fn execve(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    // SAFETY: exec's contract: path is null or NUL-terminated.
-    if !unsafe { path_permitted(path) } {
+    // SAFETY: exec's contract: path is null or NUL-terminated, argv and envp are arrays.
+    let permitted = unsafe { path_permitted(path, &Arguments::new(argv, envp)) };
+    if !permitted {
         return reject();
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::execve(path, argv, envp) }
+    // SAFETY: the program's own arguments, with the environment completed.
+    unsafe { exec_with_environment(envp, |envp| real::execve(path, argv, envp)) }
 }
 
-/// Replaces `execv(3)`, which glibc runs through its internal `execve`.
+/// Replaces `execv(3)`, which is `execve` with the process's environment (`environ`).
 ///
 /// # Safety
 /// The same contract as `execv`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *mut c_char) -> c_int {
+    let envp = environment::current_environ();
     // SAFETY: as for execve.
-    if !unsafe { path_permitted(path) } {
+    let permitted = unsafe { path_permitted(path, &Arguments::new(argv, envp)) };
+    if !permitted {
         return reject();
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::execv(path, argv) }
+    // SAFETY: the program's own arguments, with its environment completed.
+    unsafe { exec_with_environment(envp, |envp| real::execve(path, argv, envp)) }
 }
 
 /// Replaces `execvp(3)`: checks the file a `PATH` search finds, then lets glibc search and
@@ -244,12 +328,15 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: *const *mut c_char) ->
 /// The same contract as `execvp`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: *const *mut c_char) -> c_int {
-    // SAFETY: exec's contract: file is null or NUL-terminated.
-    if !unsafe { search_permitted(file) } {
+    // execvp is execvpe with the process's environment.
+    let envp = environment::current_environ();
+    // SAFETY: exec's contract: file is null or NUL-terminated, argv an array.
+    let permitted = unsafe { search_permitted(file, &Arguments::new(argv, envp)) };
+    if !permitted {
         return reject();
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::execvp(file, argv) }
+    // SAFETY: the program's own arguments, with its environment completed.
+    unsafe { exec_with_environment(envp, |envp| real::execvpe(file, argv, envp)) }
 }
 
 /// Replaces `execvpe(3)`, which searches the caller's `PATH` (not the one in `envp`), as
@@ -264,11 +351,12 @@ pub unsafe extern "C" fn execvpe(
     envp: *const *mut c_char,
 ) -> c_int {
     // SAFETY: as for execvp.
-    if !unsafe { search_permitted(file) } {
+    let permitted = unsafe { search_permitted(file, &Arguments::new(argv, envp)) };
+    if !permitted {
         return reject();
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::execvpe(file, argv, envp) }
+    // SAFETY: the program's own arguments, with the environment completed.
+    unsafe { exec_with_environment(envp, |envp| real::execvpe(file, argv, envp)) }
 }
 
 /// Replaces `fexecve(3)`: the program is the open file `fd`.
@@ -281,11 +369,13 @@ pub unsafe extern "C" fn fexecve(
     argv: *const *mut c_char,
     envp: *const *mut c_char,
 ) -> c_int {
-    if !fd_permitted(fd) {
+    // SAFETY: exec's contract: argv and envp are arrays.
+    let arguments = unsafe { Arguments::new(argv, envp) };
+    if !fd_permitted(fd, &arguments) {
         return reject();
     }
-    // SAFETY: the program's own arguments, passed on unchanged.
-    unsafe { real::fexecve(fd, argv, envp) }
+    // SAFETY: the program's own arguments, with the environment completed.
+    unsafe { exec_with_environment(envp, |envp| real::fexecve(fd, argv, envp)) }
 }
 
 /// Replaces `execveat(2)` (a glibc function since 2.34): the program is `path` relative to
@@ -301,44 +391,51 @@ pub unsafe extern "C" fn execveat(
     envp: *const *mut c_char,
     flags: c_int,
 ) -> c_int {
-    // SAFETY: execveat's contract: path is null or NUL-terminated.
-    if !unsafe { at_permitted(dirfd, path, flags) } {
+    // SAFETY: execveat's contract: path is null or NUL-terminated, argv and envp arrays.
+    let permitted = unsafe { at_permitted(dirfd, path, flags, &Arguments::new(argv, envp)) };
+    if !permitted {
         return reject();
     }
-    let args = [
-        dirfd as c_long,
-        path as c_long,
-        argv as c_long,
-        envp as c_long,
-        flags as c_long,
-        0,
-    ];
-    // SAFETY: the program's own arguments, passed on unchanged to the system call glibc's
-    // execveat makes.
-    unsafe { real::syscall(libc::SYS_execveat, args) as c_int }
+    let exec = |envp: *const *mut c_char| {
+        let args = [
+            dirfd as c_long,
+            path as c_long,
+            argv as c_long,
+            envp as c_long,
+            flags as c_long,
+            0,
+        ];
+        // SAFETY: the program's own arguments, with the environment completed, passed to the
+        // system call glibc's execveat makes.
+        unsafe { real::syscall(libc::SYS_execveat, args) as c_int }
+    };
+    // SAFETY: execveat's contract: envp is null or a null-terminated array.
+    unsafe { exec_with_environment(envp, exec) }
 }
 
 /// Returns whether the program `execveat(dirfd, path, …, flags)` would run may run.
 ///
 /// # Safety
 /// `path` must be null or a NUL-terminated string.
-unsafe fn at_permitted(dirfd: c_int, path: *const c_char, flags: c_int) -> bool {
+unsafe fn at_permitted(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    arguments: &Arguments<'_>,
+) -> bool {
     if path.is_null() {
         return true;
     }
     // SAFETY: the caller passes a NUL-terminated string.
     let name = unsafe { CStr::from_ptr(path) };
     if name.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
-        return fd_permitted(dirfd);
+        return fd_permitted(dirfd, arguments);
     }
     let nofollow = flags & libc::AT_SYMLINK_NOFOLLOW != 0;
     let mut scratch = Scratch::new();
-    permitted(netcon_program_check::check_path_at(
-        dirfd,
-        name,
-        nofollow,
-        &mut scratch,
-    ))
+    let launch = arguments.launch();
+    let result = netcon_program_check::check_path_at(dirfd, name, nofollow, &launch, &mut scratch);
+    permitted(result)
 }
 
 /// Handles `syscall(SYS_execve, …)` and `syscall(SYS_execveat, …)` for the `syscall`

@@ -4,7 +4,7 @@
 
 mod origin;
 
-pub use origin::{establish_at_load, is_origin};
+pub use origin::{ENV as CONTROL_FD_ENV, establish_at_load, is_origin};
 
 use std::cell::{Cell, RefCell};
 use std::ffi::CString;

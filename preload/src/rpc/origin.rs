@@ -25,7 +25,7 @@ use super::{CallError, inode_of, socket_path};
 use crate::real;
 
 /// The environment variable naming the origin: `FD:INODE:PATH`.
-const ENV: &str = "NETCON_CONTROL_FD";
+pub const ENV: &str = "NETCON_CONTROL_FD";
 
 /// The origin's fd number, or -1 when this process has none.
 static FD: AtomicI32 = AtomicI32::new(-1);
