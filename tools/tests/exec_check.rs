@@ -518,11 +518,9 @@ fn dynamic_children_reach_peer() {
     let launcher_program = c_launcher();
     let target = curl(&format!("http://{PEER_IP}:9601/page"));
 
-    // The peer's namespace is reachable only through netcon.
-    let mut direct = Command::new("curl");
-    direct.args(&target.args);
-    let direct = run_bounded(direct, "curl without netcon", Duration::from_secs(30));
-    assert!(!direct.stdout.contains("served through netcon"), "{direct}");
+    // The peer's address exists only in the topology's namespace, which only netcon reaches.
+    // (No run without netcon here: from the host's namespace its packets would follow the
+    // host's routes off this machine.)
 
     for launcher in launchers(launcher_program.path()) {
         let line = launcher.command_line(&target);
