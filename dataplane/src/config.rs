@@ -146,7 +146,8 @@ pub struct Args {
     /// Maximum number of sockets netcon-dp holds for programs at once: TCP and UDP sockets,
     /// listeners and accepted connections. At the limit socket() fails with ENFILE and
     /// connections to listeners are reset once their handshake ends, until sockets close
-    /// [default: half of netcon-dp's limit on open fds, at most 65536].
+    /// [default: netcon-dp's limit on open fds less 4096, at least half of it, at most
+    /// 65536].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
 

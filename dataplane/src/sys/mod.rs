@@ -12,9 +12,10 @@ use std::io;
 
 use crate::option_rules::BufferLimits;
 
-/// Raises the soft limit on open fds to the hard limit and returns the new soft limit. Every
-/// connection costs the data plane one fd (its end of the socketpair), so the default soft
-/// limit of 1024 would cap connections far below what the machine can carry.
+/// Raises the limit on open fds and returns the new soft limit. Every connection costs the data
+/// plane one fd (its end of the socketpair), so the default soft limit of 1024 would cap
+/// connections far below what the machine can carry. With CAP_SYS_RESOURCE both limits go up to
+/// `fs.nr_open`, the most a process may have; without it the soft limit goes up to the hard one.
 pub fn raise_fd_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -22,6 +23,19 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     };
     // SAFETY: limit is a valid rlimit to fill.
     cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    if let Some(ceiling) = ceiling.filter(|&ceiling| ceiling > limit.rlim_max) {
+        let raised = libc::rlimit {
+            rlim_cur: ceiling,
+            rlim_max: ceiling,
+        };
+        // SAFETY: raised is a valid rlimit; without CAP_SYS_RESOURCE this fails with EPERM.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(ceiling);
+        }
+    }
     if limit.rlim_cur < limit.rlim_max {
         limit.rlim_cur = limit.rlim_max;
         // SAFETY: limit is a valid rlimit; raising the soft limit up to the hard one is allowed.
