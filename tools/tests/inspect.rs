@@ -10,13 +10,34 @@ use std::time::{Duration, Instant};
 
 use common::{
     PEER_IP, PYTHON, Process, Topology, run_bounded, start_socat_echo, wait_for_listener,
-    wait_for_stdout, write_random_file,
+    wait_for_stdout,
 };
 use netcon_tools::topology::{binary_path, netcon_command, require_root};
 use serde_json::Value;
 
 const HTTP_PORT: u16 = 7300;
 const ECHO_PORT: u16 = 7301;
+
+/// Serves HTTP on HOST:PORT with a body that trickles out (4 KiB every 50 ms for up to 60 s), so
+/// a download stays open however much the path between buffers.
+const PACED_HTTP_SERVER: &str = r#"
+import socket, sys, threading, time
+def serve(conn):
+    with conn:
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            try:
+                conn.sendall(b"x" * 4096)
+            except OSError:
+                return
+            time.sleep(0.05)
+listener = socket.create_server((sys.argv[1], int(sys.argv[2])))
+while True:
+    conn, _ = listener.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
 
 /// Connects to HOST:PORT, prints its socket's fd, then sleeps (an idle connection).
 const IDLE_CLIENT: &str = r#"
@@ -71,18 +92,9 @@ fn show_lists_exactly_the_open_sockets() {
         return;
     }
     let topology = Topology::start("ncshow");
-    let dir = tempfile::tempdir().expect("temp dir");
-    write_random_file(&dir.path().join("file"), 10 << 20);
     let mut http = topology.netns.command(PYTHON);
-    http.args([
-        "-m",
-        "http.server",
-        "--bind",
-        PEER_IP,
-        &HTTP_PORT.to_string(),
-    ]);
-    http.arg("--directory").arg(dir.path());
-    let mut http = Process::spawn(http, "http.server in the namespace");
+    http.args(["-c", PACED_HTTP_SERVER, PEER_IP, &HTTP_PORT.to_string()]);
+    let mut http = Process::spawn(http, "paced HTTP server in the namespace");
     wait_for_listener(&topology.netns, HTTP_PORT, &mut http);
     let _echo = start_socat_echo(&topology, ECHO_PORT);
 
@@ -90,7 +102,7 @@ fn show_lists_exactly_the_open_sockets() {
     let downloads: Vec<Process> = (0..3)
         .map(|_| {
             let mut curl = netcon_command(topology.socket(), "curl");
-            curl.args(["-s", "-o", "/dev/null", "--limit-rate", "200K", &url]);
+            curl.args(["-s", "-o", "/dev/null", &url]);
             Process::spawn(curl, "slow curl download through netcon")
         })
         .collect();
