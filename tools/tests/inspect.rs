@@ -18,8 +18,8 @@ use serde_json::Value;
 const HTTP_PORT: u16 = 7300;
 const ECHO_PORT: u16 = 7301;
 
-/// Serves HTTP on HOST:PORT with a body that trickles out (4 KiB every 50 ms for up to 60 s), so
-/// a download stays open however much the path between buffers.
+/// Serves HTTP on HOST:PORT with a slow body (4 KiB every 50 ms for up to 60 s), so a download
+/// stays open however much the buffers on the path can store.
 const PACED_HTTP_SERVER: &str = r#"
 import socket, sys, threading, time
 def serve(conn):

@@ -50,33 +50,68 @@ with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as co
 print("echoed")
 "#;
 
-/// Collects the inode numbers of the regular files under /usr, then creates AF_INET stream
-/// sockets (closing each) until one gets the inode number of such a file, for up to 90 s.
-/// Prints "INODE PATH" and holds that socket for 60 s, or prints "none" when none matched.
-const INODE_HUNTER: &str = r#"
-import os, socket, stat, time
-files = {}
-for root, _, names in os.walk("/usr"):
-    for name in names:
-        path = os.path.join(root, name)
-        try:
-            info = os.lstat(path)
-        except OSError:
-            continue
-        if stat.S_ISREG(info.st_mode):
-            files[info.st_ino] = path
-deadline = time.monotonic() + 90
-while time.monotonic() < deadline:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    inode = os.fstat(sock.fileno()).st_ino
-    if inode in files:
-        print(inode, files[inode], flush=True)
-        time.sleep(60)
-        break
-    sock.close()
-else:
-    print("none", flush=True)
+/// Creates an AF_INET stream socket, prints the inode number of its fd, and keeps it open for
+/// 60 s.
+const SOCKET_HOLDER: &str = r#"
+import os, socket, time
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+print(os.fstat(sock.fileno()).st_ino, flush=True)
+time.sleep(60)
 "#;
+
+/// Mounts a FUSE filesystem on MOUNTPOINT that contains one empty regular file, "file", with
+/// inode number INODE, so a file can share its number with any socket. Prints "mounted" once
+/// it serves, and exits when MOUNTPOINT is unmounted.
+const SAME_INODE_FS: &str = r#"
+import errno, os, stat, sys, llfuse
+
+mountpoint, file_inode = sys.argv[1], int(sys.argv[2])
+
+class SameInode(llfuse.Operations):
+    def getattr(self, inode, ctx=None):
+        entry = llfuse.EntryAttributes()
+        entry.st_ino = inode
+        if inode == llfuse.ROOT_INODE:
+            entry.st_mode, entry.st_nlink = stat.S_IFDIR | 0o755, 2
+        elif inode == file_inode:
+            entry.st_mode, entry.st_nlink = stat.S_IFREG | 0o644, 1
+        else:
+            raise llfuse.FUSEError(errno.ENOENT)
+        entry.st_size = 0
+        entry.st_uid, entry.st_gid = os.getuid(), os.getgid()
+        entry.attr_timeout = entry.entry_timeout = 60
+        return entry
+
+    def lookup(self, parent, name, ctx=None):
+        if parent == llfuse.ROOT_INODE and name == b"file":
+            return self.getattr(file_inode)
+        raise llfuse.FUSEError(errno.ENOENT)
+
+    def open(self, inode, flags, ctx):
+        return inode
+
+    def read(self, fh, offset, size):
+        return b""
+
+llfuse.init(SameInode(), mountpoint, ["fsname=netcon-same-inode", "ro"])
+print("mounted", flush=True)
+try:
+    llfuse.main(workers=1)
+finally:
+    llfuse.close(unmount=False)
+"#;
+
+/// Unmounts a mount point when dropped, so a failed test leaves no FUSE mount behind.
+struct Mounted<'a>(&'a Path);
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let status = Command::new("umount").arg(self.0).status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("failed to unmount {}: {status:?}", self.0.display());
+        }
+    }
+}
 
 /// Opens AF_INET stream sockets until socket() fails, prints "failed ERRNO after N", then
 /// holds the sockets for 30 s.
@@ -698,26 +733,43 @@ fn file_with_socket_inode_refused() {
         return;
     }
     let topology = Topology::start("ncsec");
-    // A program through netcon creates sockets until one has the inode number of a file
-    // under /usr, and holds that socket.
-    let mut hunter = netcon_command(topology.socket(), PYTHON);
-    hunter.args(["-c", INODE_HUNTER]);
-    let hunter = Process::spawn(hunter, "inode hunter");
-    let found = wait_until(Duration::from_secs(120), || {
-        hunter.output_so_far().0.contains('\n')
-    });
-    let (stdout, stderr) = hunter.output_so_far();
-    assert!(
-        found,
-        "the hunter printed nothing\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let (inode, path) = stdout
+    // A program through netcon keeps a socket open, and a FUSE filesystem serves a regular
+    // file with that socket's inode number.
+    let mut holder = netcon_command(topology.socket(), PYTHON);
+    holder.args(["-c", SOCKET_HOLDER]);
+    let mut holder = Process::spawn(holder, "socket holder through netcon");
+    wait_for_output(&mut holder, "\n", Duration::from_secs(15));
+    let inode: u64 = holder
+        .output_so_far()
+        .0
         .trim()
-        .split_once(' ')
-        .unwrap_or_else(|| panic!("no socket matched a file's inode: {stdout}"));
+        .parse()
+        .unwrap_or_else(|err| panic!("the holder printed no inode number ({err})"));
+    let mountpoint = tempfile::tempdir().expect("temp dir");
+    let mut filesystem = Command::new(PYTHON);
+    filesystem
+        .args(["-c", SAME_INODE_FS])
+        .arg(mountpoint.path())
+        .arg(inode.to_string());
+    let mut filesystem = Process::spawn(filesystem, "FUSE filesystem");
+    wait_for_output(&mut filesystem, "mounted", Duration::from_secs(15));
+    let _mounted = Mounted(mountpoint.path());
+    let path = mountpoint.path().join("file");
+    let file = std::fs::File::open(&path)
+        .unwrap_or_else(|err| panic!("cannot open {}: {err}", path.display()));
+    let metadata = file.metadata().expect("fstat of the FUSE file");
+    assert!(
+        metadata.is_file(),
+        "{} is not a regular file",
+        path.display()
+    );
+    assert_eq!(
+        metadata.ino(),
+        inode,
+        "the FUSE file has another inode number"
+    );
 
     // Another client attaches that file, not the socket, and asks about the socket.
-    let file = std::fs::File::open(path).unwrap_or_else(|err| panic!("cannot open {path}: {err}"));
     let client = ControlClient::connect(topology.socket());
     let mut request = Request::new(Op::GetSockOpt);
     request.arg0 = libc::SOL_SOCKET as u64;
@@ -729,8 +781,9 @@ fn file_with_socket_inode_refused() {
     assert_eq!(
         reply.errno,
         libc::ENOTSOCK,
-        "{path} (inode {inode}) was answered as the netcon socket with that inode: option \
-         value {:?}",
+        "{} (inode {inode}) was answered as the netcon socket with that inode: option value \
+         {:?}",
+        path.display(),
         reply.opt_bytes()
     );
 }
