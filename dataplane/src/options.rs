@@ -29,6 +29,9 @@ pub struct ConnectionOptions {
     pub nodelay: bool,
     /// SO_KEEPALIVE with its timing, see [`SocketOptions::keepalive`].
     pub keepalive: Option<KeepAlive>,
+    /// TCP_USER_TIMEOUT: how long sent data may stay unacknowledged before the connection is
+    /// aborted, or `None` when unset or 0.
+    pub user_timeout: Option<Duration>,
     /// IP_TOS: the TOS byte (DSCP and ECN bits) of every IPv4 packet sent; 0 leaves it 0.
     pub tos: u8,
     /// IPV6_TCLASS: the traffic class of every IPv6 packet sent; 0 leaves it 0.
@@ -166,17 +169,21 @@ impl SocketOptions {
         let idle = seconds(libc::TCP_KEEPIDLE, DEFAULT_KEEPIDLE_SECONDS);
         let interval = seconds(libc::TCP_KEEPINTVL, DEFAULT_KEEPINTVL_SECONDS);
         let count = seconds(libc::TCP_KEEPCNT, DEFAULT_KEEPCNT);
-        let user_timeout_ms = self
-            .int(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)
-            .filter(|v| *v > 0);
-        let give_up = match user_timeout_ms {
-            Some(ms) => Duration::from_millis(ms as u64),
-            None => Duration::from_secs(idle + interval * count),
-        };
+        let give_up = self
+            .user_timeout()
+            .unwrap_or(Duration::from_secs(idle + interval * count));
         Some(KeepAlive {
             idle: Duration::from_secs(idle),
             give_up,
         })
+    }
+
+    /// TCP_USER_TIMEOUT, or `None` when it was never set or set to 0 (the system default).
+    fn user_timeout(&self) -> Option<Duration> {
+        let ms = self
+            .int(libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)
+            .filter(|v| *v > 0)?;
+        Some(Duration::from_millis(ms as u64))
     }
 
     /// SO_LINGER as (`l_onoff`, `l_linger`), or `None` when it was never set.
@@ -205,6 +212,7 @@ impl SocketOptions {
         ConnectionOptions {
             nodelay: self.flag(libc::IPPROTO_TCP, libc::TCP_NODELAY),
             keepalive: self.keepalive(),
+            user_timeout: self.user_timeout(),
             tos: byte(libc::IPPROTO_IP, libc::IP_TOS).unwrap_or(0),
             tclass: byte(libc::IPPROTO_IPV6, libc::IPV6_TCLASS).unwrap_or(0),
             ttl: byte(libc::IPPROTO_IP, libc::IP_TTL),
@@ -473,6 +481,28 @@ mod tests {
             Duration::from_millis(1500)
         );
         assert_eq!(options.unhonoured, 0);
+    }
+
+    #[test]
+    fn user_timeout_without_keepalive() {
+        let mut options = SocketOptions::default();
+        assert_eq!(options.connection().user_timeout, None);
+        set(
+            &mut options,
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            &int(0),
+        );
+        assert_eq!(options.connection().user_timeout, None);
+        set(
+            &mut options,
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            &int(2000),
+        );
+        let connection = options.connection();
+        assert_eq!(connection.user_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(connection.keepalive, None);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! TCP keepalive through netcon: with SO_KEEPALIVE and short TCP_KEEPIDLE/INTVL/CNT, a peer
 //! that vanishes (its packets dropped with nftables) is detected at about the configured time,
 //! and a healthy idle connection outlives that time. The client runs with
-//! `netcon-ctl run --isolate`, so a socket that escaped netcon would fail instead.
+//! `netcon-ctl run --isolate`, so a socket that escaped netcon would fail instead. TCP_USER_TIMEOUT
+//! without keepalive cuts a connection whose sent data goes unacknowledged, never an idle one.
 
 mod common;
 
+use std::io::Write;
 use std::time::Duration;
 
 use common::{PEER_IP, PYTHON, Process, Topology, start_socat_echo, wait_for_stdout};
@@ -38,6 +40,50 @@ except OSError as err:
     print(f"error {err.errno} after {time.monotonic() - start:.1f}", flush=True)
 "#;
 
+/// Connects without keepalive, sets TCP_USER_TIMEOUT to 2 s, echoes once and prints
+/// "connected". Then stays idle for IDLE seconds, sends a byte and waits up to 30 s for its
+/// echo, and prints how that ended and after how many seconds from the send.
+const USER_TIMEOUT_CLIENT: &str = r#"
+import socket, sys, time
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 2000)
+conn.sendall(b"x")
+assert conn.recv(1) == b"x"
+print("connected", flush=True)
+time.sleep(float(sys.argv[3]))
+conn.settimeout(30)
+start = time.monotonic()
+try:
+    conn.sendall(b"y")
+    print(f"data {conn.recv(1)!r} after {time.monotonic() - start:.1f}", flush=True)
+except OSError as err:
+    print(f"error {err.errno} after {time.monotonic() - start:.1f}", flush=True)
+"#;
+
+/// Makes the peer vanish: from now on the namespace drops everything on the TAP.
+fn vanish_peer(topology: &Topology) {
+    let tap = topology.dataplane.options().tap.clone();
+    let rules = format!(
+        "table inet vanish {{ chain input {{ type filter hook input priority 0; iifname \"{tap}\" drop; }}; \
+         chain output {{ type filter hook output priority 0; oifname \"{tap}\" drop; }}; }}"
+    );
+    let mut nft = topology.netns.command("nft");
+    nft.args(["-f", "-"]);
+    let mut nft = nft
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft runs");
+    nft.stdin
+        .take()
+        .expect("piped")
+        .write_all(rules.as_bytes())
+        .expect("rules written");
+    assert!(
+        nft.wait().expect("nft exits").success(),
+        "nft rejected the rules"
+    );
+}
+
 fn seconds_after(line: &str) -> f64 {
     line.rsplit(' ')
         .next()
@@ -57,28 +103,7 @@ fn keepalive_detects_vanished_peer() {
     let client = Process::spawn(client, "keepalive client through netcon");
     wait_for_stdout(&client, "connected", Duration::from_secs(15));
 
-    // The peer vanishes: the namespace drops everything on the TAP from now on.
-    let tap = topology.dataplane.options().tap.clone();
-    let rules = format!(
-        "table inet vanish {{ chain input {{ type filter hook input priority 0; iifname \"{tap}\" drop; }}; \
-         chain output {{ type filter hook output priority 0; oifname \"{tap}\" drop; }}; }}"
-    );
-    let mut nft = topology.netns.command("nft");
-    nft.args(["-f", "-"]);
-    let mut nft = nft
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft runs");
-    use std::io::Write;
-    nft.stdin
-        .take()
-        .expect("piped")
-        .write_all(rules.as_bytes())
-        .expect("rules written");
-    assert!(
-        nft.wait().expect("nft exits").success(),
-        "nft rejected the rules"
-    );
+    vanish_peer(&topology);
 
     let output = wait_for_stdout(&client, "after", Duration::from_secs(20));
     let line = output.lines().last().expect("a result line");
@@ -109,6 +134,65 @@ fn keepalive_keeps_healthy_idle_connection() {
     let line = run.stdout.lines().last().unwrap_or_default().to_string();
     assert!(
         line.starts_with("alive b'y'"),
+        "the idle connection should survive: {run}"
+    );
+}
+
+#[test]
+fn user_timeout_cuts_unacknowledged_data() {
+    if !require_root("user_timeout_cuts_unacknowledged_data") {
+        return;
+    }
+    let topology = Topology::start("ncusert");
+    let _echo = start_socat_echo(&topology, ECHO_PORT);
+    let mut client = isolated_netcon_command(topology.socket(), PYTHON);
+    // The client sends 3 s after connecting; the peer is gone well before that.
+    client.args([
+        "-c",
+        USER_TIMEOUT_CLIENT,
+        PEER_IP,
+        &ECHO_PORT.to_string(),
+        "3",
+    ]);
+    let client = Process::spawn(client, "TCP_USER_TIMEOUT client through netcon");
+    wait_for_stdout(&client, "connected", Duration::from_secs(15));
+    vanish_peer(&topology);
+
+    let output = wait_for_stdout(&client, "after", Duration::from_secs(20));
+    let line = output.lines().last().expect("a result line");
+    assert!(
+        line.starts_with("error"),
+        "the unacknowledged send should fail: {line}"
+    );
+    let seconds = seconds_after(line);
+    assert!(
+        (1.5..=8.0).contains(&seconds),
+        "failed {seconds} s after the send, TCP_USER_TIMEOUT is 2 s: {line}"
+    );
+}
+
+#[test]
+fn user_timeout_spares_idle_connection() {
+    if !require_root("user_timeout_spares_idle_connection") {
+        return;
+    }
+    let topology = Topology::start("ncuserok");
+    let _echo = start_socat_echo(&topology, ECHO_PORT);
+    let mut client = isolated_netcon_command(topology.socket(), PYTHON);
+    // Idle for 5 s, more than twice TCP_USER_TIMEOUT, with nothing unacknowledged.
+    client.args([
+        "-c",
+        USER_TIMEOUT_CLIENT,
+        PEER_IP,
+        &ECHO_PORT.to_string(),
+        "5",
+    ]);
+    let client = Process::spawn(client, "TCP_USER_TIMEOUT client through netcon");
+    let run = client.finish(Duration::from_secs(30));
+    run.assert_success();
+    let line = run.stdout.lines().last().unwrap_or_default().to_string();
+    assert!(
+        line.starts_with("data b'y'"),
         "the idle connection should survive: {run}"
     );
 }

@@ -418,6 +418,8 @@ impl Worker {
             if socket.timeout().is_none() {
                 socket.set_timeout(Some(ORPHAN_TIMEOUT));
             }
+        } else {
+            arm_user_timeout(socket, &conn.options);
         }
 
         conn.record(socket, &mut self.latency);
@@ -521,6 +523,22 @@ pub fn apply_to_socket(socket: &mut tcp::Socket, options: &ConnectionOptions, ip
 pub fn apply_keepalive(socket: &mut tcp::Socket, keepalive: Option<KeepAlive>) {
     socket.set_keep_alive(keepalive.map(|k| k.idle.into()));
     socket.set_timeout(keepalive.map(|k| k.give_up.into()));
+}
+
+/// Applies TCP_USER_TIMEOUT to a connection without keepalive. Linux then aborts only when
+/// sent data stays unacknowledged that long, but smoltcp's timeout also cuts a connection
+/// that is merely idle, so it is set only while data waits for an acknowledgement.
+fn arm_user_timeout(socket: &mut tcp::Socket, options: &ConnectionOptions) {
+    if options.keepalive.is_some() {
+        return;
+    }
+    let Some(limit) = options.user_timeout else {
+        return;
+    };
+    let timeout = (socket.send_queue() > 0).then_some(limit.into());
+    if socket.timeout() != timeout {
+        socket.set_timeout(timeout);
+    }
 }
 
 /// Returns the 4-tuple of `socket`'s ingress segments, once it has both endpoints.
