@@ -83,6 +83,9 @@ pub struct Conn {
     flow: Flow,
     /// The 4-tuple its ingress segments carry, the key of the worker's flow table.
     tcp_flow: Option<TcpFlow>,
+    /// A segment from the peer closed the connection (a reset). Anything else that closes it
+    /// is a smoltcp timer (keepalive, TCP_USER_TIMEOUT), which Linux reports as ETIMEDOUT.
+    closed_by_peer: bool,
     /// Marked for the next visit (see [`super::schedule`]).
     pub dirty: bool,
     /// When its smoltcp timer fires, as scheduled.
@@ -125,6 +128,7 @@ impl Conn {
             held: None,
             flow,
             tcp_flow: None,
+            closed_by_peer: false,
             dirty: false,
             timer_at: None,
         }
@@ -195,6 +199,22 @@ fn state_number(state: State) -> u8 {
 }
 
 impl Conn {
+    /// Hands one ingress frame of this connection's flow to smoltcp, and notes whether it
+    /// closed the connection: only a reset does, where timers close it on egress.
+    pub(super) fn take_ingress<D: smoltcp::phy::Device>(
+        &mut self,
+        iface: &mut smoltcp::iface::Interface,
+        now: Instant,
+        device: &mut D,
+    ) {
+        let state = |set: &SocketSet<'static>| set.get::<tcp::Socket>(self.handle).state();
+        let before = state(&self.set);
+        iface.poll_ingress_single(now, device, &mut self.set);
+        if before != State::Closed && state(&self.set) == State::Closed {
+            self.closed_by_peer = true;
+        }
+    }
+
     /// Records what epoll reported for the socketpair.
     pub fn note_events(&mut self, flags: u32) {
         let hangup = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
@@ -434,7 +454,11 @@ impl Worker {
         // or a timeout, which the program must see as an error, not as EOF.
         match state {
             State::Closed if !(conn.peer_eof_sent && conn.app_eof) => Step::Finished {
-                errno: libc::ECONNRESET,
+                errno: if conn.closed_by_peer {
+                    libc::ECONNRESET
+                } else {
+                    libc::ETIMEDOUT
+                },
                 reset_app: true,
             },
             State::Closed | State::TimeWait if conn.app_eof || conn.app_gone => Step::Finished {

@@ -135,8 +135,7 @@ impl Worker {
             };
             match owner {
                 Some(key) => {
-                    let set = &mut self.conns[key].set;
-                    self.iface.poll_ingress_single(now, &mut self.device, set);
+                    self.conns[key].take_ingress(&mut self.iface, now, &mut self.device);
                     self.mark_dirty(key);
                 }
                 None => {
