@@ -47,6 +47,8 @@ pub struct DemoOptions {
     pub throughput: bool,
     /// The time the echo server waits before each reply.
     pub echo_delay: Duration,
+    /// The command's name in progress lines, such as "demo" or "perf --run".
+    pub command: &'static str,
 }
 
 /// A reason the demo stopped before its report.
@@ -106,6 +108,10 @@ impl fmt::Display for DemoError {
 pub fn demo(options: &DemoOptions) -> Result<DemoReport, DemoError> {
     check_prerequisites()?;
     signals::install_flag().map_err(step_error("installing signal handlers"))?;
+    let _ = PROGRESS_COMMAND.set(options.command);
+    // A reader that goes away (`netcon-ctl demo | head`) must not kill the demo before it
+    // removes what it made, so progress lines ignore a closed stdout until the report.
+    let _pipe = IgnoredSigpipe::install();
     let exe = std::env::current_exe().map_err(step_error("finding netcon-ctl's own path"))?;
 
     progress("creating a network namespace for the peer");
@@ -376,8 +382,33 @@ fn print_dataplane_stderr(dataplane: &Dataplane) {
     }
 }
 
+/// The command name [`progress`] prints, set by [`demo`].
+static PROGRESS_COMMAND: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Prints one progress line, or nothing once stdout is closed.
 fn progress(line: &str) {
-    println!("netcon demo: {line}");
+    use std::io::Write;
+    let command = PROGRESS_COMMAND.get().copied().unwrap_or("demo");
+    let _ = writeln!(io::stdout().lock(), "netcon {command}: {line}");
+}
+
+/// A guard that ignores SIGPIPE while it lives. Dropping it restores the default, so a report
+/// written to a closed stdout ends the process quietly once everything is removed.
+struct IgnoredSigpipe;
+
+impl IgnoredSigpipe {
+    fn install() -> IgnoredSigpipe {
+        // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        IgnoredSigpipe
+    }
+}
+
+impl Drop for IgnoredSigpipe {
+    fn drop(&mut self) {
+        // SAFETY: restoring the default disposition of SIGPIPE has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
 }
 
 #[cfg(test)]

@@ -127,10 +127,10 @@ enum Commands {
         #[arg(long)]
         run: bool,
         /// With --run: measured round trips per path
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 2000, requires = "run")]
         rounds: u64,
         /// With --run: time the echo peer waits before each reply, in milliseconds
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, requires = "run")]
         peer_delay_ms: u64,
     },
     /// Serve TCP echo on ADDR:PORT for a bounded time (the demo's round-trip peer).
@@ -209,6 +209,7 @@ fn main() -> ExitCode {
                 size,
                 throughput: true,
                 echo_delay: Duration::ZERO,
+                command: "demo",
             };
             demo_command(&options, "demo")
         }
@@ -416,6 +417,7 @@ fn perf_run_command(rounds: u64, echo_delay: Duration) -> i32 {
         size: 64,
         throughput: false,
         echo_delay,
+        command: "perf --run",
     };
     demo_command(&options, "perf --run")
 }
