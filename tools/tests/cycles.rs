@@ -1,12 +1,16 @@
 //! Many short connections through netcon: connect, echo, close, repeated, with every echo
-//! checked and netcon-dp's fd count back at its starting value afterwards.
+//! checked and netcon-dp's fd count back at its starting value afterwards. Connections to a
+//! server that closes first, which leaves its side in TIME_WAIT, connect without stalls.
 
 mod common;
 
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{PEER_IP, PYTHON, Topology, describe_fds, run_bounded, start_socat_echo};
+use common::{
+    PEER_IP, PYTHON, Process, Topology, describe_fds, run_bounded, start_socat_echo,
+    wait_for_listener,
+};
 use netcon_tools::topology::{netcon_command, require_root};
 
 const ECHO_PORT: u16 = 7000;
@@ -197,4 +201,69 @@ fn twenty_thousand_cycles_still_connect() {
     run_echo_client(&topology, 20_000, Duration::from_secs(900));
 
     assert_fds_back_to(&mut topology, baseline);
+}
+
+/// Connects to an HTTP/1.0 server at HOST:PORT COUNT times in a row, each time fetching "/" to
+/// the end (the server closes first). Prints how many connects took 0.9 s or more: the
+/// signature of a SYN the server replied to with an ACK for its TIME_WAIT entry, then resent
+/// after a 1 s timeout.
+const SERVER_CLOSES_CLIENT: &str = r#"
+import socket, sys, time
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+slow = 0
+for _ in range(count):
+    start = time.monotonic()
+    conn = socket.create_connection((host, port), timeout=10)
+    if time.monotonic() - start >= 0.9:
+        slow += 1
+    conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    while conn.recv(65536):
+        pass
+    conn.close()
+print(f"slow {slow}", flush=True)
+"#;
+
+#[test]
+fn reconnects_past_server_time_wait() {
+    if !require_root("reconnects_past_server_time_wait") {
+        return;
+    }
+    const HTTP_PORT: u16 = 7010;
+    // 1,000 connections take about 1 s; without TCP timestamps about 1 in 80 stalled for 1 s.
+    const CONNECTIONS: &str = "1000";
+    let topology = Topology::start("nctw");
+    let dir = tempfile::tempdir().expect("cannot create a temporary directory");
+    let mut server = topology.netns.command(PYTHON);
+    server
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            PEER_IP,
+            &HTTP_PORT.to_string(),
+        ])
+        .arg("--directory")
+        .arg(dir.path());
+    let mut server = Process::spawn(server, "http.server in the namespace");
+    wait_for_listener(&topology.netns, HTTP_PORT, &mut server);
+
+    let mut client = netcon_command(topology.socket(), PYTHON);
+    client.args([
+        "-c",
+        SERVER_CLOSES_CLIENT,
+        PEER_IP,
+        &HTTP_PORT.to_string(),
+        CONNECTIONS,
+    ]);
+    let run = run_bounded(
+        client,
+        "sequential client through netcon",
+        Duration::from_secs(120),
+    );
+    run.assert_success();
+    assert_eq!(
+        run.stdout.trim(),
+        "slow 0",
+        "connects stalled against the server's TIME_WAIT entries\n{run}"
+    );
 }

@@ -128,8 +128,25 @@ impl StackConfig {
     pub fn tcp_socket(&self) -> tcp::Socket<'static> {
         let rx = tcp::SocketBuffer::new(vec![0u8; self.tcp_buffer]);
         let tx = tcp::SocketBuffer::new(vec![0u8; self.tcp_buffer]);
-        tcp::Socket::new(rx, tx)
+        let mut socket = tcp::Socket::new(rx, tx);
+        socket.set_tsval_generator(Some(timestamp_now));
+        socket
     }
+}
+
+/// Returns the TCP timestamp value to send (RFC 7323): milliseconds of the system's monotonic
+/// clock, shared by every connection and every netcon-dp started since boot. A new connection
+/// then carries values above those of an earlier one on the same 4-tuple, so a Linux peer
+/// accepts its SYN while that tuple is still in TIME_WAIT instead of replying with an ACK
+/// that costs a reset and a 1 s SYN retransmission.
+fn timestamp_now() -> u32 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for clock_gettime to fill in.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000) as u32
 }
 
 /// A seed for initial sequence numbers and ports, different on every start.
