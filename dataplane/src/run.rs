@@ -59,6 +59,12 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
         |max| max as usize,
     );
 
+    let socket_path = args
+        .socket
+        .clone()
+        .unwrap_or_else(netcon_control::path::default_socket_path);
+    crate::service::clear_stale_socket(&socket_path);
+
     // The TAP comes first: without it nothing else is worth setting up.
     let (medium, tap_medium) = match args.medium {
         MediumArg::Ethernet => (Medium::Ethernet, TapMedium::Ethernet),
@@ -69,10 +75,6 @@ pub fn run(args: &Args, stop: &AtomicBool) -> Result<(), RunError> {
     steer_to_owners(&queues, medium);
     attach::configure_link(args, privileges).map_err(RunError::Tap)?;
 
-    let socket_path = args
-        .socket
-        .clone()
-        .unwrap_or_else(netcon_control::path::default_socket_path);
     let allowed = allowed_uids(args);
     let other_users = path_users(&allowed);
     let control = ControlSocket::bind(&socket_path, args.socket.is_none(), &other_users)

@@ -161,6 +161,15 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
     Some((meta.dev(), meta.ino()))
 }
 
+/// Removes a stale socket file at `path` (see [`remove_stale_socket`]) and ignores every error,
+/// which [`ControlSocket::bind`] reports later. netcon-dp calls it before its slower set-up, so
+/// a script that waits for the socket file to appear does not find the old one.
+pub fn clear_stale_socket(path: &Path) {
+    if let Some(addr) = sockaddr(path.as_os_str()) {
+        let _ = remove_stale_socket(path, &addr);
+    }
+}
+
 /// Removes the socket file at `path` when no process listens on it any more (a netcon-dp that
 /// died). Leaves every other file alone: a file that is not a socket, a socket something
 /// listens on, and a socket whose state cannot be told.

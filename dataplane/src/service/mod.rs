@@ -13,7 +13,7 @@ mod listen_socket;
 mod observe;
 mod peer;
 
-pub use listen_socket::{ControlSocket, ControlSocketError};
+pub use listen_socket::{ControlSocket, ControlSocketError, clear_stale_socket};
 
 use std::collections::HashMap;
 use std::io;
