@@ -93,27 +93,58 @@ fn seconds_after(line: &str) -> f64 {
         .expect("seconds at line end")
 }
 
+/// A client through netcon (with `--isolate`) and the echo peer it talks to.
+struct Scenario {
+    client: Process,
+    _echo: Process,
+    topology: Topology,
+}
+
+impl Scenario {
+    /// Starts the echo peer in a namespace named after `prefix`, then `script` as a client
+    /// that stays idle for `idle` seconds (the scripts above take that argument).
+    fn start(prefix: &str, script: &str, idle: &str, label: &str) -> Scenario {
+        let topology = Topology::start(prefix);
+        let echo = start_socat_echo(&topology, ECHO_PORT);
+        let mut client = isolated_netcon_command(topology.socket(), PYTHON);
+        client.args(["-c", script, PEER_IP, &ECHO_PORT.to_string(), idle]);
+        Scenario {
+            client: Process::spawn(client, label),
+            _echo: echo,
+            topology,
+        }
+    }
+
+    /// Makes the peer vanish once the client is connected, and returns the client's result
+    /// line.
+    fn result_after_vanishing(&self) -> String {
+        wait_for_stdout(&self.client, "connected", Duration::from_secs(15));
+        vanish_peer(&self.topology);
+        let output = wait_for_stdout(&self.client, "after", Duration::from_secs(20));
+        output.lines().last().expect("a result line").to_string()
+    }
+
+    /// Waits for the client to exit on its own and returns its result line.
+    fn result_at_exit(self) -> String {
+        let run = self.client.finish(Duration::from_secs(30));
+        run.assert_success();
+        run.stdout.lines().last().unwrap_or_default().to_string()
+    }
+}
+
 #[test]
 fn keepalive_detects_vanished_peer() {
     if !require_root("keepalive_detects_vanished_peer") {
         return;
     }
-    let topology = Topology::start("nckeep");
-    let _echo = start_socat_echo(&topology, ECHO_PORT);
-    let mut client = isolated_netcon_command(topology.socket(), PYTHON);
-    client.args(["-c", KEEPALIVE_CLIENT, PEER_IP, &ECHO_PORT.to_string(), "0"]);
-    let client = Process::spawn(client, "keepalive client through netcon");
-    wait_for_stdout(&client, "connected", Duration::from_secs(15));
-
-    vanish_peer(&topology);
-
-    let output = wait_for_stdout(&client, "after", Duration::from_secs(20));
-    let line = output.lines().last().expect("a result line");
+    let label = "keepalive client through netcon";
+    let scenario = Scenario::start("nckeep", KEEPALIVE_CLIENT, "0", label);
+    let line = scenario.result_after_vanishing();
     assert!(
         line.starts_with("error"),
         "the connection should fail: {line}"
     );
-    let seconds = seconds_after(line);
+    let seconds = seconds_after(&line);
     assert!(
         (2.0..=8.0).contains(&seconds),
         "detected after {seconds} s, configured ~3 s: {line}"
@@ -125,18 +156,12 @@ fn keepalive_keeps_healthy_idle_connection() {
     if !require_root("keepalive_keeps_healthy_idle_connection") {
         return;
     }
-    let topology = Topology::start("nckeepok");
-    let _echo = start_socat_echo(&topology, ECHO_PORT);
-    let mut client = isolated_netcon_command(topology.socket(), PYTHON);
     // Idle for 6 s, twice the time after which a silent peer would be declared gone.
-    client.args(["-c", KEEPALIVE_CLIENT, PEER_IP, &ECHO_PORT.to_string(), "6"]);
-    let client = Process::spawn(client, "keepalive client through netcon");
-    let run = client.finish(Duration::from_secs(30));
-    run.assert_success();
-    let line = run.stdout.lines().last().unwrap_or_default().to_string();
+    let label = "keepalive client through netcon";
+    let line = Scenario::start("nckeepok", KEEPALIVE_CLIENT, "6", label).result_at_exit();
     assert!(
         line.starts_with("alive b'y'"),
-        "the idle connection should survive: {run}"
+        "the idle connection should survive: {line}"
     );
 }
 
@@ -145,28 +170,15 @@ fn user_timeout_cuts_unacknowledged_data() {
     if !require_root("user_timeout_cuts_unacknowledged_data") {
         return;
     }
-    let topology = Topology::start("ncusert");
-    let _echo = start_socat_echo(&topology, ECHO_PORT);
-    let mut client = isolated_netcon_command(topology.socket(), PYTHON);
     // The client sends 3 s after connecting; the peer is gone well before that.
-    client.args([
-        "-c",
-        USER_TIMEOUT_CLIENT,
-        PEER_IP,
-        &ECHO_PORT.to_string(),
-        "3",
-    ]);
-    let client = Process::spawn(client, "TCP_USER_TIMEOUT client through netcon");
-    wait_for_stdout(&client, "connected", Duration::from_secs(15));
-    vanish_peer(&topology);
-
-    let output = wait_for_stdout(&client, "after", Duration::from_secs(20));
-    let line = output.lines().last().expect("a result line");
+    let label = "TCP_USER_TIMEOUT client through netcon";
+    let scenario = Scenario::start("ncusert", USER_TIMEOUT_CLIENT, "3", label);
+    let line = scenario.result_after_vanishing();
     assert!(
         line.starts_with(&format!("error {} ", libc::ETIMEDOUT)),
         "the unacknowledged send should fail with ETIMEDOUT in SO_ERROR: {line}"
     );
-    let seconds = seconds_after(line);
+    let seconds = seconds_after(&line);
     assert!(
         (1.5..=8.0).contains(&seconds),
         "failed {seconds} s after the send, TCP_USER_TIMEOUT is 2 s: {line}"
@@ -178,23 +190,11 @@ fn user_timeout_spares_idle_connection() {
     if !require_root("user_timeout_spares_idle_connection") {
         return;
     }
-    let topology = Topology::start("ncuserok");
-    let _echo = start_socat_echo(&topology, ECHO_PORT);
-    let mut client = isolated_netcon_command(topology.socket(), PYTHON);
     // Idle for 5 s, more than twice TCP_USER_TIMEOUT, with nothing unacknowledged.
-    client.args([
-        "-c",
-        USER_TIMEOUT_CLIENT,
-        PEER_IP,
-        &ECHO_PORT.to_string(),
-        "5",
-    ]);
-    let client = Process::spawn(client, "TCP_USER_TIMEOUT client through netcon");
-    let run = client.finish(Duration::from_secs(30));
-    run.assert_success();
-    let line = run.stdout.lines().last().unwrap_or_default().to_string();
+    let label = "TCP_USER_TIMEOUT client through netcon";
+    let line = Scenario::start("ncuserok", USER_TIMEOUT_CLIENT, "5", label).result_at_exit();
     assert!(
         line.starts_with("data b'y'"),
-        "the idle connection should survive: {run}"
+        "the idle connection should survive: {line}"
     );
 }

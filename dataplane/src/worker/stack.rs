@@ -136,9 +136,9 @@ impl StackConfig {
 
 /// Returns the TCP timestamp value to send (RFC 7323): milliseconds of the system's monotonic
 /// clock, shared by every connection and every netcon-dp started since boot. A new connection
-/// then carries values above those of an earlier one on the same 4-tuple, so a Linux peer
-/// accepts its SYN while that tuple is still in TIME_WAIT instead of replying with an ACK
-/// that costs a reset and a 1 s SYN retransmission.
+/// then carries values above those of an earlier one on the same 4-tuple. So a Linux peer
+/// accepts its SYN while that tuple is still in TIME_WAIT, where it would otherwise reply with
+/// an ACK that costs a reset and a 1 s SYN retransmission.
 fn timestamp_now() -> u32 {
     let mut now = libc::timespec {
         tv_sec: 0,
