@@ -75,19 +75,9 @@ fn run_transfer(role: NetconRole) {
         let mut server_command = netcon_command(topology.socket(), "socat");
         server_command.arg("-u").args(&server_args);
         let server = Process::spawn(server_command, "socat server through netcon");
-        // The listener lives in netcon's stack, where `ss` cannot see it, so the client is
-        // retried while the connection is refused.
-        let client = run_until_ready(
-            || {
-                let mut command: Command = topology.netns.command("socat");
-                command.arg("-u").args(&client_args);
-                command
-            },
-            "socat client in the namespace",
-            TRANSFER_TIMEOUT,
-            Duration::from_secs(15),
-            |run| run.stderr.contains("Connection refused"),
-        );
+        let mut socat_args = vec!["-u".to_string()];
+        socat_args.extend(client_args);
+        let client = run_socat_until_served(&topology, &socat_args, "socat client");
         (client, server.finish(Duration::from_secs(10)))
     } else {
         let mut server_command = topology.netns.command("socat");
@@ -117,6 +107,22 @@ fn run_transfer(role: NetconRole) {
         sha256_file(&source),
         "{role:?}: the copy's content differs"
     );
+}
+
+/// Runs socat with `args` in the namespace, again while netcon's listener refuses it: the
+/// listener lives in netcon's stack, where `ss` cannot see it.
+fn run_socat_until_served(topology: &Topology, args: &[String], label: &str) -> Finished {
+    run_until_ready(
+        || {
+            let mut command: Command = topology.netns.command("socat");
+            command.args(args);
+            command
+        },
+        &format!("{label} in the namespace"),
+        TRANSFER_TIMEOUT,
+        Duration::from_secs(15),
+        |run| run.stderr.contains("Connection refused"),
+    )
 }
 
 /// Asserts that both socat processes exited 0 by themselves, showing both on failure.
@@ -194,19 +200,13 @@ fn bulk_netcon_echo_server() {
             file_address(&source, false),
             file_address(&copy, true)
         );
-        let client = run_until_ready(
-            || {
-                let mut command: Command = topology.netns.command("socat");
-                command
-                    .args(["-t", "5", &both_ways])
-                    .arg(format!("TCP4:{NETCON_IP}:{port}"));
-                command
-            },
-            "socat echo client in the namespace",
-            TRANSFER_TIMEOUT,
-            Duration::from_secs(15),
-            |run| run.stderr.contains("Connection refused"),
-        );
+        let client_args = [
+            "-t".to_string(),
+            "5".to_string(),
+            both_ways,
+            format!("TCP4:{NETCON_IP}:{port}"),
+        ];
+        let client = run_socat_until_served(&topology, &client_args, "socat echo client");
         let server = server.finish(Duration::from_secs(10));
         assert!(
             client.succeeded() && server.succeeded(),
